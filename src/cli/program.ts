@@ -1,0 +1,135 @@
+/** The `pubsub` command: parses flags, resolves config, calls the library, maps errors to exit codes. */
+import { Command, CommanderError, Option } from 'commander';
+import { databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl } from '../config.js';
+import { PubSubError } from '../errors.js';
+import { generateMigration, resolvePrismaPaths } from '../generate.js';
+import { applyMigrations } from '../migrate.js';
+import { getRegistry } from '../registry.js';
+import { listen } from '../worker.js';
+import { loadModules } from './load.js';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+const positiveInt = (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new CommanderError(1, 'pubsub.config', `expected a positive whole number, got "${value}"`);
+  return n;
+};
+
+interface CommonFlags {
+  require?: string[];
+  config?: string;
+  databaseUrl?: string;
+}
+
+async function loadListeners(flags: CommonFlags) {
+  const file = loadFileConfig(process.cwd(), flags.config);
+  await loadModules(flags.require ?? file.require ?? []);
+  if (getRegistry().list().length === 0) {
+    throw new PubSubError(
+      'pubsub.noListenersLoaded',
+      'No listeners are registered. Name the compiled modules that declare them with --require dist/listeners.js, or "require" in pubsub.config.json.',
+      { exitCode: 2 },
+    );
+  }
+  return file;
+}
+
+const log = {
+  info: (m: string) => console.log(`pubsub: ${m}`),
+  warn: (m: string) => console.error(`pubsub: ${m}`),
+  error: (m: string, e?: unknown) => console.error(`pubsub: ${m}`, e instanceof Error ? (e.stack ?? e.message) : (e ?? '')),
+};
+
+export function buildProgram(): Command {
+  const program = new Command('pubsub').description('Typed, durable publish/subscribe on PostgreSQL.').exitOverride();
+  const requireOption = () => new Option('-r, --require <module>', 'compiled module that declares listeners (repeatable)').argParser(collect);
+  const configOption = () => new Option('-c, --config <file>', 'config file (default pubsub.config.json, or "pubsub" in package.json)');
+  const databaseOption = () => new Option('--database-url <url>', 'PostgreSQL URL (default DATABASE_URL)');
+
+  program
+    .command('listen')
+    .description('Run a worker: receive notifications and run their listeners until SIGINT/SIGTERM.')
+    .addOption(new Option('--channel <name>', 'channel to serve (repeatable; default every registered channel)').argParser(collect))
+    .addOption(requireOption())
+    .addOption(configOption())
+    .addOption(databaseOption())
+    .addOption(new Option('--batch-size <n>', 'notifications claimed per transaction').argParser(positiveInt).default(100))
+    .addOption(new Option('--poll-interval <ms>', 'look for stored work this often without a wake-up').argParser(positiveInt).default(2000))
+    .action(async (flags: CommonFlags & { channel?: string[]; batchSize: number; pollInterval: number }) => {
+      const file = await loadListeners(flags);
+      const worker = await listen({
+        channels: flags.channel ?? file.channels,
+        databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
+        batchSize: flags.batchSize,
+        pollIntervalMs: flags.pollInterval,
+        logger: log,
+      });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          log.info(`${signal}: finishing running listeners`);
+          process.once(signal, () => process.exit(130));
+          void worker.close().then(resolve);
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+      log.info('stopped');
+    });
+
+  program
+    .command('make-migration')
+    .description('Write a Prisma migration with the pubsub tables and the triggers the listeners need.')
+    .addOption(requireOption())
+    .addOption(configOption())
+    .option('--schema <file>', 'Prisma schema file or folder (default from prisma.config.ts, else prisma/schema.prisma)')
+    .option('--migrations-dir <dir>', 'Prisma migrations folder (default from prisma.config.ts, else next to the schema)')
+    .option('--name <name>', 'migration folder name suffix', 'pubsub')
+    .option('--check', 'write nothing; exit 1 if the migrations do not match the listeners')
+    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; name: string; check?: boolean }) => {
+      const file = await loadListeners(flags);
+      const result = await generateMigration({
+        schema: flags.schema ?? file.schema,
+        migrationsDir: flags.migrationsDir ?? file.migrations,
+        name: flags.name,
+        check: flags.check,
+      });
+      if (result.upToDate) return log.info(`migrations in ${result.migrationsDir} are up to date; nothing written`);
+      for (const line of result.summary) log.info(`  ${line}`);
+      if (flags.check) {
+        throw new PubSubError('pubsub.migrationDrift', 'the listeners need a migration that does not exist yet: run `pubsub make-migration`.');
+      }
+      log.info(`wrote ${result.folder}/migration.sql; apply it with \`prisma migrate deploy\` (or \`pubsub migrate\`)`);
+    });
+
+  program
+    .command('migrate')
+    .description('Apply pending Prisma migrations and record them as `prisma migrate deploy` would (for machines without Prisma\'s engine).')
+    .addOption(configOption())
+    .addOption(databaseOption())
+    .option('--schema <file>', 'Prisma schema file or folder (to find the migrations folder)')
+    .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)')
+    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
+      const file = loadFileConfig(process.cwd(), flags.config);
+      const { migrationsDir } = await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations });
+      const result = await applyMigrations(requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()), migrationsDir);
+      for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
+      log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode;
+    if (error instanceof PubSubError) {
+      console.error(`pubsub: ${error.message}`);
+      return error.exitCode;
+    }
+    console.error(error);
+    return 1;
+  }
+}

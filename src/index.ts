@@ -1,0 +1,38 @@
+import 'reflect-metadata';
+
+export { defineChannel } from './channels.js';
+export {
+  Listen,
+  TriggerListen,
+  PostInsertListen,
+  PostUpdateListen,
+  PostDeleteListen,
+  PostSaveListen,
+  PreInsertListen,
+  PreUpdateListen,
+  PreDeleteListen,
+  PreSaveListen,
+} from './decorators.js';
+export { PubSubError } from './errors.js';
+export { applyMigrations } from './migrate.js';
+export { generateMigration } from './generate.js';
+export { notify, disconnect } from './notify.js';
+export { getRegistry } from './registry.js';
+export { listen } from './worker.js';
+export { Type, Transform } from 'class-transformer';
+
+export type { ListenOptions, TriggerListenOptions } from './decorators.js';
+export type { PubSubErrorCode } from './errors.js';
+export type { NotifyOptions } from './notify.js';
+export type { Worker, WorkerOptions } from './worker.js';
+export type { GenerateOptions, GenerateResult } from './generate.js';
+export type {
+  Channel,
+  Listener,
+  Logger,
+  NotificationContext,
+  Queryable,
+  TriggerOperation,
+  TriggerPayload,
+  TriggerTiming,
+} from './types.js';

@@ -1,0 +1,114 @@
+/** Payloads on the wire: JSON text out of `notify()`, typed objects into listeners. */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { plainToInstance } from 'class-transformer';
+import { PubSubError } from './errors.js';
+import type { TriggerPayload } from './types.js';
+
+/** JSON.stringify that writes bigints as decimal strings (JSON has no bigint). */
+export function encodePayload(payload: unknown, channel: string): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(payload, (_key, value) => (typeof value === 'bigint' ? value.toString() : value));
+  } catch (cause) {
+    throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the payload cannot be written as JSON: ${(cause as Error).message}`, { cause });
+  }
+  if (text === undefined) {
+    throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the payload is ${String(payload)}; send a JSON value such as an object.`);
+  }
+  return text;
+}
+
+const PRIMITIVES = new Map<Function, (v: unknown) => unknown>([
+  [String, (v) => v],
+  [Number, (v) => v],
+  [Boolean, (v) => v],
+  [BigInt, (v) => (typeof v === 'string' || typeof v === 'number' ? BigInt(v) : v)],
+  [Date, (v) => (typeof v === 'string' ? new Date(v) : v)],
+]);
+
+/** Turns a decoded JSON value into an instance of `type` (class-transformer), or a primitive. */
+export function decodePayload(value: unknown, type: Function | undefined): unknown {
+  if (!type) return value;
+  const primitive = PRIMITIVES.get(type);
+  if (primitive) return primitive(value);
+  if (value === null || typeof value !== 'object') return value;
+  return plainToInstance(type as new () => object, value as object);
+}
+
+/** The trigger payload as the generated trigger function writes it. */
+export interface WireTriggerPayload {
+  op: TriggerPayload['op'];
+  when: TriggerPayload['when'];
+  model: string;
+  /** Key of the trigger definition that produced it (routes it to that definition's listeners). */
+  trigger: string;
+  /** Field name → Prisma type for fields whose JSON form is not their value (BigInt, DateTime, …). */
+  types?: Record<string, string>;
+  old: Record<string, unknown> | null;
+  new: Record<string, unknown> | null;
+  truncated?: boolean;
+}
+
+type DecimalCtor = new (value: string) => unknown;
+let decimalCtor: DecimalCtor | undefined;
+
+/** Prisma's own Decimal class when the app has @prisma/client, so values are `instanceof Prisma.Decimal`. */
+function loadDecimal(): DecimalCtor {
+  if (decimalCtor) return decimalCtor;
+  for (const from of [path.join(process.cwd(), 'index.js'), import.meta.url]) {
+    const require = createRequire(from);
+    for (const id of ['@prisma/client/runtime/client', '@prisma/client/runtime/library', 'decimal.js']) {
+      try {
+        const mod = require(id);
+        const ctor = mod.Decimal ?? mod.default ?? mod;
+        if (typeof ctor === 'function') return (decimalCtor = ctor as DecimalCtor);
+      } catch {
+        // try the next candidate
+      }
+    }
+  }
+  throw new PubSubError('pubsub.invalidPayload', 'A Decimal field arrived but neither @prisma/client nor decimal.js can be loaded. Install one of them.');
+}
+
+function parseDateTime(v: string): Date {
+  // timestamp without time zone (Prisma's default DateTime) is UTC; time-only values sit on 1970-01-01.
+  if (/^\d{2}:\d{2}/.test(v)) v = `1970-01-01T${v}`;
+  if (/T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(v)) v += 'Z';
+  return new Date(v);
+}
+
+const SCALARS: Record<string, (v: any) => unknown> = {
+  BigInt: (v) => BigInt(v),
+  Decimal: (v) => new (loadDecimal())(String(v)),
+  DateTime: (v) => parseDateTime(v),
+  Bytes: (v) => new Uint8Array(Buffer.from(v, 'base64')),
+  Float: (v) => Number(v), // NaN and ±Infinity arrive as strings
+};
+
+function decodeRow(row: Record<string, unknown> | null, types: Record<string, string>): Record<string, unknown> | null {
+  if (!row) return row;
+  for (const [field, type] of Object.entries(types)) {
+    const value = row[field];
+    if (value === null || value === undefined) continue;
+    const list = type.endsWith('[]');
+    const convert = SCALARS[list ? type.slice(0, -2) : type];
+    if (!convert) continue;
+    row[field] = list && Array.isArray(value) ? value.map((v) => (v === null ? v : convert(v))) : convert(value);
+  }
+  return row;
+}
+
+/** Rebuilds a TriggerPayload with exact values from what the trigger wrote. */
+export function decodeTriggerPayload(wire: WireTriggerPayload): TriggerPayload {
+  const types = wire.types ?? {};
+  const payload: TriggerPayload = {
+    op: wire.op,
+    when: wire.when,
+    model: wire.model,
+    old: decodeRow(wire.old, types),
+    new: decodeRow(wire.new, types),
+  };
+  if (wire.truncated) payload.truncated = true;
+  return payload;
+}

@@ -1,0 +1,84 @@
+/** The one global registry that decorators record into and the worker and migrations read from. */
+import { PubSubError } from './errors.js';
+import type { TriggerOperation, TriggerTiming } from './types.js';
+
+export interface TriggerSpec {
+  /** Prisma model name. */
+  model: string;
+  when: TriggerTiming;
+  /** Sorted, without duplicates. */
+  events: TriggerOperation[];
+  /** SQL boolean expression over OLD/NEW, used as the trigger's WHEN clause. */
+  condition?: string;
+  /** Prisma field names: an UPDATE fires only when one of these columns is in the SET list. */
+  columns?: string[];
+}
+
+export interface ListenerDefinition {
+  /** `Class.method`: unique across the registry. */
+  id: string;
+  channel: string;
+  durable: boolean;
+  /** Prototype (instance method) or constructor (static method) that owns the method. */
+  target: object;
+  method: string | symbol;
+  /** The class payloads are turned into (custom channels). */
+  payloadType?: Function;
+  trigger?: TriggerSpec;
+}
+
+export interface ChannelDefinition {
+  name: string;
+  durable: boolean;
+  kind: 'custom' | 'trigger';
+  listeners: ListenerDefinition[];
+}
+
+export class Registry {
+  readonly channels = new Map<string, ChannelDefinition>();
+  readonly listenerIds = new Set<string>();
+
+  register(listener: ListenerDefinition): void {
+    if (this.listenerIds.has(listener.id)) {
+      throw new PubSubError(
+        'pubsub.duplicateListener',
+        `${listener.id} is registered twice. Is the module loaded twice (e.g. both its .ts and .js file, or by two --require paths)?`,
+      );
+    }
+    const kind = listener.trigger ? 'trigger' : 'custom';
+    const existing = this.channels.get(listener.channel);
+    if (existing && (existing.kind !== kind || existing.durable !== listener.durable)) {
+      const first = existing.listeners[0]!.id;
+      throw new PubSubError(
+        'pubsub.channelConflict',
+        `Channel "${listener.channel}": ${listener.id} is a ${listener.durable ? 'durable' : 'non-durable'} ${kind} listener but ${first} made it a ${existing.durable ? 'durable' : 'non-durable'} ${existing.kind} channel. Listeners of one channel must agree; give one of them its own channel.`,
+      );
+    }
+    const channel = existing ?? { name: listener.channel, durable: listener.durable, kind, listeners: [] };
+    channel.listeners.push(listener);
+    this.channels.set(listener.channel, channel);
+    this.listenerIds.add(listener.id);
+  }
+
+  get(channel: string): ChannelDefinition | undefined {
+    return this.channels.get(channel);
+  }
+
+  list(): ChannelDefinition[] {
+    return [...this.channels.values()];
+  }
+
+  /** Forgets everything (tests). */
+  clear(): void {
+    this.channels.clear();
+    this.listenerIds.clear();
+  }
+}
+
+const KEY = Symbol.for('pgpubsub.registry');
+
+/** The registry, shared on globalThis so that two copies of the package still see one set of listeners. */
+export function getRegistry(): Registry {
+  const g = globalThis as { [KEY]?: Registry };
+  return (g[KEY] ??= new Registry());
+}
