@@ -1,6 +1,7 @@
 /** Payloads on the wire: JSON text out of `notify()`, typed objects into listeners. */
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import 'reflect-metadata';
 import { plainToInstance } from 'class-transformer';
 import { PubSubError } from './errors.js';
 import type { TriggerPayload } from './types.js';
