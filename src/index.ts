@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 
 export { defineChannel } from './channels.js';
+export { startEmbeddedPostgres } from './embedded.js';
 export {
   Listen,
   TriggerListen,
@@ -36,3 +37,4 @@ export type {
   TriggerPayload,
   TriggerTiming,
 } from './types.js';
+export type { EmbeddedPostgres } from './embedded.js';
