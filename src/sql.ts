@@ -191,11 +191,6 @@ export const claimSql = `select id::text as id, channel, payload, context, attem
   limit $2
   for update skip locked`;
 
-export const claimOneSql = `select id::text as id, channel, payload, context, attempts
-  from pubsub.notification
-  where id = $1 and run_at <= now()
-  for update skip locked`;
-
 export const completeSql = `delete from pubsub.notification where id = any($1::bigint[])`;
 
 export const failSql = `update pubsub.notification

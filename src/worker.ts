@@ -1,8 +1,8 @@
 /**
  * The worker: one LISTEN connection for wake-ups and non-durable payloads, and a drain loop that
  * claims durable notifications with FOR UPDATE SKIP LOCKED, runs their listeners inside the claiming
- * transaction and deletes them in it. A listener that throws rolls back only its own notification,
- * which is kept with its attempt count for a later try; the worker goes on.
+ * transaction and deletes them in it. A listener that throws rolls back only its own notification's
+ * work, which is kept with its attempt count for a later try; nothing else re-runs; the worker goes on.
  */
 import createDebug from 'debug';
 import pg from 'pg';
@@ -11,7 +11,7 @@ import { createListenConnection } from './connection.js';
 import { PubSubError } from './errors.js';
 import { decodePayload, decodeTriggerPayload, type WireTriggerPayload } from './payload.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
-import { claimOneSql, claimSql, completeSql, failSql, schemaInstalledSql, triggerKey } from './sql.js';
+import { claimSql, completeSql, failSql, schemaInstalledSql, triggerKey } from './sql.js';
 import type { Logger, NotificationContext } from './types.js';
 
 const debug = createDebug('pubsub:worker');
@@ -144,37 +144,11 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     }
   }
 
-  const context = (n: StoredNotification, tx: pg.PoolClient): NotificationContext => ({
-    channel: n.channel,
-    id: n.id,
-    durable: true,
-    tx,
-    attempt: n.attempts,
-    ...(n.context != null && { context: n.context }),
-  });
-
-  /** One notification alone: its listeners' work rolls back to a savepoint if they fail, and the failure is recorded. */
-  async function processOne(client: pg.PoolClient, id: string): Promise<void> {
-    await client.query('begin');
-    const n = (await client.query<StoredNotification>(claimOneSql, [id])).rows[0];
-    if (!n) return void (await client.query('commit')); // done or taken by another worker
-    await client.query('savepoint listener');
-    try {
-      await run(n.channel, n.payload, context(n, client));
-      await client.query(completeSql, [[id]]);
-    } catch (error) {
-      await client.query('rollback to savepoint listener');
-      const reason = error instanceof Error && error.cause !== undefined ? error.cause : error;
-      await client.query(failSql, [id, describe(reason), retryDelaySeconds(n.attempts + 1)]);
-      logger.error(`${(error as Error).message ?? 'listener failed'} on channel "${n.channel}", notification ${id} (attempt ${n.attempts + 1}); kept for a retry in ${retryDelaySeconds(n.attempts + 1)} s:`, reason);
-    }
-    await client.query('commit');
-  }
-
   /**
-   * Claims a batch and runs it in one transaction: the fast path. If any listener fails, the whole
-   * batch rolls back and each notification is redone in its own transaction, so one failure never
-   * costs another notification its work. Returns how many were claimed.
+   * Claims a batch and runs it in one transaction. A listener that uses `ctx.tx` gets a savepoint,
+   * taken when it first touches `tx`, so its failure rolls back only its own writes; listeners that
+   * never touch `tx` cost no extra round trip. Failed notifications are kept with their attempt
+   * count in the same transaction; the others are deleted. Returns how many were claimed.
    */
   async function processBatch(): Promise<number> {
     const client = await pool.connect();
@@ -182,23 +156,52 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     try {
       await client.query('begin');
       const batch = (await client.query<StoredNotification>(claimSql, [durableChannels, batchSize])).rows;
-      let failed = false;
+      const done: string[] = [];
+      const failed: Array<{ n: StoredNotification; error: unknown }> = [];
       for (const n of batch) {
+        let active = true;
+        let savepoint = false;
+        const ctx: NotificationContext = {
+          channel: n.channel,
+          id: n.id,
+          durable: true,
+          attempt: n.attempts,
+          ...(n.context != null && { context: n.context }),
+          get tx() {
+            if (!active) throw new PubSubError('pubsub.invalidClient', `ctx.tx of notification ${n.id} was used after its listener returned; its transaction is over.`);
+            if (!savepoint) {
+              savepoint = true;
+              // Queued before any query the listener can send through `tx`, so no await is needed.
+              client.query('savepoint pubsub_listener').catch(() => {});
+            }
+            return client;
+          },
+        };
         try {
-          await run(n.channel, n.payload, context(n, client));
-        } catch {
-          failed = true;
-          break;
+          await run(n.channel, n.payload, ctx);
+          active = false;
+          if (savepoint) client.query('release savepoint pubsub_listener').catch(() => {});
+          done.push(n.id);
+        } catch (error) {
+          active = false;
+          if (savepoint) await client.query('rollback to savepoint pubsub_listener');
+          failed.push({ n, error });
         }
       }
-      if (!failed) {
-        if (batch.length) await client.query(completeSql, [batch.map((n) => n.id)]);
-        await client.query('commit');
-        debug('processed %d', batch.length);
-        return batch.length;
+      if (done.length) await client.query(completeSql, [done]);
+      for (const { n, error } of failed) {
+        const reason = error instanceof Error && error.cause !== undefined ? error.cause : error;
+        await client.query(failSql, [n.id, describe(reason), retryDelaySeconds(n.attempts + 1)]);
       }
-      await client.query('rollback');
-      for (const n of batch) await processOne(client, n.id);
+      await client.query('commit');
+      debug('processed %d, failed %d', done.length, failed.length);
+      for (const { n, error } of failed) {
+        const reason = error instanceof Error && error.cause !== undefined ? error.cause : error;
+        logger.error(
+          `${(error as Error).message} on channel "${n.channel}", notification ${n.id} (attempt ${n.attempts + 1}); kept for a retry in ${retryDelaySeconds(n.attempts + 1)} s:`,
+          reason,
+        );
+      }
       return batch.length;
     } catch (error) {
       broken = error as Error;

@@ -27,7 +27,7 @@ import { ROOT } from '../helpers/cli.js';
 
 type Seen = { listener: string; payload: TriggerPayload<any>; ctx: NotificationContext };
 const seen: Seen[] = [];
-const record = (listener: string) => (payload: TriggerPayload<any>, ctx: NotificationContext) => void seen.push({ listener, payload, ctx });
+const record = (listener: string) => (payload: TriggerPayload<any>, ctx: NotificationContext) => void seen.push({ listener, payload, ctx: { ...ctx } });
 
 class EverythingListeners {
   @PostInsertListen('Everything')
