@@ -35,12 +35,10 @@ export async function disconnect(): Promise<void> {
 
 /** Runs one statement on any supported client and returns its rows. */
 export async function query<R>(client: Queryable, text: string, values: unknown[]): Promise<R[]> {
-  if ('$queryRawUnsafe' in client && typeof client.$queryRawUnsafe === 'function') {
-    return (await client.$queryRawUnsafe(text, ...values)) as R[];
-  }
-  if ('query' in client && typeof client.query === 'function') {
-    return ((await client.query(text, values)) as { rows: R[] }).rows;
-  }
+  // Property reads, not `in`: a Prisma transaction of an $extends()ed client throws on `in`.
+  const c = client as { $queryRawUnsafe?: Function; query?: Function };
+  if (typeof c.$queryRawUnsafe === 'function') return (await c.$queryRawUnsafe(text, ...values)) as R[];
+  if (typeof c.query === 'function') return ((await c.query(text, values)) as { rows: R[] }).rows;
   throw new PubSubError(
     'pubsub.invalidClient',
     'notify(): `client` must be a pg Pool, Client or PoolClient, a PrismaClient or a Prisma transaction client.',

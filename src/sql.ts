@@ -41,8 +41,9 @@ create index notification_channel_id on pubsub.notification (channel, id);
 
 -- Durable publish: store, then wake the workers. The wake-up carries no payload, so any number of
 -- notifications of one channel in one transaction fold into a single NOTIFY.
+-- Security definer: writers need no grants on the pubsub schema, only EXECUTE on this function.
 create or replace function pubsub.notify(channel text, payload jsonb) returns bigint
-language plpgsql as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   notification_id bigint;
 begin
@@ -129,6 +130,7 @@ function payloadJson(def: TriggerDefinition, fields: PrismaField[], truncated: b
  * fail the user's write. Non-durable: sends the payload itself; one that would exceed NOTIFY's 8000
  * bytes is sent with only the primary key fields and `truncated: true` instead of failing the write.
  * A BEFORE trigger returns the row untouched (OLD for DELETE), so it never changes or cancels it.
+ * Security definer, so the app's role needs no grants on the pubsub schema for its writes to work.
  */
 export function triggerFunctionSql(def: TriggerDefinition): string {
   const { functionName } = triggerNames(def);
@@ -147,7 +149,7 @@ export function triggerFunctionSql(def: TriggerDefinition): string {
   perform pg_notify(${channel}, payload);`;
   }
   return `create or replace function pubsub.${ident(functionName)}() returns trigger
-language plpgsql as $pubsub$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $pubsub$
 ${def.durable ? '' : 'declare\n  payload text;\n'}begin
 ${body}
   ${ret}

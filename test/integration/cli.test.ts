@@ -92,6 +92,17 @@ test('make-migration writes once, then finds nothing to do; --check catches drif
   }
 });
 
+test('SIGTERM lets a running listener finish and commit, then exits 0', async () => {
+  const worker = startCli(['listen', '--require', fixture('slow.js')], { DATABASE_URL: db.url });
+  await worker.waitForOutput(/listening on slow_jobs/);
+  await notify('slow_jobs', { n: 1000 }, { client: db.pool });
+  await worker.waitForOutput(/started 1000/);
+  assert.equal(await worker.stop('SIGTERM'), 0, worker.output());
+  assert.match(worker.output(), /finished 1000/);
+  assert.equal((await db.query('select count(*)::int as n from seen where n = 1000'))[0].n, 1);
+  assert.equal((await db.query(`select count(*)::int as n from pubsub.notification where channel = 'slow_jobs'`))[0].n, 0);
+});
+
 test('a worker pointed at a database without the pubsub tables says how to install them', async () => {
   const empty = await createTestDatabase();
   try {

@@ -224,3 +224,22 @@ test('nothing is delivered when the writing transaction rolls back', async () =>
   assert.deepEqual(forListener('account.insert').map((s) => s.payload.new.code), ['KEPT']);
   assert.equal((await db.query('select count(*)::int as n from pubsub.notification'))[0].n, 0);
 });
+
+test('an application role with no grants on the pubsub schema can still write to a table with a trigger', async () => {
+  const role = `pubsub_app_${Date.now()}`;
+  await db.query(`create role ${role}`);
+  await db.query(`grant select, insert on "Article" to ${role}`);
+  await db.query(`grant usage on sequence "Article_id_seq" to ${role}`);
+  const client = await db.pool.connect();
+  try {
+    await client.query(`set role ${role}`);
+    await assert.rejects(client.query('select count(*) from pubsub.notification'), /permission denied/);
+    await client.query(`insert into "Article" (body) values ('written by the app role')`);
+    await client.query('reset role');
+  } finally {
+    client.release();
+  }
+  await waitFor(() => forListener('article.durable').some((s) => s.payload.new.body === 'written by the app role'), 'the app role\'s article');
+  await db.query(`drop owned by ${role}`);
+  await db.query(`drop role ${role}`);
+});

@@ -17,8 +17,9 @@ create index notification_channel_id on pubsub.notification (channel, id);
 
 -- Durable publish: store, then wake the workers. The wake-up carries no payload, so any number of
 -- notifications of one channel in one transaction fold into a single NOTIFY.
+-- Security definer: writers need no grants on the pubsub schema, only EXECUTE on this function.
 create or replace function pubsub.notify(channel text, payload jsonb) returns bigint
-language plpgsql as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   notification_id bigint;
 begin
@@ -31,7 +32,7 @@ $$;
 
 -- AFTER INSERT on Author -> channel model.Author
 create or replace function pubsub."tg_authors__after_insert_fea9d8fb"() returns trigger
-language plpgsql as $pubsub$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $pubsub$
 begin
   insert into pubsub.notification (channel, payload) values ('model.Author', jsonb_build_object(
       'op', TG_OP,
@@ -49,4 +50,4 @@ drop trigger if exists "_900_pubsub_after_insert_fea9d8fb" on "authors";
 create trigger "_900_pubsub_after_insert_fea9d8fb" AFTER INSERT on "authors"
   for each row execute function pubsub."tg_authors__after_insert_fea9d8fb"();
 
--- pubsub:state {"library":1,"triggers":{"tg_authors__after_insert_fea9d8fb":{"table":"authors","trigger":"_900_pubsub_after_insert_fea9d8fb","function":"tg_authors__after_insert_fea9d8fb","hash":"cb420fd652b93dbb"}}}
+-- pubsub:state {"library":1,"triggers":{"tg_authors__after_insert_fea9d8fb":{"table":"authors","trigger":"_900_pubsub_after_insert_fea9d8fb","function":"tg_authors__after_insert_fea9d8fb","hash":"ab400486347ceb44"}}}
