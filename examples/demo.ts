@@ -28,7 +28,7 @@ async function main(): Promise<number> {
     await admin.query('create database pubsub_demo');
     await admin.end();
     url = embedded.urlFor('pubsub_demo');
-    step(`PostgreSQL: embedded server on port ${embedded.port}, data in .pubsub/pgdata, fresh database pubsub_demo`);
+    step(`PostgreSQL: embedded server on port ${embedded.port}, data in ${path.relative(root, embedded.dir)}, fresh database pubsub_demo`);
   } else {
     step('PostgreSQL: the server in DATABASE_URL');
   }

