@@ -22,6 +22,8 @@ export interface ListenConnectionOptions {
   onConnected(): void;
   /** A connection was lost or could not be made; a retry is already scheduled. */
   onDisconnected(error: Error, retryInMs: number): void;
+  /** The server refused LISTEN itself (a hot standby, a proxy): no more attempts are made. */
+  onListenRefused(error: Error): void;
   /** @defaultValue 30000 */
   healthCheckMs?: number;
   /** @defaultValue 10000 */
@@ -64,9 +66,23 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
     });
     try {
       await c.connect();
-      await c.query(listenSql(options.channels));
     } catch (err) {
       drop(c, err as Error);
+      return;
+    }
+    try {
+      await c.query(listenSql(options.channels));
+    } catch (err) {
+      // An error from the server (it has a SQLSTATE) will not go away by reconnecting.
+      if ((err as { code?: string }).code && !(err as { code: string }).code.startsWith('08')) {
+        closed = true;
+        clearInterval(health);
+        dropped.add(c);
+        await c.end().catch(() => {});
+        options.onListenRefused(err as Error);
+      } else {
+        drop(c, err as Error);
+      }
       return;
     }
     if (closed) {

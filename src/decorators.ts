@@ -2,7 +2,7 @@
 import 'reflect-metadata';
 import { assertChannelName } from './channels.js';
 import { PubSubError } from './errors.js';
-import { getRegistry, type TriggerSpec } from './registry.js';
+import { getRegistry, type DeliveryOptions, type TriggerSpec } from './registry.js';
 import type { Channel, NotificationContext, TriggerOperation, TriggerPayload, TriggerTiming } from './types.js';
 
 type MethodDecoratorFor<T> = <F extends (payload: T, ctx: NotificationContext) => unknown>(
@@ -11,18 +11,53 @@ type MethodDecoratorFor<T> = <F extends (payload: T, ctx: NotificationContext) =
   descriptor: TypedPropertyDescriptor<F>,
 ) => void;
 
-export interface ListenOptions {
-  /** Store notifications until processed (default true). Must match the sender's choice. */
-  durable?: boolean;
-}
-
-export interface TriggerListenOptions {
-  /** Channel name; default `model.<Model>` (one channel per model). */
-  channel?: string;
+interface CommonOptions<T> extends Omit<DeliveryOptions, 'orderKey'> {
   /** Store notifications until processed (default true). */
   durable?: boolean;
+  /**
+   * The listener's name, stored with its notifications; default `Class.method`. Set it before
+   * renaming the class or method, so that stored notifications still find the listener.
+   */
+  name?: string;
+  /** With `ordered`: notifications with the same key are processed one after another, in order. */
+  orderKey?: (payload: T) => string;
+}
+
+export interface ListenOptions<T = any> extends CommonOptions<T> {
+  /** The payload class, where the parameter's type cannot tell (batch listeners take `T[]`). */
+  type?: new (...args: any[]) => T;
+}
+
+export interface TriggerListenOptions extends CommonOptions<TriggerPayload<any>> {
+  /** Channel name; default `model.<Model>` (one channel per model). */
+  channel?: string;
   /** SQL boolean expression over OLD/NEW (column names), used as the trigger's WHEN clause. */
   condition?: string;
+}
+
+const LISTENER_NAME = /^[A-Za-z0-9_.:\-]{1,200}$/;
+
+function delivery(id: string, options: CommonOptions<any>): { name: string; delivery: DeliveryOptions } {
+  const { maxAttempts, backoff, timeoutMs, ordered, orderKey, batch } = options;
+  const name = options.name ?? id;
+  const fail = (why: string) => {
+    throw new PubSubError('pubsub.config', `${id}: ${why}`);
+  };
+  if (!LISTENER_NAME.test(name)) fail(`name "${name}" must be 1 to 200 letters, digits, "_", ".", ":" or "-".`);
+  if (maxAttempts !== undefined && !(Number.isInteger(maxAttempts) && maxAttempts >= 1)) fail('maxAttempts must be a whole number ≥ 1.');
+  if (timeoutMs !== undefined && !(timeoutMs > 0)) fail('timeoutMs must be a positive number of milliseconds.');
+  if (backoff && !((backoff.baseMs ?? 1) > 0 && (backoff.maxMs ?? 1) > 0)) fail('backoff.baseMs and backoff.maxMs must be positive.');
+  if (orderKey && !ordered) fail('orderKey needs ordered: true.');
+  if (batch && !(Number.isInteger(batch.size) && batch.size >= 1)) fail('batch.size must be a whole number ≥ 1.');
+  if (batch && ordered) fail('a listener cannot be both ordered and batched.');
+  const result: DeliveryOptions = {};
+  if (maxAttempts !== undefined) result.maxAttempts = maxAttempts;
+  if (backoff) result.backoff = backoff;
+  if (timeoutMs !== undefined) result.timeoutMs = timeoutMs;
+  if (ordered) result.ordered = true;
+  if (orderKey) result.orderKey = orderKey;
+  if (batch) result.batch = batch;
+  return { name, delivery: result };
 }
 
 const WRAPPER_TYPES = new Set<Function>([Object, Array, Function, Promise]);
@@ -56,21 +91,24 @@ function paramType(target: object, key: string | symbol, id: string): Function {
  *   async onRead(read: PostRead, ctx: NotificationContext) {}
  * }
  */
-export function Listen<T = any>(channel: Channel<T> | string, options: ListenOptions = {}): MethodDecoratorFor<T> {
+export function Listen<T = any>(channel: Channel<T> | string, options: ListenOptions<T> & { batch: { size: number; waitMs?: number } }): MethodDecoratorFor<T[]>;
+export function Listen<T = any>(channel: Channel<T> | string, options?: ListenOptions<T>): MethodDecoratorFor<T>;
+export function Listen<T = any>(channel: Channel<T> | string, options: ListenOptions<T> = {}): MethodDecoratorFor<any> {
   const name = typeof channel === 'string' ? channel : channel.name;
   const durable = typeof channel === 'string' ? options.durable ?? true : channel.durable;
   return (target, key) => {
     const id = listenerId(target, key);
     assertChannelName(name, id);
     const reflected = paramType(target, key, id);
-    const payloadType = typeof channel === 'object' && channel.type ? channel.type : reflected;
+    const payloadType = options.type ?? (typeof channel === 'object' && channel.type ? channel.type : reflected);
     if (WRAPPER_TYPES.has(payloadType)) {
       throw new PubSubError(
         'pubsub.missingParamType',
-        `${id}: the payload parameter's type is ${payloadType.name}, which leaves nothing to rebuild the payload from at runtime. Declare the payload as a class (interfaces and type literals vanish when compiled), e.g. \`class PostRead { postId!: number; @Type(() => Date) date!: Date }\`, or pass one to defineChannel(name, Class).`,
+        `${id}: the payload parameter's type is ${payloadType.name}, which leaves nothing to rebuild the payload from at runtime. Declare the payload as a class (interfaces and type literals vanish when compiled), e.g. \`class PostRead { postId!: number; @Type(() => Date) date!: Date }\`, or pass one to defineChannel(name, Class)${options.batch ? ' or as the `type` option (batch listeners take an array)' : ''}.`,
       );
     }
-    getRegistry().register({ id, channel: name, durable, target, method: key, payloadType });
+    const { name: listener, delivery: opts } = delivery(id, options);
+    getRegistry().register({ id: listener, channel: name, durable, target, method: key, payloadType, delivery: opts });
   };
 }
 
@@ -78,15 +116,15 @@ export function Listen<T = any>(channel: Channel<T> | string, options: ListenOpt
  * Subscribes a method to a trigger on a Prisma model's table. The method receives a
  * `TriggerPayload<Model>`. Run `pubsub make-migration` to create or update the trigger.
  */
-export function TriggerListen(spec: {
-  model: string;
-  when: TriggerTiming;
-  events: TriggerOperation[];
-  condition?: string;
-  columns?: string[];
-  channel?: string;
-  durable?: boolean;
-}): MethodDecoratorFor<TriggerPayload<any>> {
+export function TriggerListen(
+  spec: TriggerListenOptions & { model: string; when: TriggerTiming; events: TriggerOperation[]; columns?: string[] } & { batch: { size: number; waitMs?: number } },
+): MethodDecoratorFor<TriggerPayload<any>[]>;
+export function TriggerListen(
+  spec: TriggerListenOptions & { model: string; when: TriggerTiming; events: TriggerOperation[]; columns?: string[] },
+): MethodDecoratorFor<TriggerPayload<any>>;
+export function TriggerListen(
+  spec: TriggerListenOptions & { model: string; when: TriggerTiming; events: TriggerOperation[]; columns?: string[] },
+): MethodDecoratorFor<any> {
   const { model, when, channel = `model.${model}`, durable = true } = spec;
   return (target, key) => {
     const id = listenerId(target, key);
@@ -108,12 +146,18 @@ export function TriggerListen(spec: {
     const trigger: TriggerSpec = { model, when, events };
     if (spec.condition) trigger.condition = spec.condition;
     if (spec.columns) trigger.columns = [...new Set(spec.columns)].sort();
-    getRegistry().register({ id, channel, durable, target, method: key, trigger });
+    const { name: listener, delivery: opts } = delivery(id, spec);
+    getRegistry().register({ id: listener, channel, durable, target, method: key, trigger, delivery: opts });
   };
 }
 
 function shortcut(when: TriggerTiming, events: TriggerOperation[]) {
-  return (model: string, options: TriggerListenOptions = {}) => TriggerListen({ ...options, model, when, events });
+  function decorator(model: string, options: TriggerListenOptions & { batch: { size: number; waitMs?: number } }): MethodDecoratorFor<TriggerPayload<any>[]>;
+  function decorator(model: string, options?: TriggerListenOptions): MethodDecoratorFor<TriggerPayload<any>>;
+  function decorator(model: string, options: TriggerListenOptions = {}): MethodDecoratorFor<any> {
+    return TriggerListen({ ...options, model, when, events });
+  }
+  return decorator;
 }
 
 /** After a row of the model is inserted. */

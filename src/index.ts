@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 
 export { defineChannel } from './channels.js';
+export { listDead, purgeDead, retryDead, showNotification } from './dead.js';
 export { startEmbeddedPostgres } from './embedded.js';
 export {
   Listen,
@@ -17,12 +18,14 @@ export {
 export { PubSubError } from './errors.js';
 export { applyMigrations } from './migrate.js';
 export { generateMigration } from './generate.js';
-export { notify, disconnect } from './notify.js';
+export { notify, disconnect, setContext, withContext } from './notify.js';
 export { getRegistry } from './registry.js';
 export { listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
 
 export type { ListenOptions, TriggerListenOptions } from './decorators.js';
+export type { DeliveryOptions } from './registry.js';
+export type { DeadFilter, DeadNotification } from './dead.js';
 export type { PubSubErrorCode } from './errors.js';
 export type { NotifyOptions } from './notify.js';
 export type { Worker, WorkerOptions } from './worker.js';

@@ -14,6 +14,9 @@ import {
   createTriggerSql,
   dropTriggerSql,
   librarySchemaSql,
+  modelSql,
+  modelVersion,
+  subscriptionsSql,
   triggerFunctionSql,
   triggerKey,
   triggerNames,
@@ -36,6 +39,10 @@ export interface InstalledTrigger {
 export interface MigrationState {
   library: number;
   triggers: Record<string, InstalledTrigger>;
+  /** `channel listener` pairs of durable channels (since library version 2). */
+  subscriptions?: string[];
+  /** Model name → version of the shape its triggers send (since library version 2). */
+  models?: Record<string, string>;
 }
 
 export interface MigrationPlan {
@@ -63,20 +70,37 @@ export function triggerDefinitions(registry: Registry, models: Map<string, Prism
         throw new PubSubError('pubsub.schema', `${listener.id}: model ${model.name} has no @id or @@id, which non-durable trigger channels need.`);
       }
       const key = triggerKey(spec, channel.name, channel.durable);
-      defs.set(key, { key, channel: channel.name, durable: channel.durable, spec, model });
+      const def = defs.get(key) ?? { key, channel: channel.name, durable: channel.durable, spec, model, listeners: [] };
+      def.listeners.push(listener.id);
+      def.listeners.sort();
+      defs.set(key, def);
     }
   }
   return [...defs.values()].sort((a, b) => (a.key < b.key ? -1 : 1));
 }
+
+/** `channel listener` pairs that durable notifications fan out to. */
+export function subscriptions(registry: Registry): string[] {
+  return registry
+    .list()
+    .filter((c) => c.durable)
+    .flatMap((c) => c.listeners.map((l) => `${c.name} ${l.id}`))
+    .sort();
+}
+
+const pair = (s: string) => {
+  const at = s.indexOf(' ');
+  return { channel: s.slice(0, at), listener: s.slice(at + 1) };
+};
 
 function triggerDdl(def: TriggerDefinition): string {
   return `${triggerFunctionSql(def)}\n${createTriggerSql(def)}`;
 }
 
 /** The migration that takes the database from `previous` (null: nothing installed) to `defs`, or null if none is needed. */
-export function planMigration(defs: TriggerDefinition[], previous: MigrationState | null): MigrationPlan | null {
+export function planMigration(defs: TriggerDefinition[], previous: MigrationState | null, subscribed: string[] = []): MigrationPlan | null {
   const before = previous ?? { library: 0, triggers: {} };
-  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {} };
+  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {} };
   const sections: string[] = [];
   const summary: string[] = [];
   if (before.library < LIBRARY_SCHEMA_VERSION) {
@@ -99,6 +123,21 @@ export function planMigration(defs: TriggerDefinition[], previous: MigrationStat
     if (state.triggers[name]) continue;
     sections.push(dropTriggerSql(old));
     summary.push(`remove trigger ${old.trigger} on ${old.table}`);
+  }
+  const had = new Set(before.subscriptions ?? []);
+  const added = subscribed.filter((s) => !had.has(s));
+  const removed = [...had].filter((s) => !subscribed.includes(s)).sort();
+  if (added.length || removed.length) {
+    sections.push(`-- Listeners of durable channels: each notification is stored once for each of them.\n${subscriptionsSql(added.map(pair), removed.map(pair))}`);
+    for (const s of added) summary.push(`subscribe ${pair(s).listener} to ${pair(s).channel}`);
+    for (const s of removed) summary.push(`unsubscribe ${pair(s).listener} from ${pair(s).channel} (its stored notifications are kept)`);
+  }
+  for (const model of [...new Map(defs.map((d) => [d.model.name, d.model])).values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const version = modelVersion(model);
+    state.models![model.name] = version;
+    if (before.models?.[model.name] === version) continue;
+    sections.push(modelSql(model));
+    summary.push(`record the shape of ${model.name} (version ${version})`);
   }
   if (sections.length === 0) return null;
   const sql = `${MIGRATION_HEADER}\n\n${sections.join('\n\n')}\n\n${STATE_PREFIX}${JSON.stringify(state)}\n`;

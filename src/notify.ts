@@ -1,11 +1,12 @@
 /** Publishing: `notify()` through the default pool, a pg client or a Prisma client/transaction. */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
 import { MAX_NOTIFY_PAYLOAD_BYTES, assertChannelName } from './channels.js';
 import { requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
 import { encodePayload } from './payload.js';
 import { getRegistry } from './registry.js';
-import { notifyDurableSql, notifySql } from './sql.js';
+import { notifyDurableSql, notifySql, setContextSql } from './sql.js';
 import type { Channel, Queryable } from './types.js';
 
 export interface NotifyOptions {
@@ -17,13 +18,46 @@ export interface NotifyOptions {
   client?: Queryable;
   /** Store it until processed (default: the channel's setting, else true). */
   durable?: boolean;
+  /** Context to attach (request id, tenant, …); default the one of `withContext()`, else the transaction's `setContext()`. */
+  context?: Record<string, unknown>;
+}
+
+/**
+ * Non-durable notifications that carry a context are sent as this marker followed by
+ * `{"payload":…,"context":…}`; JSON text never starts with it, so plain payloads stay plain.
+ */
+export const ENVELOPE_MARK = '\u001e';
+
+const contextStorage = new AsyncLocalStorage<Record<string, unknown>>();
+
+/**
+ * Runs `fn` with a context: every `notify()` inside it (awaited or not) carries `context`, unless
+ * it passes its own. Database triggers do not see it; use `setContext(tx, …)` for those.
+ */
+export function withContext<R>(context: Record<string, unknown>, fn: () => R): R {
+  return contextStorage.run(context, fn);
+}
+
+/**
+ * Sets the context of the current transaction of `client` (set_config(…, is_local = true)): every
+ * notification the transaction produces, trigger or `notify()`, carries it, and it ends with the
+ * transaction, so it never leaks to the next user of a pooled connection. Outside a transaction it
+ * lasts for that one statement only, so call it inside one.
+ */
+export async function setContext(client: Queryable, context: Record<string, unknown>): Promise<void> {
+  await query(client, setContextSql, [JSON.stringify(context)]);
 }
 
 let defaultPool: pg.Pool | undefined;
 
 /** The pool `notify()` uses when given no client, created on first use from DATABASE_URL. */
 export function getDefaultPool(): pg.Pool {
-  return (defaultPool ??= new pg.Pool({ connectionString: requireDatabaseUrl(), allowExitOnIdle: true }));
+  if (!defaultPool) {
+    defaultPool = new pg.Pool({ connectionString: requireDatabaseUrl(), allowExitOnIdle: true });
+    // A closed idle connection is replaced on next use; without a listener the 'error' would kill the process.
+    defaultPool.on('error', () => {});
+  }
+  return defaultPool;
 }
 
 /** Closes the default pool (if one was opened). */
@@ -60,12 +94,14 @@ export async function notify(channel: Channel<unknown> | string, payload: unknow
   const name = typeof channel === 'string' ? channel : channel.name;
   assertChannelName(name, 'notify()');
   const durable = options.durable ?? (typeof channel === 'string' ? getRegistry().get(name)?.durable : channel.durable) ?? true;
-  const text = encodePayload(payload, name);
+  const context = options.context ?? contextStorage.getStore();
+  let text = encodePayload(payload, name);
   const client = options.client ?? getDefaultPool();
   if (durable) {
-    const rows = await query<{ id: string }>(client, notifyDurableSql, [name, text]);
+    const rows = await query<{ id: string }>(client, notifyDurableSql, [name, text, context ? JSON.stringify(context) : null]);
     return rows[0]?.id;
   }
+  if (context) text = `${ENVELOPE_MARK}{"payload":${text},"context":${encodePayload(context, name)}}`;
   const bytes = Buffer.byteLength(text);
   if (bytes > MAX_NOTIFY_PAYLOAD_BYTES) {
     throw new PubSubError(

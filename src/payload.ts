@@ -49,6 +49,10 @@ export interface WireTriggerPayload {
   old: Record<string, unknown> | null;
   new: Record<string, unknown> | null;
   truncated?: boolean;
+  /** Version of the model's shape it was written with. */
+  v?: string;
+  /** Non-durable trigger payloads carry the transaction's context here. */
+  context?: unknown;
 }
 
 type DecimalCtor = new (value: string) => unknown;
@@ -100,16 +104,47 @@ function decodeRow(row: Record<string, unknown> | null, types: Record<string, st
   return row;
 }
 
-/** Rebuilds a TriggerPayload with exact values from what the trigger wrote. */
-export function decodeTriggerPayload(wire: WireTriggerPayload): TriggerPayload {
+/** A model's fields as the latest migration installed them (table pubsub.model). */
+export interface ModelShape {
+  version: string;
+  fields: Array<{ name: string; type: string; list: boolean; optional: boolean }>;
+}
+
+/**
+ * A row written with an older shape of the model: fields it has that the model no longer has are
+ * dropped, optional fields it lacks become null. Required fields it lacks stay missing (warned).
+ */
+function adapt(row: Record<string, unknown> | null, shape: ModelShape): { row: Record<string, unknown> | null; missing: string[] } {
+  if (!row) return { row, missing: [] };
+  const adapted: Record<string, unknown> = {};
+  const missing: string[] = [];
+  for (const f of shape.fields) {
+    if (f.name in row) adapted[f.name] = row[f.name];
+    else if (f.optional) adapted[f.name] = null;
+    else missing.push(f.name);
+  }
+  return { row: adapted, missing };
+}
+
+/**
+ * Rebuilds a TriggerPayload with exact values from what the trigger wrote. With the model's current
+ * shape, a payload written by an older shape (its `v`) is adapted to it and `warn` is told once.
+ */
+export function decodeTriggerPayload(wire: WireTriggerPayload, current?: ModelShape, warn?: (message: string) => void): TriggerPayload {
   const types = wire.types ?? {};
-  const payload: TriggerPayload = {
-    op: wire.op,
-    when: wire.when,
-    model: wire.model,
-    old: decodeRow(wire.old, types),
-    new: decodeRow(wire.new, types),
-  };
+  let old = decodeRow(wire.old, types);
+  let row = decodeRow(wire.new, types);
+  if (current && wire.v && wire.v !== current.version) {
+    const a = adapt(old, current);
+    const b = adapt(row, current);
+    [old, row] = [a.row, b.row];
+    const missing = [...new Set([...a.missing, ...b.missing])];
+    warn?.(
+      `a ${wire.model} notification written with model version ${wire.v} was read as version ${current.version}: unknown fields dropped, missing optional fields set to null${missing.length ? `; required fields missing: ${missing.join(', ')}` : ''}`,
+    );
+  }
+  const payload: TriggerPayload = { op: wire.op, when: wire.when, model: wire.model, old, new: row };
+  if (wire.context !== undefined) payload.context = wire.context;
   if (wire.truncated) payload.truncated = true;
   return payload;
 }

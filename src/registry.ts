@@ -14,8 +14,27 @@ export interface TriggerSpec {
   columns?: string[];
 }
 
+/** How a listener's durable notifications are retried, ordered and batched (all optional). */
+export interface DeliveryOptions {
+  /**
+   * Attempts before the notification is dead-lettered (kept, visible, never retried on its own).
+   * @defaultValue 10
+   */
+  maxAttempts?: number;
+  /** Delay before attempt n+1: a random time up to min(maxMs, baseMs * 2^(n-1)). @defaultValue { baseMs: 1000, maxMs: 300000 } */
+  backoff?: { baseMs?: number; maxMs?: number };
+  /** Cut an attempt off after this long: ctx.signal aborts, the attempt counts as failed. */
+  timeoutMs?: number;
+  /** Process notifications strictly one after another, in the order they were written, per key. */
+  ordered?: boolean;
+  /** With `ordered`: the key; notifications of different keys run independently. Default one key. */
+  orderKey?: (payload: any) => string;
+  /** Hand the listener arrays of up to `size` payloads, waiting up to `waitMs` for a batch to fill. */
+  batch?: { size: number; waitMs?: number };
+}
+
 export interface ListenerDefinition {
-  /** `Class.method`: unique across the registry. */
+  /** Stored with each notification: `Class.method`, or the `name` option. Unique across the registry. */
   id: string;
   channel: string;
   durable: boolean;
@@ -25,6 +44,7 @@ export interface ListenerDefinition {
   /** The class payloads are turned into (custom channels). */
   payloadType?: Function;
   trigger?: TriggerSpec;
+  delivery: DeliveryOptions;
 }
 
 export interface ChannelDefinition {

@@ -11,7 +11,7 @@ import type { TriggerSpec } from './registry.js';
 const { escapeIdentifier, escapeLiteral } = pg;
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
-export const LIBRARY_SCHEMA_VERSION = 1;
+export const LIBRARY_SCHEMA_VERSION = 2;
 
 export function ident(name: string): string {
   if (!name || name.includes('\0') || Buffer.byteLength(name) > 63) {
@@ -53,6 +53,55 @@ begin
   return notification_id;
 end
 $$;`,
+  2: `-- Version 2: one row per listener (independent retries, dead letters, ordering), subscriptions,
+-- model versions. Rows stored by version 1 keep listener = null and are processed as before.
+alter table pubsub.notification
+  add column listener text,
+  add column order_key text,
+  add column last_attempt_at timestamptz,
+  add column dead_at timestamptz;
+drop index pubsub.notification_channel_id;
+create index notification_unassigned on pubsub.notification (channel, id) where listener is null;
+create index notification_listener_id on pubsub.notification (listener, id) where dead_at is null;
+create index notification_listener_order on pubsub.notification (listener, order_key, id) where order_key is not null;
+create index notification_dead on pubsub.notification (dead_at) where dead_at is not null;
+
+-- Who receives a channel's notifications; written by the generated migrations.
+create table pubsub.subscription (
+  channel text not null,
+  listener text not null,
+  created_at timestamptz not null default now(),
+  primary key (channel, listener)
+);
+
+-- The shape of each model that triggers send, so old payloads can be read after a model change.
+create table pubsub.model (
+  name text primary key,
+  version text not null,
+  fields jsonb not null
+);
+
+-- One row per subscribed listener; a channel nobody subscribes to yet keeps one unassigned row.
+drop function pubsub.notify(text, jsonb);
+create function pubsub.notify(channel_name text, payload_json jsonb, context_json jsonb default null) returns bigint
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  first_id bigint;
+  ctx jsonb := coalesce(context_json, nullif(current_setting('pubsub.context', true), '')::jsonb);
+begin
+  with stored as (
+    insert into pubsub.notification (channel, listener, payload, context)
+      select channel_name, s.listener, payload_json, ctx from pubsub.subscription s where s.channel = channel_name
+      returning id
+  ) select min(id) into first_id from stored;
+  if first_id is null then
+    insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
+      returning id into first_id;
+  end if;
+  perform pg_notify(channel_name, '');
+  return first_id;
+end
+$$;`,
 };
 
 /** Upgrade script from version `from` (0 = nothing installed) to the current version. */
@@ -69,6 +118,14 @@ export interface TriggerDefinition {
   durable: boolean;
   spec: TriggerSpec;
   model: PrismaModel;
+  /** Durable: each notification is stored once per listener. */
+  listeners: string[];
+}
+
+/** Version of a model's shape as triggers send it: changes when a field is added, removed or retyped. */
+export function modelVersion(model: PrismaModel): string {
+  const shape = model.fields.map((f) => [f.name, f.type, f.list, f.optional]);
+  return createHash('sha1').update(JSON.stringify(shape)).digest('hex').slice(0, 8);
 }
 
 /** Stable key of a trigger definition: listeners with the same spec and channel share one trigger. */
@@ -117,6 +174,7 @@ function payloadJson(def: TriggerDefinition, fields: PrismaField[], truncated: b
     `'when', TG_WHEN`,
     `'model', ${literal(def.model.name)}`,
     `'trigger', ${literal(def.key)}`,
+    `'v', ${literal(modelVersion(def.model))}`,
     ...(Object.keys(types).length ? [`'types', ${literal(JSON.stringify(types))}::jsonb`] : []),
     `'old', case when TG_OP <> 'INSERT' then ${rowJson(fields, 'OLD')} end`,
     `'new', case when TG_OP <> 'DELETE' then ${rowJson(fields, 'NEW')} end`,
@@ -137,20 +195,30 @@ export function triggerFunctionSql(def: TriggerDefinition): string {
   const channel = literal(def.channel);
   const ret = def.spec.when === 'BEFORE' ? `if TG_OP = 'DELETE' then return OLD; end if;\n  return NEW;` : 'return null;';
   let body: string;
+  let declare: string;
   if (def.durable) {
-    body = `  insert into pubsub.notification (channel, payload) values (${channel}, ${payloadJson(def, def.model.fields, false)});
+    // The context column's default picks up pubsub.context, as for notify().
+    declare = `  payload jsonb := ${payloadJson(def, def.model.fields, false)};`;
+    const listeners = def.listeners.map(literal);
+    const rows = listeners.length === 1 ? `values (${channel}, ${listeners[0]}, payload)` : `select ${channel}, l, payload from unnest(array[${listeners.join(', ')}]) l`;
+    body = `  insert into pubsub.notification (channel, listener, payload) ${rows};
   perform pg_notify(${channel}, '');`;
   } else {
     const keys = def.model.fields.filter((f) => def.model.primaryKey.includes(f.name));
-    body = `  payload := ${payloadJson(def, def.model.fields, false)}::text;
+    declare = `  context jsonb := nullif(current_setting('pubsub.context', true), '')::jsonb;
+  payload text;`;
+    const withContext = (json: string) => `(${json} || case when context is null then '{}'::jsonb else jsonb_build_object('context', context) end)::text`;
+    body = `  payload := ${withContext(payloadJson(def, def.model.fields, false))};
   if octet_length(payload) > 7999 then
-    payload := ${payloadJson(def, keys, true)}::text;
+    payload := ${withContext(payloadJson(def, keys, true))};
   end if;
   perform pg_notify(${channel}, payload);`;
   }
   return `create or replace function pubsub.${ident(functionName)}() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $pubsub$
-${def.durable ? '' : 'declare\n  payload text;\n'}begin
+declare
+${declare}
+begin
 ${body}
   ${ret}
 end
@@ -184,24 +252,84 @@ export function dropTriggerSql(t: { schema?: string; table: string; trigger: str
 drop function if exists pubsub.${ident(t.function)}();`;
 }
 
+/** Records the listeners of every channel and the shape of each model, as the generated migration installs them. */
+export function subscriptionsSql(add: Array<{ channel: string; listener: string }>, remove: Array<{ channel: string; listener: string }>): string {
+  const lines: string[] = [];
+  if (add.length) {
+    lines.push(`insert into pubsub.subscription (channel, listener) values\n  ${add.map((s) => `(${literal(s.channel)}, ${literal(s.listener)})`).join(',\n  ')}\n  on conflict do nothing;`);
+  }
+  for (const s of remove) lines.push(`delete from pubsub.subscription where channel = ${literal(s.channel)} and listener = ${literal(s.listener)};`);
+  return lines.join('\n');
+}
+
+export function modelSql(model: PrismaModel): string {
+  const fields = model.fields.map((f) => ({ name: f.name, type: f.type, list: f.list, optional: f.optional }));
+  return `insert into pubsub.model (name, version, fields) values (${literal(model.name)}, ${literal(modelVersion(model))}, ${literal(JSON.stringify(fields))})
+  on conflict (name) do update set version = excluded.version, fields = excluded.fields;`;
+}
+
 // Runtime statements of the worker.
 
-export const claimSql = `select id::text as id, channel, payload, context, attempts
-  from pubsub.notification
-  where channel = any($1::text[]) and run_at <= now()
-  order by id
-  limit $2
-  for update skip locked`;
+const claimColumns = `id::text as id, channel, listener, payload, context, attempts`;
+const ready = `dead_at is null and run_at <= now() and ($3::jsonb is null or context @> $3::jsonb)`;
+
+/**
+ * Claims up to $2 notifications of each listener in $1 (index order, no sort over the backlog), and
+ * unassigned ones (stored by version 1, or before anyone subscribed) of the channels in $4.
+ */
+export const claimSql = `select n.* from unnest($1::text[]) l(name) cross join lateral (
+    select ${claimColumns} from pubsub.notification
+    where listener = l.name and ${ready}
+    order by id limit $2 for update skip locked) n
+  union all
+  select n.* from unnest($4::text[]) c(name) cross join lateral (
+    select ${claimColumns} from pubsub.notification
+    where listener is null and channel = c.name and ${ready}
+    order by id limit $2 for update skip locked) n`;
+
+/** Ordered listener $1: only the first notification of each key (not a later one while an earlier one waits, fails or runs elsewhere). */
+export const claimOrderedSql = `select ${claimColumns} from pubsub.notification n
+  where listener = $1 and order_key is not null and ${ready}
+    and not exists (select 1 from pubsub.notification e where e.listener = n.listener and e.order_key = n.order_key and e.id < n.id)
+  order by id limit $2 for update skip locked`;
+
+/** Ordered listener $1: notifications still waiting for their key, oldest first. */
+export const unkeyedSql = `select id::text as id, payload from pubsub.notification
+  where listener = $1 and order_key is null order by id limit 1000`;
+export const setKeysSql = `update pubsub.notification n set order_key = k.key
+  from unnest($1::bigint[], $2::text[]) k(id, key) where n.id = k.id`;
 
 export const completeSql = `delete from pubsub.notification where id = any($1::bigint[])`;
 
-export const failSql = `update pubsub.notification
-  set attempts = attempts + 1, last_error = $2, run_at = now() + make_interval(secs => $3)
-  where id = $1`;
+/** Records failed attempts: $1 ids, $2 errors, $3 seconds until the next attempt, $4 whether it was the last. */
+export const failSql = `update pubsub.notification n
+  set attempts = n.attempts + 1, last_attempt_at = now(), last_error = f.error,
+      run_at = now() + make_interval(secs => f.delay), dead_at = case when f.dead then now() end
+  from unnest($1::bigint[], $2::text[], $3::float8[], $4::boolean[]) f(id, error, delay, dead)
+  where n.id = f.id`;
 
-export const notifyDurableSql = `select pubsub.notify($1, $2::jsonb)::text as id`;
+export const notifyDurableSql = `select pubsub.notify($1, $2::jsonb, $3::jsonb)::text as id`;
 export const notifySql = `select 1 as sent from pg_notify($1, $2)`;
+export const setContextSql = `select set_config('pubsub.context', $1, true) is not null as ok`;
 
 export const listenSql = (channels: string[]) => channels.map((c) => `listen ${ident(c)}`).join('; ');
 
-export const schemaInstalledSql = `select to_regclass('pubsub.notification') is not null as installed`;
+/** The library's schema version in this database: 0 = not installed. */
+export const schemaVersionSql = `select case
+    when to_regclass('pubsub.notification') is null then 0
+    when to_regclass('pubsub.subscription') is null then 1
+    else 2 end as version`;
+
+export const subscriptionsOfSql = `select channel, listener from pubsub.subscription where listener = any($1::text[])`;
+export const modelsSql = `select name, version, fields from pubsub.model`;
+
+// Dead letters.
+const deadFilter = `dead_at is not null and ($1::bigint is null or id = $1) and ($2::text is null or channel = $2) and ($3::text is null or listener = $3)`;
+export const deadListSql = `select id::text as id, channel, listener, attempts, last_error, created_at, last_attempt_at, dead_at
+  from pubsub.notification where ${deadFilter} order by id limit $4`;
+export const deadShowSql = `select id::text as id, channel, listener, payload, context, attempts, last_error, created_at, last_attempt_at, dead_at
+  from pubsub.notification where id = $1`;
+export const deadRetrySql = `with revived as (
+    update pubsub.notification set dead_at = null, attempts = 0, run_at = now() where ${deadFilter} returning channel
+  ) select channel, count(*)::int as count from revived group by channel`;
+export const deadPurgeSql = `with purged as (delete from pubsub.notification where ${deadFilter} returning 1) select count(*)::int as count from purged`;

@@ -33,6 +33,8 @@ export interface TriggerPayload<T = Record<string, unknown>> {
    * (8000 bytes), so `old`/`new` carry only the primary key fields. Fetch the row if you need more.
    */
   truncated?: boolean;
+  /** Non-durable trigger channels: the writing transaction's context (durable ones have it in ctx.context). */
+  context?: unknown;
 }
 
 /** The second argument of every listener. */
@@ -48,8 +50,10 @@ export interface NotificationContext {
   tx?: PoolClient;
   /** How many earlier attempts failed (0 on the first run). */
   attempt: number;
-  /** Context stored with the notification, if any. */
+  /** Context stored with the notification, if any (see `setContext()` and `withContext()`). */
   context?: unknown;
+  /** Listeners with `timeoutMs`: aborted when the attempt times out. Stop work and return. */
+  signal?: AbortSignal;
 }
 
 /** A channel with a payload type, so that `notify()` and `@Listen()` are checked by the compiler. */

@@ -1,17 +1,31 @@
 /**
  * The worker: one LISTEN connection for wake-ups and non-durable payloads, and a drain loop that
- * claims durable notifications with FOR UPDATE SKIP LOCKED, runs their listeners inside the claiming
- * transaction and deletes them in it. A listener that throws rolls back only its own notification's
- * work, which is kept with its attempt count for a later try; nothing else re-runs; the worker goes on.
+ * claims durable notifications with FOR UPDATE SKIP LOCKED, runs their listener inside the claiming
+ * transaction and deletes them in it. Each stored notification belongs to one listener, so listeners
+ * succeed, fail, retry and dead-letter independently. A failure rolls back only that notification's
+ * work and is recorded for a retry with backoff; nothing else re-runs; the worker goes on.
  */
 import createDebug from 'debug';
 import pg from 'pg';
 import { requireDatabaseUrl } from './config.js';
-import { createListenConnection } from './connection.js';
+import { createListenConnection, type ListenConnection } from './connection.js';
 import { PubSubError } from './errors.js';
-import { decodePayload, decodeTriggerPayload, type WireTriggerPayload } from './payload.js';
+import { ENVELOPE_MARK } from './notify.js';
+import { decodePayload, decodeTriggerPayload, type ModelShape, type WireTriggerPayload } from './payload.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
-import { claimSql, completeSql, failSql, schemaInstalledSql, triggerKey } from './sql.js';
+import {
+  claimOrderedSql,
+  claimSql,
+  completeSql,
+  failSql,
+  modelsSql,
+  schemaVersionSql,
+  setKeysSql,
+  subscriptionsOfSql,
+  triggerKey,
+  unkeyedSql,
+  LIBRARY_SCHEMA_VERSION,
+} from './sql.js';
 import type { Logger, NotificationContext } from './types.js';
 
 const debug = createDebug('pubsub:worker');
@@ -19,14 +33,23 @@ const debug = createDebug('pubsub:worker');
 export interface WorkerOptions {
   /** Channels to serve; default every registered channel. */
   channels?: string[];
-  /** Default DATABASE_URL. The LISTEN connection always uses this URL: it must be a session connection, not PgBouncer transaction pooling. */
+  /** Default DATABASE_URL. */
   databaseUrl?: string;
-  /** Pool the drain loop takes its connection from; default a pool of 2 on `databaseUrl`. */
+  /**
+   * Session connection for LISTEN, when `databaseUrl` goes through a transaction pooler such as
+   * PgBouncer. @defaultValue databaseUrl
+   */
+  listenUrl?: string;
+  /** Pool the drain loop takes its connections from; default a pool of 3 on `databaseUrl`. */
   pool?: pg.Pool;
-  /** Notifications claimed per transaction. @defaultValue 100 */
+  /** Notifications claimed per listener per transaction. @defaultValue 100 */
   batchSize?: number;
-  /** How often to look for stored work without a wake-up (retries, missed wake-ups). @defaultValue 2000 */
+  /** How often to look for stored work without a wake-up (retries; the only way without LISTEN). @defaultValue 2000 */
   pollIntervalMs?: number;
+  /** false: never LISTEN, only poll (for PgBouncer transaction pooling without a session URL). @defaultValue true */
+  listen?: boolean;
+  /** Serve only notifications whose context contains these fields, e.g. `{ tenant: 'acme' }`. */
+  context?: Record<string, unknown>;
   /** Builds the object whose method is called; default `new Class()` once per class. */
   instance?: (cls: Function) => object;
   /** Default: warnings and errors to the console. */
@@ -40,28 +63,48 @@ export interface Worker {
   close(): Promise<void>;
 }
 
-interface StoredNotification {
+interface Stored {
   id: string;
   channel: string;
+  listener: string | null;
   payload: unknown;
   context: unknown;
   attempts: number;
 }
 
+/** A way of claiming: plain listeners together; ordered, batch and timed listeners each alone. */
+interface Unit {
+  kind: 'plain' | 'ordered' | 'batch' | 'timed';
+  listeners: ListenerDefinition[];
+  limit: number;
+  /** Batch units: the last claim was short and we already waited for it to fill. */
+  waited?: boolean;
+}
+
+const DEFAULT_MAX_ATTEMPTS = 10;
 const consoleLogger: Logger = {
   info: () => {},
   warn: (m) => console.warn(`pubsub: ${m}`),
   error: (m, e) => console.error(`pubsub: ${m}`, e ?? ''),
 };
 
-/** Seconds before attempt n+1 after n failures: 1, 2, 4, … capped at 5 minutes. */
-const retryDelaySeconds = (failures: number) => Math.min(300, 2 ** (failures - 1));
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.stack ?? error.message : String(error);
+/** Seconds before the next attempt after `failures`: exponential, capped, half of it random. */
+export function retryDelaySeconds(failures: number, backoff: { baseMs?: number; maxMs?: number } = {}): number {
+  const cap = Math.min(backoff.maxMs ?? 300_000, (backoff.baseMs ?? 1000) * 2 ** (failures - 1));
+  return (cap / 2 + (Math.random() * cap) / 2) / 1000;
 }
 
-/** Selects the channels a worker serves and checks that listeners are loaded for them. */
+function describe(error: unknown): string {
+  const reason = error instanceof Error && error.cause !== undefined ? error.cause : error;
+  return reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
+}
+
+class TimeoutError extends Error {
+  constructor(listener: string, ms: number) {
+    super(`${listener} timed out after ${ms} ms`);
+  }
+}
+
 function selectChannels(registry: Registry, names?: string[]): ChannelDefinition[] {
   const all = registry.list();
   if (all.length === 0) {
@@ -80,6 +123,12 @@ function selectChannels(registry: Registry, names?: string[]): ChannelDefinition
   });
 }
 
+function contains(context: unknown, filter: Record<string, unknown> | undefined): boolean {
+  if (!filter) return true;
+  if (!context || typeof context !== 'object') return false;
+  return Object.entries(filter).every(([k, v]) => JSON.stringify((context as Record<string, unknown>)[k]) === JSON.stringify(v));
+}
+
 /**
  * Starts a worker for the registered listeners.
  *
@@ -92,26 +141,56 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const logger = options.logger ?? consoleLogger;
   const { batchSize = 100, pollIntervalMs = 2000 } = options;
   const channels = selectChannels(registry, options.channels);
-  const durableChannels = channels.filter((c) => c.durable).map((c) => c.name);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
-  const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: 3 });
   const ownPool = !options.pool;
+  // An idle pooled connection that the server closes emits 'error' on the pool; without a listener that kills the process.
+  if (ownPool) pool.on('error', (error) => logger.warn(`an idle database connection was closed (${error.message}); it will be replaced`));
+  const contextFilter = options.context ? JSON.stringify(options.context) : null;
 
+  const durable = channels.filter((c) => c.durable);
+  const byId = new Map(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
   const triggerKeys = new Map<ListenerDefinition, string>();
   for (const c of channels) for (const l of c.listeners) if (l.trigger) triggerKeys.set(l, triggerKey(l.trigger, c.name, c.durable));
 
-  if (durableChannels.length) {
-    const { rows } = await pool.query<{ installed: boolean }>(schemaInstalledSql).catch(async (cause) => {
-      if (ownPool) await pool.end();
-      throw new PubSubError('pubsub.config', `Cannot reach the database: ${(cause as Error).message}`, { cause });
-    });
-    if (!rows[0]?.installed) {
-      if (ownPool) await pool.end();
-      throw new PubSubError(
-        'pubsub.schemaMissing',
-        'The pubsub tables are missing from this database. Run `pubsub make-migration`, then apply it with `prisma migrate deploy` (or `pubsub migrate`).',
+  const plain: ListenerDefinition[] = [];
+  const units: Unit[] = [];
+  for (const l of byId.values()) {
+    const d = l.delivery;
+    if (d.ordered) units.push({ kind: 'ordered', listeners: [l], limit: batchSize });
+    else if (d.batch) units.push({ kind: 'batch', listeners: [l], limit: d.batch.size });
+    else if (d.timeoutMs) units.push({ kind: 'timed', listeners: [l], limit: 1 });
+    else plain.push(l);
+  }
+  units.unshift({ kind: 'plain', listeners: plain, limit: batchSize });
+
+  let models = new Map<string, ModelShape>();
+  const fail = async (error: PubSubError) => {
+    if (ownPool) await pool.end();
+    throw error;
+  };
+  if (durable.length) {
+    const version = await pool
+      .query<{ version: number }>(schemaVersionSql)
+      .then((r) => r.rows[0]!.version)
+      .catch((cause) => fail(new PubSubError('pubsub.config', `Cannot reach the database: ${(cause as Error).message}`, { cause })));
+    if (version < LIBRARY_SCHEMA_VERSION) {
+      await fail(
+        new PubSubError(
+          'pubsub.schemaMissing',
+          version === 0
+            ? 'The pubsub tables are missing from this database. Run `pubsub make-migration`, then apply it with `prisma migrate deploy` (or `pubsub migrate`).'
+            : `The pubsub tables are at version ${version}; this pgpubsub needs version ${LIBRARY_SCHEMA_VERSION}. Run \`pubsub make-migration\` and apply the migration it writes; notifications already stored are kept.`,
+        ),
       );
     }
+    const subscribed = new Set((await pool.query(subscriptionsOfSql, [[...byId.keys()]])).rows.map((r) => `${r.channel}\n${r.listener}`));
+    for (const l of byId.values()) {
+      if (!subscribed.has(`${l.channel}\n${l.id}`)) {
+        logger.warn(`${l.id} is not subscribed to "${l.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
+      }
+    }
+    models = new Map((await pool.query(modelsSql)).rows.map((r) => [r.name, r]));
   }
 
   const instances = new Map<Function, object>();
@@ -123,54 +202,87 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     return obj as never;
   }
 
-  /** Runs every listener of this worker that the notification is for; the first failure throws. */
-  async function run(channel: string, payload: unknown, ctx: NotificationContext): Promise<void> {
-    const def = registry.get(channel);
-    if (!def) return;
-    for (const l of def.listeners) {
-      let arg: unknown;
-      if (l.trigger) {
-        const wire = payload as WireTriggerPayload;
-        if (wire?.trigger !== triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) continue;
-        arg = decodeTriggerPayload(structuredClone(wire));
-      } else {
-        arg = decodePayload(structuredClone(payload), l.payloadType);
-      }
-      try {
-        await receiver(l)[l.method]!(arg, ctx);
-      } catch (error) {
-        throw Object.assign(new Error(`${l.id} failed`, { cause: error }), { listener: l.id });
-      }
+  const warned = new Set<string>();
+  /** The listener's argument, or undefined when this notification is not for it (trigger key or operation). */
+  function argument(l: ListenerDefinition, payload: unknown): { value: unknown } | undefined {
+    if (!l.trigger) return { value: decodePayload(structuredClone(payload), l.payloadType) };
+    const wire = payload as WireTriggerPayload;
+    if (wire?.trigger !== triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) return undefined;
+    return {
+      value: decodeTriggerPayload(structuredClone(wire), models.get(wire.model), (m) => {
+        if (!warned.has(m)) logger.warn(m);
+        warned.add(m);
+      }),
+    };
+  }
+
+  async function call(l: ListenerDefinition, arg: unknown, ctx: NotificationContext): Promise<void> {
+    try {
+      await receiver(l)[l.method]!(arg, ctx);
+    } catch (error) {
+      throw new Error(`${l.id} failed`, { cause: error });
+    }
+  }
+
+  /** Runs `fn` with ctx.signal, failing with TimeoutError after `ms`. */
+  async function withTimeout(l: ListenerDefinition, ctx: NotificationContext, fn: () => Promise<void>): Promise<void> {
+    const ms = l.delivery.timeoutMs;
+    if (!ms) return fn();
+    const controller = new AbortController();
+    ctx.signal = controller.signal;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new TimeoutError(l.id, ms);
+        controller.abort(error);
+        reject(error);
+      }, ms);
+    });
+    try {
+      await Promise.race([fn(), timeout]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   /**
-   * Claims a batch and runs it in one transaction. A listener that uses `ctx.tx` gets a savepoint,
-   * taken when it first touches `tx`, so its failure rolls back only its own writes; listeners that
-   * never touch `tx` cost no extra round trip. Failed notifications are kept with their attempt
-   * count in the same transaction; the others are deleted. Returns how many were claimed.
+   * One claimed batch in one transaction. A listener that uses `ctx.tx` gets a savepoint, taken when
+   * it first touches `tx`, so its failure rolls back only its own writes; listeners that never touch
+   * `tx` cost no extra round trip. Returns how many notifications were claimed.
    */
-  async function processBatch(): Promise<number> {
+  async function processUnit(unit: Unit): Promise<number> {
     const client = await pool.connect();
     let broken: Error | undefined;
     try {
+      if (unit.kind === 'ordered') await assignKeys(client, unit.listeners[0]!);
       await client.query('begin');
-      const batch = (await client.query<StoredNotification>(claimSql, [durableChannels, batchSize])).rows;
+      const rows = await claim(client, unit);
+      const waitMs = unit.listeners[0]?.delivery.batch?.waitMs;
+      if (unit.kind === 'batch' && waitMs && rows.length > 0 && rows.length < unit.limit && !unit.waited) {
+        // Let a short batch fill up for waitMs, once, without holding the claim meanwhile.
+        unit.waited = true;
+        await client.query('rollback');
+        await sleep(waitMs);
+        return -1;
+      }
+      unit.waited = false;
       const done: string[] = [];
-      const failed: Array<{ n: StoredNotification; error: unknown }> = [];
-      for (const n of batch) {
-        let active = true;
-        let savepoint = false;
+      const failed: Array<{ n: Stored; error: unknown; listener?: ListenerDefinition }> = [];
+      let terminated = false;
+      /** Runs `fn` as one unit of work that succeeds or fails alone, with its own `ctx`. */
+      const attempt = async (ns: Stored[], listener: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>) => {
+        const n = ns[0]!;
+        const state = { active: true, savepoint: false };
         const ctx: NotificationContext = {
           channel: n.channel,
           id: n.id,
           durable: true,
-          attempt: n.attempts,
+          attempt: Math.min(...ns.map((x) => x.attempts)),
           ...(n.context != null && { context: n.context }),
           get tx() {
-            if (!active) throw new PubSubError('pubsub.invalidClient', `ctx.tx of notification ${n.id} was used after its listener returned; its transaction is over.`);
-            if (!savepoint) {
-              savepoint = true;
+            if (!state.active) throw new PubSubError('pubsub.invalidClient', `ctx.tx of notification ${n.id} was used after its listener returned; its transaction is over.`);
+            if (!state.savepoint) {
+              state.savepoint = true;
               // Queued before any query the listener can send through `tx`, so no await is needed.
               client.query('savepoint pubsub_listener').catch(() => {});
             }
@@ -178,33 +290,59 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
           },
         };
         try {
-          await run(n.channel, n.payload, ctx);
-          active = false;
-          if (savepoint) client.query('release savepoint pubsub_listener').catch(() => {});
-          done.push(n.id);
+          await (listener ? withTimeout(listener, ctx, () => fn(ctx)) : fn(ctx));
+          state.active = false;
+          if (state.savepoint) client.query('release savepoint pubsub_listener').catch(() => {});
+          done.push(...ns.map((x) => x.id));
         } catch (error) {
-          active = false;
-          if (savepoint) await client.query('rollback to savepoint pubsub_listener');
-          failed.push({ n, error });
+          state.active = false;
+          if (error instanceof TimeoutError && state.savepoint) {
+            // The listener may still be using the connection: end its transaction from outside.
+            terminated = true;
+            await pool.query('select pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => {});
+          } else if (state.savepoint) {
+            await client.query('rollback to savepoint pubsub_listener');
+          }
+          for (const x of ns) failed.push({ n: x, error, ...(listener && { listener }) });
+        }
+      };
+
+      if (unit.kind === 'batch') {
+        const l = unit.listeners[0]!;
+        if (rows.length) await attempt(rows, l, (ctx) => call(l, rows.map((n) => argument(l, n.payload)?.value), ctx));
+      } else {
+        for (const n of rows) {
+          const listeners = n.listener ? [byId.get(n.listener)!] : registry.get(n.channel)!.listeners.filter((l) => byId.has(l.id));
+          await attempt([n], n.listener ? listeners[0] : undefined, async (ctx) => {
+            for (const l of listeners) {
+              const arg = argument(l, n.payload);
+              if (arg) await call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
+            }
+          });
+          if (terminated) break;
         }
       }
-      if (done.length) await client.query(completeSql, [done]);
-      for (const { n, error } of failed) {
-        const reason = error instanceof Error && error.cause !== undefined ? error.cause : error;
-        await client.query(failSql, [n.id, describe(reason), retryDelaySeconds(n.attempts + 1)]);
+
+      if (terminated) {
+        // Our transaction is gone; record the failures from another connection.
+        broken = new Error('terminated after a listener timeout');
+        await recordFailures(pool, failed);
+        return rows.length;
       }
+      if (done.length) await client.query(completeSql, [done]);
+      await recordFailures(client, failed);
       await client.query('commit');
-      debug('processed %d, failed %d', done.length, failed.length);
-      for (const { n, error } of failed) {
-        const reason = error instanceof Error && error.cause !== undefined ? error.cause : error;
+      debug('%s: processed %d, failed %d', unit.kind, done.length, failed.length);
+      for (const { n, error, listener } of failed) {
+        const last = n.attempts + 1 >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
         logger.error(
-          `${(error as Error).message} on channel "${n.channel}", notification ${n.id} (attempt ${n.attempts + 1}); kept for a retry in ${retryDelaySeconds(n.attempts + 1)} s:`,
-          reason,
+          `${(error as Error).message} on channel "${n.channel}", notification ${n.id} (attempt ${n.attempts + 1}); ${last ? 'dead-lettered: see `pubsub dead list`' : 'kept for a retry'}:`,
+          error instanceof Error && error.cause !== undefined ? error.cause : error,
         );
       }
-      return batch.length;
+      return rows.length;
     } catch (error) {
-      broken = error as Error;
+      broken ??= error as Error;
       await client.query('rollback').catch(() => {});
       throw error;
     } finally {
@@ -212,13 +350,71 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     }
   }
 
+  async function recordFailures(db: pg.Pool | pg.PoolClient, failed: Array<{ n: Stored; error: unknown; listener?: ListenerDefinition }>) {
+    if (!failed.length) return;
+    const columns: [string[], string[], number[], boolean[]] = [[], [], [], []];
+    for (const { n, error, listener } of failed) {
+      const attempts = n.attempts + 1;
+      columns[0].push(n.id);
+      columns[1].push(describe(error));
+      columns[2].push(retryDelaySeconds(attempts, listener?.delivery.backoff));
+      columns[3].push(attempts >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS));
+    }
+    await db.query(failSql, columns);
+  }
+
+  async function claim(client: pg.PoolClient, unit: Unit): Promise<Stored[]> {
+    const names = unit.listeners.map((l) => l.id);
+    if (unit.kind === 'ordered') return (await client.query<Stored>(claimOrderedSql, [names[0], unit.limit, contextFilter])).rows;
+    const unassigned = unit.kind === 'plain' ? durable.map((c) => c.name) : [];
+    if (!names.length && !unassigned.length) return [];
+    return (await client.query<Stored>(claimSql, [names, unit.limit, contextFilter, unassigned])).rows;
+  }
+
+  /** Gives newly stored notifications of an ordered listener their key, in id order, one worker at a time. */
+  async function assignKeys(client: pg.PoolClient, l: ListenerDefinition): Promise<void> {
+    await client.query('begin');
+    try {
+      const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_xact_lock(hashtext($1)) as locked', [`pubsub.order:${l.id}`]);
+      if (rows[0]!.locked) {
+        const waiting = (await client.query<{ id: string; payload: unknown }>(unkeyedSql, [l.id])).rows;
+        if (waiting.length) {
+          const keys = waiting.map((n) => {
+            try {
+              return l.delivery.orderKey ? String(l.delivery.orderKey(argument(l, n.payload)?.value)) : '';
+            } catch (error) {
+              logger.error(`${l.id}: orderKey failed for notification ${n.id}; it is ordered under the key "!error":`, error);
+              return '!error';
+            }
+          });
+          await client.query(setKeysSql, [waiting.map((n) => n.id), keys]);
+        }
+      }
+      await client.query('commit');
+    } catch (error) {
+      await client.query('rollback').catch(() => {});
+      throw error;
+    }
+  }
+
   let closing = false;
   let dirty = false;
   let draining: Promise<void> | undefined;
-  let pause: { timer: NodeJS.Timeout; resolve(): void } | undefined;
+  const sleepers = new Set<() => void>();
+  function sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      sleepers.add(done);
+    });
+  }
 
   function kick(): void {
-    if (closing || durableChannels.length === 0) return;
+    if (closing || durable.length === 0) return;
     dirty = true;
     draining ??= drain().finally(() => (draining = undefined));
   }
@@ -227,11 +423,13 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     while (dirty && !closing) {
       dirty = false;
       try {
-        while (!closing && (await processBatch()) === batchSize);
+        for (const unit of units) {
+          for (let n = unit.limit; !closing && (n === unit.limit || n === -1); ) n = await processUnit(unit);
+        }
       } catch (error) {
         logger.error('could not process stored notifications; retrying in 1 s:', error);
         dirty = true;
-        await new Promise<void>((resolve) => (pause = { timer: setTimeout(resolve, 1000), resolve }));
+        await sleep(1000);
       }
     }
   }
@@ -241,23 +439,56 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   function deliver(channel: string, text: string): void {
     broadcast = broadcast.then(async () => {
       try {
-        await run(channel, JSON.parse(text), { channel, durable: false, attempt: 0 });
+        let payload: unknown;
+        let context: unknown;
+        if (text.startsWith(ENVELOPE_MARK)) ({ payload, context } = JSON.parse(text.slice(1)));
+        else payload = JSON.parse(text);
+        context ??= (payload as { context?: unknown } | null)?.context; // trigger payloads carry it inside
+        if (!contains(context, options.context)) return;
+        const ctx: NotificationContext = { channel, durable: false, attempt: 0, ...(context != null && { context }) };
+        for (const l of registry.get(channel)?.listeners ?? []) {
+          const arg = argument(l, payload);
+          if (arg) await call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
+        }
       } catch (error) {
         logger.error(`non-durable notification on channel "${channel}" failed and is dropped (at most once):`, error);
       }
     });
   }
 
-  const connection = createListenConnection({
-    connectionString: databaseUrl,
-    channels: channels.map((c) => c.name),
-    onNotification: (channel, text) => (text === '' ? kick() : deliver(channel, text)),
-    onConnected: () => {
-      logger.info(`listening on ${channels.map((c) => c.name).join(', ')}`);
-      kick(); // catch up on everything stored while we were not listening
-    },
-    onDisconnected: (error, retryInMs) => logger.warn(`LISTEN connection lost (${error.message}); reconnecting in ${retryInMs} ms`),
-  });
+  const probeChannel = `pubsub_probe_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  let probeTimer: NodeJS.Timeout | undefined;
+  let pollOnlyWarned = false;
+  function listenUnavailable(why: string): void {
+    if (!pollOnlyWarned) logger.warn(`${why}; falling back to polling every ${pollIntervalMs} ms (deliveries are unchanged, only slower). Set --listen-url to a session connection to get wake-ups back.`);
+    pollOnlyWarned = true;
+  }
+
+  let connection: ListenConnection | undefined;
+  if (options.listen !== false) {
+    connection = createListenConnection({
+      connectionString: options.listenUrl ?? databaseUrl,
+      channels: [...channels.map((c) => c.name), probeChannel],
+      onNotification: (channel, text) => {
+        if (channel === probeChannel) return void clearTimeout(probeTimer);
+        if (text === '') kick();
+        else deliver(channel, text);
+      },
+      onConnected: () => {
+        logger.info(`listening on ${channels.map((c) => c.name).join(', ')}`);
+        kick(); // catch up on everything stored while we were not listening
+        // A transaction pooler accepts LISTEN but never delivers: check that a NOTIFY really arrives.
+        clearTimeout(probeTimer);
+        probeTimer = setTimeout(() => listenUnavailable('a test NOTIFY did not arrive on the LISTEN connection (PgBouncer in transaction mode?)'), 5000);
+        pool.query('select pg_notify($1, $2)', [probeChannel, 'probe']).catch(() => {});
+      },
+      onDisconnected: (error, retryInMs) => logger.warn(`LISTEN connection lost (${error.message}); reconnecting in ${retryInMs} ms`),
+      onListenRefused: (error) => listenUnavailable(`the server refused LISTEN (${error.message})`),
+    });
+  } else {
+    logger.info(`polling ${channels.map((c) => c.name).join(', ')} every ${pollIntervalMs} ms (LISTEN disabled)`);
+    kick();
+  }
   const poll = setInterval(kick, pollIntervalMs);
 
   return {
@@ -266,11 +497,9 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       if (closing) return;
       closing = true;
       clearInterval(poll);
-      if (pause) {
-        clearTimeout(pause.timer);
-        pause.resolve();
-      }
-      await connection.close();
+      clearTimeout(probeTimer);
+      for (const wake of sleepers) wake();
+      await connection?.close();
       await draining;
       await broadcast;
       if (ownPool) await pool.end();

@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl } from '../config.js';
 import { PubSubError } from '../errors.js';
+import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startEmbeddedPostgres } from '../embedded.js';
 import { generateMigration, resolvePrismaPaths } from '../generate.js';
 import { applyMigrations } from '../migrate.js';
@@ -10,6 +11,16 @@ import { listen } from '../worker.js';
 import { loadModules } from './load.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+const jsonObject = (value: string) => {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new CommanderError(1, 'pubsub.config', `expected a JSON object such as '{"tenant":"acme"}', got ${value}`);
+  return parsed as Record<string, unknown>;
+};
 const positiveInt = (value: string) => {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new CommanderError(1, 'pubsub.config', `expected a positive whole number, got "${value}"`);
@@ -56,11 +67,17 @@ export function buildProgram(): Command {
     .addOption(databaseOption())
     .addOption(new Option('--batch-size <n>', 'notifications claimed per transaction').argParser(positiveInt).default(100))
     .addOption(new Option('--poll-interval <ms>', 'look for stored work this often without a wake-up').argParser(positiveInt).default(2000))
-    .action(async (flags: CommonFlags & { channel?: string[]; batchSize: number; pollInterval: number }) => {
+    .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
+    .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
+    .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
+    .action(async (flags: CommonFlags & { channel?: string[]; batchSize: number; pollInterval: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
       const file = await loadListeners(flags);
       const worker = await listen({
         channels: flags.channel ?? file.channels,
         databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
+        ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
+        listen: flags.listen,
+        ...(flags.context && { context: flags.context }),
         batchSize: flags.batchSize,
         pollIntervalMs: flags.pollInterval,
         logger: log,
@@ -115,6 +132,53 @@ export function buildProgram(): Command {
       const result = await applyMigrations(requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()), migrationsDir);
       for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
       log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
+    });
+
+  const dead = program.command('dead').description('Inspect and act on dead-lettered notifications (failed maxAttempts times).');
+  const filterOptions = (c: Command) =>
+    c
+      .addOption(databaseOption())
+      .option('--channel <name>', 'only this channel')
+      .option('--listener <name>', 'only this listener (Class.method or its name option)');
+  const url = (flags: CommonFlags) => requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv());
+  const filter = (flags: { channel?: string; listener?: string }, id?: string): DeadFilter => ({
+    ...(id && { id }),
+    ...(flags.channel && { channel: flags.channel }),
+    ...(flags.listener && { listener: flags.listener }),
+  });
+  const needTarget = (id: string | undefined, flags: { all?: boolean; channel?: string; listener?: string }) => {
+    if (!id && !flags.all) throw new PubSubError('pubsub.config', 'name a notification id, or pass --all (optionally with --channel/--listener).');
+  };
+  filterOptions(dead.command('list').description('List dead notifications, oldest first.'))
+    .addOption(new Option('--limit <n>', 'at most this many').argParser(positiveInt).default(100))
+    .action(async (flags: CommonFlags & { channel?: string; listener?: string; limit: number }) => {
+      const rows = await listDead(url(flags), filter(flags), flags.limit);
+      if (!rows.length) return log.info('no dead notifications');
+      for (const r of rows) {
+        const error = (r.last_error ?? '').split('\n')[0];
+        console.log(`${r.id}\t${r.channel}\t${r.listener ?? '(all listeners)'}\t${r.attempts} attempts\tdead since ${r.dead_at?.toISOString()}\t${error}`);
+      }
+    });
+  dead
+    .command('show <id>')
+    .description('Show one notification with its payload, context and last error.')
+    .addOption(databaseOption())
+    .action(async (id: string, flags: CommonFlags) => {
+      const row = await showNotification(url(flags), id);
+      if (!row) throw new PubSubError('pubsub.config', `there is no stored notification ${id}.`);
+      console.log(JSON.stringify(row, null, 2));
+    });
+  filterOptions(dead.command('retry [id]').description('Make dead notifications pending again, with a fresh attempt count.'))
+    .option('--all', 'every dead notification (matching --channel/--listener)')
+    .action(async (id: string | undefined, flags: CommonFlags & { all?: boolean; channel?: string; listener?: string }) => {
+      needTarget(id, flags);
+      log.info(`${await retryDead(url(flags), filter(flags, id))} notification(s) will be retried`);
+    });
+  filterOptions(dead.command('purge [id]').description('Delete dead notifications for good.'))
+    .option('--all', 'every dead notification (matching --channel/--listener)')
+    .action(async (id: string | undefined, flags: CommonFlags & { all?: boolean; channel?: string; listener?: string }) => {
+      needTarget(id, flags);
+      log.info(`${await purgeDead(url(flags), filter(flags, id))} notification(s) deleted`);
     });
 
   program

@@ -26,6 +26,7 @@ export async function createTestDatabase(options: { library?: boolean } = {}): P
   const url = new URL(serverUrl());
   url.pathname = `/${name}`;
   const pool = new pg.Pool({ connectionString: url.toString(), max: 5 });
+  pool.on('error', () => {}); // idle connections closed by the server (tests terminate backends)
   if (options.library) await pool.query(librarySchemaSql(0));
   return {
     url: url.toString(),

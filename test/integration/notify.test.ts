@@ -172,7 +172,7 @@ test('a failing listener keeps its notification for a retry and never holds back
   await waitFor(() => ids().includes(11), 'the retry of the failed order', 5000);
   assert.equal(received.find((r) => r.order.id === 11)!.ctx.attempt, 1);
   assert.deepEqual(ids(), [10, 11, 12]);
-  assert.equal((await db.query('select count(*)::int as n from pubsub.notification'))[0].n, 0);
+  await waitFor(async () => (await db.query('select count(*)::int as n from pubsub.notification'))[0].n === 0, 'the retry to commit');
 });
 
 test('a worker started after notifications were stored processes them', async () => {

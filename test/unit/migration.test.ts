@@ -24,6 +24,7 @@ function registry(...specs: Array<{ id: string; events: Array<'INSERT' | 'UPDATE
       durable: s.durable ?? true,
       target: {},
       method: 'm',
+      delivery: {},
       trigger: { model: 'Author', when: s.when ?? 'AFTER', events: s.events, ...(s.condition && { condition: s.condition }) },
     });
   }
@@ -39,7 +40,9 @@ test('the first migration creates the library schema and the triggers; the same 
   assert.match(first.sql, /AFTER INSERT on "authors"/);
   assert.match(first.sql, /NEW\."full name"/);
   assert.equal(planMigration(defs, first.state), null);
-  assert.equal(planMigration(triggerDefinitions(registry({ id: 'A.a', events: ['INSERT'] }), models), null)!.sql, first.sql, 'deterministic');
+  const again = triggerDefinitions(registry({ id: 'A.a', events: ['INSERT'] }, { id: 'B.b', events: ['INSERT'] }), models);
+  assert.equal(planMigration(again, null)!.sql, first.sql, 'deterministic');
+  assert.match(first.sql, /select 'model\.Author', l, payload from unnest\(array\['A\.a', 'B\.b'\]\) l/, 'one row per listener');
 });
 
 test('changed and removed listeners drop the old trigger and add the new one', () => {
@@ -55,7 +58,7 @@ test('changed and removed listeners drop the old trigger and add the new one', (
 
 test('an unknown model is a clear error', () => {
   const r = new Registry();
-  r.register({ id: 'A.a', channel: 'c', durable: true, target: {}, method: 'm', trigger: { model: 'Nope', when: 'AFTER', events: ['INSERT'] } });
+  r.register({ id: 'A.a', channel: 'c', durable: true, target: {}, method: 'm', delivery: {}, trigger: { model: 'Nope', when: 'AFTER', events: ['INSERT'] } });
   assert.throws(() => triggerDefinitions(r, models), /A\.a listens to model "Nope".*Models: Author/);
 });
 
