@@ -253,6 +253,9 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   async function processUnit(unit: Unit): Promise<number> {
     const client = await pool.connect();
     let broken: Error | undefined;
+    // A checked-out client has no pool listener: an error (the server ending it, a timeout's terminate) would crash us.
+    const onError = (error: Error) => (broken ??= error);
+    client.on('error', onError);
     try {
       if (unit.kind === 'ordered') await assignKeys(client, unit.listeners[0]!);
       await client.query('begin');
@@ -346,6 +349,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       await client.query('rollback').catch(() => {});
       throw error;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }

@@ -1,7 +1,9 @@
 /** One fresh database per test file on the server named by DATABASE_URL (the runner starts an embedded one when it is unset). */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { librarySchemaSql } from '../../src/sql.js';
+import { subscriptions } from '../../src/migration.js';
+import { getRegistry } from '../../src/registry.js';
+import { librarySchemaSql, subscriptionsSql } from '../../src/sql.js';
 
 export interface TestDatabase {
   url: string;
@@ -16,8 +18,11 @@ function serverUrl(): string {
   return url;
 }
 
-/** Creates an empty database; with `library: true` the pubsub tables are installed too. */
-export async function createTestDatabase(options: { library?: boolean } = {}): Promise<TestDatabase> {
+/**
+ * Creates an empty database; with `library: true` the pubsub tables are installed too, and with
+ * `subscribe: true` the durable listeners registered so far are subscribed, as a generated migration does.
+ */
+export async function createTestDatabase(options: { library?: boolean; subscribe?: boolean } = {}): Promise<TestDatabase> {
   const name = `pubsub_test_${randomBytes(5).toString('hex')}`;
   const admin = new pg.Client(serverUrl());
   await admin.connect();
@@ -28,6 +33,10 @@ export async function createTestDatabase(options: { library?: boolean } = {}): P
   const pool = new pg.Pool({ connectionString: url.toString(), max: 5 });
   pool.on('error', () => {}); // idle connections closed by the server (tests terminate backends)
   if (options.library) await pool.query(librarySchemaSql(0));
+  if (options.subscribe) {
+    const pairs = subscriptions(getRegistry()).map((p) => ({ channel: p.slice(0, p.indexOf(' ')), listener: p.slice(p.indexOf(' ') + 1) }));
+    if (pairs.length) await pool.query(subscriptionsSql(pairs, []));
+  }
   return {
     url: url.toString(),
     pool,
