@@ -103,6 +103,47 @@ test('SIGTERM lets a running listener finish and commit, then exits 0', async ()
   assert.equal((await db.query(`select count(*)::int as n from pubsub.notification where channel = 'slow_jobs'`))[0].n, 0);
 });
 
+test('a worker killed with SIGKILL mid-callback: another worker processes its notification within seconds, once', async () => {
+  const args = ['listen', '--require', fixture('slow.js'), '--poll-interval', '200'];
+  const doomed = startCli(args, { DATABASE_URL: db.url });
+  await doomed.waitForOutput(/listening on slow_jobs/);
+  await notify('slow_jobs', { n: 2000 }, { client: db.pool });
+  await doomed.waitForOutput(/started 2000/);
+  const survivor = startCli(args, { DATABASE_URL: db.url });
+  await survivor.waitForOutput(/listening on slow_jobs/);
+  const killedAt = Date.now();
+  assert.equal(await doomed.stop('SIGKILL'), null);
+  await survivor.waitForOutput(/finished 2000/, 10_000);
+  const took = Date.now() - killedAt;
+  assert.equal(await survivor.stop('SIGTERM'), 0);
+  const rows = await db.query('select pid from seen where n = 2000');
+  assert.deepEqual(rows.map((r) => r.pid), [survivor.child.pid], 'processed once, by the survivor');
+  assert.ok(took < 5000, `took ${took} ms`);
+  console.log(`SIGKILL → processed by the other worker in ${took} ms`);
+});
+
+test('workers loading different listener sets: every notification reaches every listener exactly once', async () => {
+  await db.query('create table fan_seen (listener text not null, n int not null, pid int not null)');
+  await db.query(`insert into pubsub.subscription (channel, listener) values ('fan', 'FanCache.onEvent'), ('fan', 'FanMail.onEvent')`);
+  const cache = startCli(['listen', '--require', fixture('fan-cache.js')], { DATABASE_URL: db.url });
+  const mail = startCli(['listen', '--require', fixture('fan-mail.js')], { DATABASE_URL: db.url });
+  const both = startCli(['listen', '--require', fixture('fan-cache.js'), '--require', fixture('fan-mail.js')], { DATABASE_URL: db.url });
+  await Promise.all([cache, mail, both].map((w) => w.waitForOutput(/listening on fan/)));
+  const client = await db.pool.connect();
+  await client.query('begin');
+  for (let n = 0; n < 300; n++) await notify('fan', { n }, { client });
+  await client.query('commit');
+  client.release();
+  await waitFor(async () => (await db.query('select count(*)::int as n from fan_seen'))[0].n >= 600, '600 deliveries', 30_000);
+  assert.deepEqual(await Promise.all([cache, mail, both].map((w) => w.stop('SIGTERM'))), [0, 0, 0]);
+  const stats = await db.query('select listener, count(*)::int as rows, count(distinct n)::int as distinct_n, array_agg(distinct pid) as pids from fan_seen group by listener order by listener');
+  assert.deepEqual(stats.map((s) => [s.listener, s.rows, s.distinct_n]), [
+    ['cache', 300, 300],
+    ['mail', 300, 300],
+  ]);
+  assert.ok(!stats[0].pids.includes(mail.child.pid) && !stats[1].pids.includes(cache.child.pid), 'each worker ran only the listeners it loaded');
+});
+
 test('a worker pointed at a database without the pubsub tables says how to install them', async () => {
   const empty = await createTestDatabase();
   try {

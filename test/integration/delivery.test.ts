@@ -211,3 +211,100 @@ test('ordered listeners process each key strictly in order across workers; a fai
     await third.close();
   }
 });
+
+test('a context set on a transaction or around notify() travels with the notification, never leaks to the next transaction, and can shard workers', async () => {
+  const pool = new pg.Pool({ connectionString: db.url, max: 1 }); // one connection: any leak would show
+  const acme = await listen({ databaseUrl: db.url, pollIntervalMs: 50, channels: ['tenanted'], context: { tenant: 'acme' }, logger: quiet });
+  try {
+    const client = await pool.connect();
+    await client.query('begin');
+    await setContext(client, { tenant: 'acme', requestId: 'r-1' });
+    await notify('tenanted', { n: 1 }, { client });
+    await client.query('commit');
+    await notify('tenanted', { n: 2 }, { client }); // same connection, next transaction: no context
+    client.release();
+    await withContext({ tenant: 'globex' }, () => notify('tenanted', { n: 3 }, { client: pool }));
+    await notify('tenanted', { n: 4 }, { client: pool, context: { tenant: 'acme', requestId: 'r-4' } });
+
+    await waitFor(() => count('tenanted') === 2, 'the acme notifications');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(
+      calls.tenanted!.map((c) => [c.n, c.context]),
+      [
+        [1, { tenant: 'acme', requestId: 'r-1' }],
+        [4, { tenant: 'acme', requestId: 'r-4' }],
+      ],
+      'the acme worker took only acme notifications',
+    );
+    const left = await db.query(`select payload->>'n' as n, context from pubsub.notification where channel = 'tenanted' order by id`);
+    assert.deepEqual(left, [
+      { n: '2', context: null },
+      { n: '3', context: { tenant: 'globex' } },
+    ]);
+  } finally {
+    await acme.close();
+    await pool.end();
+  }
+  const everyone = await listen({ databaseUrl: db.url, pollIntervalMs: 50, channels: ['tenanted'], logger: quiet });
+  await waitFor(() => count('tenanted') === 4, 'the rest, by a worker without a context filter');
+  await everyone.close();
+});
+
+test('where notifications never arrive on LISTEN, the worker warns once and polls; --no-listen polls from the start', async () => {
+  const other = await createTestDatabase(); // NOTIFY is per database: LISTEN there hears nothing from here
+  const warnings: string[] = [];
+  const polling = await listen({
+    databaseUrl: db.url,
+    listenUrl: other.url,
+    pollIntervalMs: 100,
+    channels: ['fanout'],
+    logger: { ...quiet, warn: (m) => warnings.push(m) },
+  });
+  try {
+    await waitFor(() => warnings.some((w) => /test NOTIFY did not arrive.*falling back to polling every 100 ms/.test(w)), 'the fallback warning', 10_000);
+    await worker.close(); // leave the fan-out channel to the polling worker
+    await notify('fanout', { n: 50 }, { client: db.pool });
+    await waitFor(() => count('healthy', 50) === 1 && count('flaky', 50) === 1, 'delivery by polling');
+    assert.equal(warnings.filter((w) => /falling back/.test(w)).length, 1, 'warned once');
+  } finally {
+    await polling.close();
+    await other.drop();
+  }
+  worker = await listen({ databaseUrl: db.url, listen: false, pollIntervalMs: 100, channels: ['fanout'], logger: quiet });
+  await notify('fanout', { n: 51 }, { client: db.pool });
+  await waitFor(() => count('healthy', 51) === 1, 'delivery with LISTEN disabled');
+});
+
+test('upgrading a version 1 database: make-migration writes the upgrade, and notifications stored before it are still processed', async () => {
+  const old = await createTestDatabase();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-upgrade-'));
+  try {
+    // What version 1 of make-migration wrote, applied, with notifications stored by version 1.
+    fs.mkdirSync(path.join(dir, '20240101000000_pubsub'));
+    fs.writeFileSync(path.join(dir, '20240101000000_pubsub', 'migration.sql'), `${LIBRARY_SCHEMA[1]}\n\n-- pubsub:state {"library":1,"triggers":{}}\n`);
+    await applyMigrations(old.url, dir);
+    await old.query(`select pubsub.notify('fanout', '{"n": 100}'::jsonb)`);
+    await assert.rejects(listen({ databaseUrl: old.url, channels: ['fanout'], logger: quiet }), /version 1; this pgpubsub needs version 2.*make-migration/);
+
+    const result = await generateMigration({ schema: path.join(ROOT, 'test/fixtures/prisma/schema.prisma'), migrationsDir: dir, name: 'upgrade' });
+    assert.equal(result.summary[0], 'upgrade the pubsub schema to version 2');
+    assert.ok(result.summary.includes('subscribe FanOut.flaky to fanout') && result.summary.includes('subscribe FanOut.healthy to fanout'), result.summary.join('\n'));
+    await applyMigrations(old.url, dir);
+    await old.query(`select pubsub.notify('fanout', '{"n": 101}'::jsonb)`);
+    assert.deepEqual(
+      await old.query(`select payload->>'n' as n, listener from pubsub.notification order by id`),
+      [
+        { n: '100', listener: null },
+        { n: '101', listener: 'FanOut.flaky' },
+        { n: '101', listener: 'FanOut.healthy' },
+      ],
+    );
+    await old.query('create table effects (listener text not null, n int not null)');
+    const upgraded = await listen({ databaseUrl: old.url, pollIntervalMs: 50, channels: ['fanout'], logger: quiet });
+    await waitFor(() => count('healthy', 100) === 1 && count('flaky', 100) === 1 && count('healthy', 101) === 1 && count('flaky', 101) === 1, 'old and new notifications');
+    await upgraded.close();
+    assert.equal((await old.query('select count(*)::int as n from pubsub.notification'))[0].n, 0);
+  } finally {
+    await old.drop();
+  }
+});

@@ -17,6 +17,7 @@ import {
   applyMigrations,
   generateMigration,
   listen,
+  setContext,
   type NotificationContext,
   type TriggerPayload,
   type Worker,
@@ -79,6 +80,7 @@ class ArticleListeners {
 
 let db: TestDatabase;
 let worker: Worker;
+const warnings: string[] = [];
 let prisma: PrismaClient;
 let migrationsDir: string;
 
@@ -90,7 +92,7 @@ before(async () => {
   const generated = await generateMigration({ schema: path.join(ROOT, 'test/fixtures/prisma/schema.prisma'), migrationsDir, name: 'pubsub' });
   assert.ok(generated.folder);
   await applyMigrations(db.url, migrationsDir);
-  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 200 });
+  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 200, logger: { info() {}, warn: (m) => warnings.push(m), error: console.error } });
   prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: db.url }) });
 });
 
@@ -242,4 +244,49 @@ test('an application role with no grants on the pubsub schema can still write to
   await waitFor(() => forListener('article.durable').some((s) => s.payload.new.body === 'written by the app role'), 'the app role\'s article');
   await db.query(`drop owned by ${role}`);
   await db.query(`drop role ${role}`);
+});
+
+test('a context set in a Prisma transaction reaches trigger listeners, durable and non-durable', async () => {
+  await prisma.$transaction(async (tx) => {
+    await setContext(tx, { requestId: 'req-7', tenant: 'acme' });
+    await tx.account.create({ data: { code: 'CTX', name: 'with context' } });
+    const article = await tx.article.create({ data: { body: 'x' } });
+    await tx.article.update({ where: { id: article.id }, data: { body: 'y' } });
+  });
+  await waitForListener('account.insert');
+  await waitForListener('article.fast');
+  assert.deepEqual(forListener('account.insert')[0]!.ctx.context, { requestId: 'req-7', tenant: 'acme' });
+  assert.deepEqual(forListener('article.fast')[0]!.payload.context, { requestId: 'req-7', tenant: 'acme' });
+  assert.deepEqual(forListener('article.fast')[0]!.ctx.context, { requestId: 'req-7', tenant: 'acme' });
+  await prisma.account.create({ data: { code: 'NOCTX', name: 'none' } }); // the context ended with the transaction
+  await waitForListener('account.insert', 2);
+  assert.equal(forListener('account.insert')[1]!.ctx.context, undefined);
+});
+
+test('a notification stored before a model change still reads: unknown fields dropped, missing optional ones null, one warning', async () => {
+  const [model] = await db.query(`select version from pubsub.model where name = 'Account'`);
+  const [{ payload: current }] = await db.query(`select '{}'::jsonb as payload`);
+  assert.ok(model.version && current);
+  const key = (await db.query(`select proname from pg_proc where proname like 'tg_accounts__after_insert_%'`))[0].proname.split('__')[1];
+  const old = { op: 'INSERT', when: 'AFTER', model: 'Account', trigger: key, v: 'oldshape', old: null, new: { code: 'OLD', name: 'from before', nickname: 'gone' } };
+  await db.query(`insert into pubsub.notification (channel, listener, payload) values ('model.Account', 'AccountListeners.inserted', $1)`, [old]);
+  await db.query(`select pg_notify('model.Account', '')`);
+  await waitForListener('account.insert');
+  assert.deepEqual(forListener('account.insert')[0]!.payload.new, { code: 'OLD', name: 'from before' });
+  assert.equal(warnings.filter((w) => /Account notification written with model version oldshape was read as version/.test(w)).length, 1);
+  assert.match(warnings.find((w) => /oldshape/.test(w))!, /required fields missing: balance/);
+
+  const everythingKey = (await db.query(`select proname from pg_proc where proname like 'tg_everything__after_insert_%'`))[0].proname.split('__')[1];
+  const row = { id: 9, big: '12', dec: '1.5', at: '2024-01-01T00:00:00', mood: 'HAPPY', ratio: 1, flag: false, text: 't', tags: [], bigs: ['7'], legacy: true };
+  const types = { big: 'BigInt', dec: 'Decimal', at: 'DateTime', bigs: 'BigInt[]' };
+  await db.query(`insert into pubsub.notification (channel, listener, payload) values ('model.Everything', 'EverythingListeners.inserted', $1)`, [
+    { op: 'INSERT', when: 'AFTER', model: 'Everything', trigger: everythingKey, v: 'v0', types, old: null, new: row },
+  ]);
+  await db.query(`select pg_notify('model.Everything', '')`);
+  await waitForListener('everything.insert');
+  const got = forListener('everything.insert')[0]!.payload.new;
+  assert.deepEqual([got.day, got.bytes, got.json], [null, null, null], 'missing optional fields are null');
+  assert.equal(got.legacy, undefined, 'unknown fields are dropped');
+  assert.equal(got.big, 12n);
+  assert.deepEqual(got.bigs, [7n]);
 });
