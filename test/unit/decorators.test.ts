@@ -114,3 +114,28 @@ test('trigger decorators validate their arguments', () => {
   assert.throws(apply(TriggerListen({ model: 'Author', when: 'AFTER', events: ['INSERT'], columns: ['name'] })), /columns only apply to UPDATE/);
   assert.throws(apply(TriggerListen({ model: 'author table', when: 'AFTER', events: ['INSERT'] })), /Prisma model name/);
 });
+
+test('delivery options are validated where they are declared', () => {
+  const declare = (options: object) => () => {
+    class L {
+      @Listen('reads', options)
+      onRead(_r: Read) {}
+    }
+    return L;
+  };
+  assert.throws(declare({ maxAttempts: 0 }), /L\.onRead: maxAttempts must be a whole number ≥ 1/);
+  assert.throws(declare({ timeoutMs: -1 }), /timeoutMs must be a positive/);
+  assert.throws(declare({ orderKey: () => 'k' }), /orderKey needs ordered: true/);
+  assert.throws(declare({ batch: { size: 0 } }), /batch\.size/);
+  assert.throws(declare({ ordered: true, batch: { size: 2 } }), /both ordered and batched/);
+  assert.throws(declare({ name: 'has spaces' }), /name "has spaces"/);
+  assert.throws(() => {
+    class B {
+      @Listen('reads', { batch: { size: 5 } })
+      onReads(_r: Read[]) {}
+    }
+    return B;
+  }, /type` option \(batch listeners take an array\)/);
+  declare({ name: 'reads.cache', maxAttempts: 3, backoff: { baseMs: 10 }, timeoutMs: 100, ordered: true, orderKey: () => 'k' })();
+  assert.equal(getRegistry().get('reads')!.listeners[0]!.id, 'reads.cache');
+});
