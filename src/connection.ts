@@ -31,6 +31,8 @@ export interface ListenConnectionOptions {
 }
 
 export interface ListenConnection {
+  /** Runs a statement on the LISTEN session (for session-level locks); undefined while disconnected. */
+  query<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[] | undefined>;
   close(): Promise<void>;
 }
 
@@ -58,7 +60,7 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
   async function connect(): Promise<void> {
     reconnectTimer = undefined;
     if (closed) return;
-    const c = new pg.Client({ connectionString: options.connectionString, keepAlive: true, connectionTimeoutMillis: 10_000 });
+    const c = new pg.Client({ connectionString: options.connectionString, keepAlive: true, connectionTimeoutMillis: 10_000, application_name: 'pubsub:listen' });
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c, new Error('connection closed by the server')));
     c.on('notification', (m) => {
@@ -112,6 +114,16 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
   void connect();
 
   return {
+    async query<R extends pg.QueryResultRow>(text: string, values?: unknown[]) {
+      const c = client;
+      if (!c) return undefined;
+      try {
+        return (await c.query<R>(text, values)).rows;
+      } catch (error) {
+        if (!dropped.has(c)) throw error;
+        return undefined; // the connection went away meanwhile; so did its session locks
+      }
+    },
     async close() {
       closed = true;
       clearInterval(health);

@@ -10,6 +10,10 @@ import type { TriggerSpec } from './registry.js';
 
 const { escapeIdentifier, escapeLiteral } = pg;
 
+/** Advisory lock classes (first key of the two-int form) of pubsub.wake()'s handshake; the second key is hashtext(channel). */
+export const WAKE_GATE = 1886745202;
+export const WAKE_SLEEP = 1886745203;
+
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
 export const LIBRARY_SCHEMA_VERSION = 2;
 
@@ -81,6 +85,27 @@ create table pubsub.model (
   fields jsonb not null
 );
 
+-- Wakes the workers of a channel after commit, but only if one of them is asleep: a NOTIFY makes every
+-- notifying commit of the cluster queue on one lock through its WAL flush, so busy writers skip it
+-- while the workers are awake anyway. Race-free handshake with a worker falling asleep, per channel:
+--   writer: take the gate (shared, until commit), then look for a sleeper (the sleep lock held shared);
+--   worker: hold the sleep lock shared, then wait until it can take the gate exclusively (every writer
+--           that looked before it registered has committed), then look at the table once more.
+-- Either the writer sees the sleeper and notifies, or the worker's last look sees the writer's row.
+create function pubsub.wake(channel_name text) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  h integer := hashtext(channel_name);
+begin
+  perform pg_advisory_xact_lock_shared(${WAKE_GATE}, h);
+  if pg_try_advisory_lock(${WAKE_SLEEP}, h) then
+    perform pg_advisory_unlock(${WAKE_SLEEP}, h); -- nobody asleep: the workers will look again
+  else
+    perform pg_notify(channel_name, '');
+  end if;
+end
+$$;
+
 -- One row per subscribed listener; a channel nobody subscribes to yet keeps one unassigned row.
 drop function pubsub.notify(text, jsonb);
 create function pubsub.notify(channel_name text, payload_json jsonb, context_json jsonb default null) returns bigint
@@ -98,7 +123,7 @@ begin
     insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
       returning id into first_id;
   end if;
-  perform pg_notify(channel_name, '');
+  perform pubsub.wake(channel_name);
   return first_id;
 end
 $$;`,
@@ -202,7 +227,7 @@ export function triggerFunctionSql(def: TriggerDefinition): string {
     const listeners = def.listeners.map(literal);
     const rows = listeners.length === 1 ? `values (${channel}, ${listeners[0]}, payload)` : `select ${channel}, l, payload from unnest(array[${listeners.join(', ')}]) l`;
     body = `  insert into pubsub.notification (channel, listener, payload) ${rows};
-  perform pg_notify(${channel}, '');`;
+  perform pubsub.wake(${channel});`;
   } else {
     const keys = def.model.fields.filter((f) => def.model.primaryKey.includes(f.name));
     declare = `  context jsonb := nullif(current_setting('pubsub.context', true), '')::jsonb;
@@ -270,28 +295,35 @@ export function modelSql(model: PrismaModel): string {
 
 // Runtime statements of the worker.
 
-const claimColumns = `id::text as id, channel, listener, payload, context, attempts`;
-const ready = `dead_at is null and run_at <= now() and ($3::jsonb is null or context @> $3::jsonb)`;
+const ready = `dead_at is null and run_at <= now() and ($2::jsonb is null or context @> $2::jsonb)`;
+const returning = `returning n.id::text as id, n.channel, n.listener, n.payload, n.context, n.attempts, n.created_at::text as created_at, n.order_key`;
 
 /**
- * Claims up to $2 notifications of each listener in $1 (index order, no sort over the backlog), and
- * unassigned ones (stored by version 1, or before anyone subscribed) of the channels in $4.
+ * Claims and deletes, in the worker's open transaction, up to $1 ready notifications of each of
+ * `listeners` listeners ($4, $5, …) and of the unassigned rows (stored by version 1, or before anyone
+ * subscribed) of the channels in $3. Each listener gets its own subquery with its name as a bind
+ * parameter, so the planner walks (listener, id) in order and never sorts the backlog. The rows stay
+ * invisible to other workers until commit; a failed one is put back by `restoreSql`.
  */
-export const claimSql = `select n.* from unnest($1::text[]) l(name) cross join lateral (
-    select ${claimColumns} from pubsub.notification
-    where listener = l.name and ${ready}
-    order by id limit $2 for update skip locked) n
-  union all
-  select n.* from unnest($4::text[]) c(name) cross join lateral (
-    select ${claimColumns} from pubsub.notification
-    where listener is null and channel = c.name and ${ready}
-    order by id limit $2 for update skip locked) n`;
+export function claimSql(listeners: number): string {
+  const parts = Array.from(
+    { length: listeners },
+    (_, i) => `select * from (select id from pubsub.notification where listener = $${i + 4} and ${ready} order by id limit $1 for update skip locked) l${i}`,
+  );
+  parts.push(`select * from (select id from pubsub.notification where listener is null and channel = any($3::text[]) and ${ready} order by id limit $1 for update skip locked) unassigned`);
+  // `id = any(array(…))` keeps the delete on the primary key even when the table's statistics are stale
+  // (a burst after an idle period); a join would turn into a sequential scan per claim.
+  return `delete from pubsub.notification n where n.id = any(array(\n  ${parts.join('\n  union all ')}\n))\n${returning}`;
+}
 
-/** Ordered listener $1: only the first notification of each key (not a later one while an earlier one waits, fails or runs elsewhere). */
-export const claimOrderedSql = `select ${claimColumns} from pubsub.notification n
-  where listener = $1 and order_key is not null and ${ready}
-    and not exists (select 1 from pubsub.notification e where e.listener = n.listener and e.order_key = n.order_key and e.id < n.id)
-  order by id limit $2 for update skip locked`;
+/** Ordered listener $3: only the first notification of each key (not a later one while an earlier one waits, fails or runs elsewhere). */
+export const claimOrderedSql = `delete from pubsub.notification n where n.id = any(array(
+  select id from pubsub.notification h
+  where listener = $3 and order_key is not null and ${ready}
+    and not exists (select 1 from pubsub.notification e where e.listener = h.listener and e.order_key = h.order_key and e.id < h.id)
+  order by id limit $1 for update skip locked
+))
+${returning}`;
 
 /** Ordered listener $1: notifications still waiting for their key, oldest first. */
 export const unkeyedSql = `select id::text as id, payload from pubsub.notification
@@ -299,9 +331,19 @@ export const unkeyedSql = `select id::text as id, payload from pubsub.notificati
 export const setKeysSql = `update pubsub.notification n set order_key = k.key
   from unnest($1::bigint[], $2::text[]) k(id, key) where n.id = k.id`;
 
-export const completeSql = `delete from pubsub.notification where id = any($1::bigint[])`;
+/** Puts failed notifications back, claimed and deleted earlier in the same transaction, with the attempt recorded. */
+export const restoreSql = `insert into pubsub.notification
+    (id, channel, listener, payload, context, attempts, created_at, order_key, last_error, last_attempt_at, run_at, dead_at)
+  overriding system value
+  select f.id, f.channel, f.listener, f.payload, f.context, f.attempts + 1, f.created_at, f.order_key, f.error, now(),
+         now() + make_interval(secs => f.delay), case when f.dead then now() end
+  from unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::float8[], $11::boolean[])
+    as f(id, channel, listener, payload, context, attempts, created_at, order_key, error, delay, dead)`;
 
-/** Records failed attempts: $1 ids, $2 errors, $3 seconds until the next attempt, $4 whether it was the last. */
+/**
+ * Records failed attempts of notifications that are still stored (their claiming transaction was
+ * ended): $1 ids, $2 errors, $3 seconds until the next attempt, $4 whether it was the last.
+ */
 export const failSql = `update pubsub.notification n
   set attempts = n.attempts + 1, last_attempt_at = now(), last_error = f.error,
       run_at = now() + make_interval(secs => f.delay), dead_at = case when f.dead then now() end
@@ -311,6 +353,13 @@ export const failSql = `update pubsub.notification n
 export const notifyDurableSql = `select pubsub.notify($1, $2::jsonb, $3::jsonb)::text as id`;
 export const notifySql = `select 1 as sent from pg_notify($1, $2)`;
 export const setContextSql = `select set_config('pubsub.context', $1, true) is not null as ok`;
+
+/** The worker's side of pubsub.wake()'s handshake, on its LISTEN session. */
+export const sleepSql = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
+export const wakeSql = `select pg_advisory_unlock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
+/** True when no writer that may have missed the sleeper is still running (the gate is free). Never waits, never keeps the lock. */
+export const gateClearSql = `select bool_and(case when pg_try_advisory_lock(${WAKE_GATE}, hashtext(c)) then pg_advisory_unlock(${WAKE_GATE}, hashtext(c)) else false end) as clear
+  from unnest($1::text[]) c`;
 
 export const listenSql = (channels: string[]) => channels.map((c) => `listen ${ident(c)}`).join('; ');
 

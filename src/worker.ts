@@ -16,8 +16,11 @@ import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Regi
 import {
   claimOrderedSql,
   claimSql,
-  completeSql,
   failSql,
+  gateClearSql,
+  restoreSql,
+  sleepSql,
+  wakeSql,
   modelsSql,
   schemaVersionSql,
   setKeysSql,
@@ -44,6 +47,11 @@ export interface WorkerOptions {
   pool?: pg.Pool;
   /** Notifications claimed per listener per transaction. @defaultValue 100 */
   batchSize?: number;
+  /**
+   * Claiming transactions run at once, each on its own connection: one processes while another
+   * commits. Raise it for listeners that wait on I/O. @defaultValue 2
+   */
+  concurrency?: number;
   /** How often to look for stored work without a wake-up (retries; the only way without LISTEN). @defaultValue 2000 */
   pollIntervalMs?: number;
   /** false: never LISTEN, only poll (for PgBouncer transaction pooling without a session URL). @defaultValue true */
@@ -70,6 +78,9 @@ interface Stored {
   payload: unknown;
   context: unknown;
   attempts: number;
+  /** As text: only needed to put a failed row back, so not worth parsing into a Date. */
+  created_at: string;
+  order_key: string | null;
 }
 
 /** A way of claiming: plain listeners together; ordered, batch and timed listeners each alone. */
@@ -77,6 +88,8 @@ interface Unit {
   kind: 'plain' | 'ordered' | 'batch' | 'timed';
   listeners: ListenerDefinition[];
   limit: number;
+  /** The claim statement, built once: one subquery per listener. */
+  sql?: string;
   /** Batch units: the last claim was short and we already waited for it to fill. */
   waited?: boolean;
 }
@@ -139,10 +152,10 @@ function contains(context: unknown, filter: Record<string, unknown> | undefined)
 export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const registry = options.registry ?? getRegistry();
   const logger = options.logger ?? consoleLogger;
-  const { batchSize = 100, pollIntervalMs = 2000 } = options;
+  const { batchSize = 100, pollIntervalMs = 2000, concurrency = 2 } = options;
   const channels = selectChannels(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
-  const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: 3 });
+  const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: concurrency + 2, application_name: 'pubsub:worker' });
   const ownPool = !options.pool;
   // An idle pooled connection that the server closes emits 'error' on the pool; without a listener that kills the process.
   if (ownPool) pool.on('error', (error) => logger.warn(`an idle database connection was closed (${error.message}); it will be replaced`));
@@ -204,12 +217,14 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
 
   const warned = new Set<string>();
   /** The listener's argument, or undefined when this notification is not for it (trigger key or operation). */
-  function argument(l: ListenerDefinition, payload: unknown): { value: unknown } | undefined {
-    if (!l.trigger) return { value: decodePayload(structuredClone(payload), l.payloadType) };
+  function argument(l: ListenerDefinition, payload: unknown, shared = true): { value: unknown } | undefined {
+    // A payload that only this listener sees (its own row) needs no copy to protect the others.
+    const own = <T>(value: T): T => (shared ? structuredClone(value) : value);
+    if (!l.trigger) return { value: decodePayload(own(payload), l.payloadType) };
     const wire = payload as WireTriggerPayload;
     if (wire?.trigger !== triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) return undefined;
     return {
-      value: decodeTriggerPayload(structuredClone(wire), models.get(wire.model), (m) => {
+      value: decodeTriggerPayload(own(wire), models.get(wire.model), (m) => {
         if (!warned.has(m)) logger.warn(m);
         warned.add(m);
       }),
@@ -312,13 +327,13 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
 
       if (unit.kind === 'batch') {
         const l = unit.listeners[0]!;
-        if (rows.length) await attempt(rows, l, (ctx) => call(l, rows.map((n) => argument(l, n.payload)?.value), ctx));
+        if (rows.length) await attempt(rows, l, (ctx) => call(l, rows.map((n) => argument(l, n.payload, false)?.value), ctx));
       } else {
         for (const n of rows) {
           const listeners = n.listener ? [byId.get(n.listener)!] : registry.get(n.channel)!.listeners.filter((l) => byId.has(l.id));
           await attempt([n], n.listener ? listeners[0] : undefined, async (ctx) => {
             for (const l of listeners) {
-              const arg = argument(l, n.payload);
+              const arg = argument(l, n.payload, listeners.length > 1);
               if (arg) await call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
             }
           });
@@ -327,13 +342,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       }
 
       if (terminated) {
-        // Our transaction is gone; record the failures from another connection.
+        // Our transaction is gone, and with it the claim: the rows are back. Record the failures from another connection.
         broken = new Error('terminated after a listener timeout');
-        await recordFailures(pool, failed);
+        await recordFailures(pool, failed, false);
         return rows.length;
       }
-      if (done.length) await client.query(completeSql, [done]);
-      await recordFailures(client, failed);
+      await recordFailures(client, failed, true);
       await client.query('commit');
       debug('%s: processed %d, failed %d', unit.kind, done.length, failed.length);
       for (const { n, error, listener } of failed) {
@@ -354,25 +368,38 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     }
   }
 
-  async function recordFailures(db: pg.Pool | pg.PoolClient, failed: Array<{ n: Stored; error: unknown; listener?: ListenerDefinition }>) {
+  /** Failed attempts: put the claimed rows back (`restore`) or update rows a lost transaction already put back. */
+  async function recordFailures(db: pg.Pool | pg.PoolClient, failed: Array<{ n: Stored; error: unknown; listener?: ListenerDefinition }>, restore: boolean) {
     if (!failed.length) return;
-    const columns: [string[], string[], number[], boolean[]] = [[], [], [], []];
-    for (const { n, error, listener } of failed) {
-      const attempts = n.attempts + 1;
-      columns[0].push(n.id);
-      columns[1].push(describe(error));
-      columns[2].push(retryDelaySeconds(attempts, listener?.delivery.backoff));
-      columns[3].push(attempts >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS));
-    }
-    await db.query(failSql, columns);
+    const errors = failed.map(({ error }) => describe(error));
+    const delays = failed.map(({ n, listener }) => retryDelaySeconds(n.attempts + 1, listener?.delivery.backoff));
+    const dead = failed.map(({ n, listener }) => n.attempts + 1 >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS));
+    const ns = failed.map((f) => f.n);
+    if (!restore) return void (await db.query(failSql, [ns.map((n) => n.id), errors, delays, dead]));
+    await db.query(restoreSql, [
+      ns.map((n) => n.id),
+      ns.map((n) => n.channel),
+      ns.map((n) => n.listener),
+      ns.map((n) => JSON.stringify(n.payload)),
+      ns.map((n) => (n.context == null ? null : JSON.stringify(n.context))),
+      ns.map((n) => n.attempts),
+      ns.map((n) => n.created_at),
+      ns.map((n) => n.order_key),
+      errors,
+      delays,
+      dead,
+    ]);
   }
 
   async function claim(client: pg.PoolClient, unit: Unit): Promise<Stored[]> {
     const names = unit.listeners.map((l) => l.id);
-    if (unit.kind === 'ordered') return (await client.query<Stored>(claimOrderedSql, [names[0], unit.limit, contextFilter])).rows;
     const unassigned = unit.kind === 'plain' ? durable.map((c) => c.name) : [];
-    if (!names.length && !unassigned.length) return [];
-    return (await client.query<Stored>(claimSql, [names, unit.limit, contextFilter, unassigned])).rows;
+    const rows =
+      unit.kind === 'ordered'
+        ? (await client.query<Stored>(claimOrderedSql, [unit.limit, contextFilter, names[0]])).rows
+        : (await client.query<Stored>((unit.sql ??= claimSql(names.length)), [unit.limit, contextFilter, unassigned, ...names])).rows;
+    // DELETE … RETURNING gives no order: process in id (write) order.
+    return rows.sort((a, b) => (a.id.length - b.id.length) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   /** Gives newly stored notifications of an ordered listener their key, in id order, one worker at a time. */
@@ -423,18 +450,61 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     draining ??= drain().finally(() => (draining = undefined));
   }
 
-  async function drain(): Promise<void> {
-    while (dirty && !closing) {
-      dirty = false;
-      try {
-        for (const unit of units) {
-          for (let n = unit.limit; !closing && (n === unit.limit || n === -1); ) n = await processUnit(unit);
-        }
-      } catch (error) {
-        logger.error('could not process stored notifications; retrying in 1 s:', error);
-        dirty = true;
-        await sleep(1000);
+  /** One claim loop: every unit until each comes back short. `concurrency` of them run side by side. Returns how many it claimed. */
+  async function drainUnits(): Promise<number> {
+    let claimed = 0;
+    for (const unit of units) {
+      for (let n = unit.limit; !closing && (n === unit.limit || n === -1); ) {
+        n = await processUnit(unit);
+        claimed += Math.max(0, n);
       }
+    }
+    return claimed;
+  }
+
+  // Asleep = holding the sleep locks of pubsub.wake() on the LISTEN session, so that writers NOTIFY.
+  // Awake workers are not notified: they look at the table again before falling asleep (see sql.ts).
+  const durableNames = durable.map((c) => c.name);
+  let asleep = false;
+  let listenWorks = options.listen !== false;
+  let sleepRetry: NodeJS.Timeout | undefined;
+  async function setAsleep(value: boolean): Promise<void> {
+    if (asleep === value || !connection) return;
+    asleep = value;
+    await connection.query(value ? sleepSql : wakeSql, [durableNames]).catch((error) => logger.warn(`could not ${value ? 'register as asleep' : 'wake up'}: ${(error as Error).message}`));
+  }
+
+  async function drain(): Promise<void> {
+    let lookedAgain = false;
+    while (!closing) {
+      if (dirty) {
+        dirty = false;
+        let claimed = 0;
+        try {
+          claimed = (await Promise.all(Array.from({ length: concurrency }, drainUnits))).reduce((a, b) => a + b, 0);
+        } catch (error) {
+          logger.error('could not process stored notifications; retrying in 1 s:', error);
+          dirty = true;
+          await sleep(1000);
+          continue;
+        }
+        if (claimed > 0) {
+          lookedAgain = false;
+          await setAsleep(false); // busy: writers need not wake us
+        }
+        continue;
+      }
+      // Nothing left. Register as asleep, wait out writers that may not have seen us, look once more.
+      if (!listenWorks || !connection || lookedAgain) return;
+      await setAsleep(true);
+      const [gate] = (await connection.query<{ clear: boolean }>(gateClearSql, [durableNames]).catch(() => undefined)) ?? [];
+      if (!gate?.clear) {
+        clearTimeout(sleepRetry);
+        sleepRetry = setTimeout(kick, 1); // a writer is still committing: look again shortly
+        return;
+      }
+      lookedAgain = true;
+      dirty = true;
     }
   }
 
@@ -464,6 +534,8 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   let probeTimer: NodeJS.Timeout | undefined;
   let pollOnlyWarned = false;
   function listenUnavailable(why: string): void {
+    listenWorks = false;
+    void setAsleep(false); // writers need not notify a worker that cannot hear them
     if (!pollOnlyWarned) logger.warn(`${why}; falling back to polling every ${pollIntervalMs} ms (deliveries are unchanged, only slower). Set --listen-url to a session connection to get wake-ups back.`);
     pollOnlyWarned = true;
   }
@@ -475,10 +547,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       channels: [...channels.map((c) => c.name), probeChannel],
       onNotification: (channel, text) => {
         if (channel === probeChannel) return void clearTimeout(probeTimer);
-        if (text === '') kick();
-        else deliver(channel, text);
+        if (text !== '') return deliver(channel, text);
+        void setAsleep(false);
+        kick();
       },
       onConnected: () => {
+        asleep = false; // a new session holds no locks
         logger.info(`listening on ${channels.map((c) => c.name).join(', ')}`);
         kick(); // catch up on everything stored while we were not listening
         // A transaction pooler accepts LISTEN but never delivers: check that a NOTIFY really arrives.
@@ -502,6 +576,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       closing = true;
       clearInterval(poll);
       clearTimeout(probeTimer);
+      clearTimeout(sleepRetry);
       for (const wake of sleepers) wake();
       await connection?.close();
       await draining;

@@ -65,12 +65,13 @@ export function buildProgram(): Command {
     .addOption(requireOption())
     .addOption(configOption())
     .addOption(databaseOption())
-    .addOption(new Option('--batch-size <n>', 'notifications claimed per transaction').argParser(positiveInt).default(100))
+    .addOption(new Option('--batch-size <n>', 'notifications claimed per listener per transaction').argParser(positiveInt).default(100))
+    .addOption(new Option('--concurrency <n>', 'claiming transactions at once, each on its own connection').argParser(positiveInt).default(2))
     .addOption(new Option('--poll-interval <ms>', 'look for stored work this often without a wake-up').argParser(positiveInt).default(2000))
     .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
     .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
-    .action(async (flags: CommonFlags & { channel?: string[]; batchSize: number; pollInterval: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
+    .action(async (flags: CommonFlags & { channel?: string[]; batchSize: number; concurrency: number; pollInterval: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
       const file = await loadListeners(flags);
       const worker = await listen({
         channels: flags.channel ?? file.channels,
@@ -79,6 +80,7 @@ export function buildProgram(): Command {
         listen: flags.listen,
         ...(flags.context && { context: flags.context }),
         batchSize: flags.batchSize,
+        concurrency: flags.concurrency,
         pollIntervalMs: flags.pollInterval,
         logger: log,
       });

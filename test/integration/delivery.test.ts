@@ -308,3 +308,28 @@ test('upgrading a version 1 database: make-migration writes the upgrade, and not
     await old.drop();
   }
 });
+
+test('no wake-up is lost: with polling off, bursts from concurrent writers around the worker falling asleep are all processed promptly', async () => {
+  await worker.close();
+  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 60_000, channels: ['fanout'], logger: quiet });
+  await new Promise((r) => setTimeout(r, 200));
+  const before = count('healthy');
+  const writers = Array.from({ length: 8 }, async (_, w) => {
+    const client = await db.pool.connect();
+    try {
+      for (let i = 0; i < 75; i++) {
+        await notify('fanout', { n: 1000 + w * 100 + i }, { client });
+        // Bursts and gaps, so that the worker keeps falling asleep and being woken.
+        if (i % 10 === 9) await new Promise((r) => setTimeout(r, Math.random() * 30));
+      }
+    } finally {
+      client.release();
+    }
+  });
+  await Promise.all(writers);
+  await waitFor(() => count('healthy') - before === 600 && count('flaky') >= 600, 'all 600 without a poll', 15_000);
+  await new Promise((r) => setTimeout(r, 300));
+  // A single late notification to an idle (asleep) worker must still wake it.
+  await notify('fanout', { n: 5000 }, { client: db.pool });
+  await waitFor(() => count('healthy', 5000) === 1, 'a wake-up of the idle worker', 3000);
+});

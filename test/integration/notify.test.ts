@@ -186,7 +186,7 @@ test('a worker started after notifications were stored processes them', async ()
 test('after its LISTEN connection is killed the worker reconnects and catches up on what was sent meanwhile', async () => {
   await worker.close();
   worker = await listen({ databaseUrl: db.url, pollIntervalMs: 60_000, logger: { info() {}, warn() {}, error() {} } });
-  const listeners = () => db.query(`select pid from pg_stat_activity where datname = current_database() and query ilike 'listen%'`);
+  const listeners = () => db.query(`select pid from pg_stat_activity where datname = current_database() and application_name = 'pubsub:listen'`);
   const victim = await waitFor(async () => (await listeners())[0], 'the LISTEN connection');
   await db.query('select pg_terminate_backend($1)', [victim.pid]);
   await notify(orders, order(30), { client: db.pool }); // probably sent while the worker is not listening

@@ -28,6 +28,27 @@ create table pubsub.model (
   fields jsonb not null
 );
 
+-- Wakes the workers of a channel after commit, but only if one of them is asleep: a NOTIFY makes every
+-- notifying commit of the cluster queue on one lock through its WAL flush, so busy writers skip it
+-- while the workers are awake anyway. Race-free handshake with a worker falling asleep, per channel:
+--   writer: take the gate (shared, until commit), then look for a sleeper (the sleep lock held shared);
+--   worker: hold the sleep lock shared, then wait until it can take the gate exclusively (every writer
+--           that looked before it registered has committed), then look at the table once more.
+-- Either the writer sees the sleeper and notifies, or the worker's last look sees the writer's row.
+create function pubsub.wake(channel_name text) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  h integer := hashtext(channel_name);
+begin
+  perform pg_advisory_xact_lock_shared(1886745202, h);
+  if pg_try_advisory_lock(1886745203, h) then
+    perform pg_advisory_unlock(1886745203, h); -- nobody asleep: the workers will look again
+  else
+    perform pg_notify(channel_name, '');
+  end if;
+end
+$$;
+
 -- One row per subscribed listener; a channel nobody subscribes to yet keeps one unassigned row.
 drop function pubsub.notify(text, jsonb);
 create function pubsub.notify(channel_name text, payload_json jsonb, context_json jsonb default null) returns bigint
@@ -45,7 +66,7 @@ begin
     insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
       returning id into first_id;
   end if;
-  perform pg_notify(channel_name, '');
+  perform pubsub.wake(channel_name);
   return first_id;
 end
 $$;
@@ -65,7 +86,7 @@ declare
       'new', case when TG_OP <> 'DELETE' then jsonb_build_object('id', to_jsonb(NEW."id"), 'name', to_jsonb(NEW."name"), 'createdAt', to_jsonb(NEW."created_at")) end);
 begin
   insert into pubsub.notification (channel, listener, payload) values ('model.Author', 'AuthorListeners.createFirstPost', payload);
-  perform pg_notify('model.Author', '');
+  perform pubsub.wake('model.Author');
   return null;
 end
 $pubsub$;
@@ -82,4 +103,4 @@ insert into pubsub.subscription (channel, listener) values
 insert into pubsub.model (name, version, fields) values ('Author', '07ca5707', '[{"name":"id","type":"Int","list":false,"optional":false},{"name":"name","type":"String","list":false,"optional":false},{"name":"createdAt","type":"DateTime","list":false,"optional":false}]')
   on conflict (name) do update set version = excluded.version, fields = excluded.fields;
 
--- pubsub:state {"library":2,"triggers":{"tg_authors__after_insert_fea9d8fb":{"table":"authors","trigger":"_900_pubsub_after_insert_fea9d8fb","function":"tg_authors__after_insert_fea9d8fb","hash":"79fc2416840d9ed2"}},"subscriptions":["model.Author AuthorListeners.createFirstPost","post_reads_per_date PostReadListeners.onRead"],"models":{"Author":"07ca5707"}}
+-- pubsub:state {"library":2,"triggers":{"tg_authors__after_insert_fea9d8fb":{"table":"authors","trigger":"_900_pubsub_after_insert_fea9d8fb","function":"tg_authors__after_insert_fea9d8fb","hash":"a55150c70debe0b2"}},"subscriptions":["model.Author AuthorListeners.createFirstPost","post_reads_per_date PostReadListeners.onRead"],"models":{"Author":"07ca5707"}}

@@ -1,0 +1,187 @@
+// Benchmark runner for graphile-worker 0.18.0 (PostgreSQL job queue), schema `graphile_worker`.
+//
+// graphileDrain({ connectionString, jobs, batching }) -> { ms, rate }
+//   Setup (untimed): runMigrations(); TRUNCATE graphile_worker._private_jobs and
+//   _private_job_queues; queue `jobs` no-op jobs (task "bench_noop", payload {}) with
+//   graphile_worker.add_jobs() in batches of 10 000 (specs built server-side with
+//   generate_series); ANALYZE the jobs table.
+//   Worker: run({ taskList: { bench_noop: async () => {} }, concurrency: 24, maxPoolSize: 26,
+//   noHandleSignals: true, silent logger }). pollInterval default (2000 ms), LISTEN/NOTIFY default.
+//     batching: false -> no further options (graphile defaults: no local queue, one
+//       get_job/complete_job round trip per job).
+//     batching: true  -> preset.worker = { localQueue: { size: 500 }, completeJobBatchDelay: 0,
+//       failJobBatchDelay: 0 } (the batching settings of graphile's own performance docs).
+//   concurrency 24 / pool 26 was chosen over concurrency 10 / pool 10 (default pool) because it
+//   was faster on the 2-core test machine in both modes (see the bench report).
+//   Timing: the clock starts right after `await run(...)` resolves (run() builds the worker pool
+//   synchronously before resolving; no job can have been fetched yet at that point, which is
+//   checked) and stops inside the task call that brings the call count to `jobs`.
+//   After stopping the clock the runner is stopped (runner.stop(), graceful) and the jobs table
+//   is checked to be empty. rate = jobs / (ms / 1000).
+//
+// graphileLatency({ connectionString, samples }) -> number[] (ms)
+//   Same setup; worker with graphile defaults: concurrency 1, no local queue, no completion
+//   batching, LISTEN/NOTIFY on ("jobs:insert"), pollInterval 2000 ms. Sampling starts once the
+//   pool emitted "pool:listen:success" plus 200 ms to settle. Per sample, sequentially: a
+//   separate pg.Client runs `select graphile_worker.add_job('bench_latency', '{"i":N}')`
+//   (autocommit); sent = performance.timeOrigin + performance.now() just after that query
+//   resolved (commit done). The task records performance.timeOrigin + performance.now() on entry;
+//   sample = received - sent (both in this process; the payload carries the sample index N that
+//   keys the sent time). The next job is added only after the task for the previous one ran.
+//   All samples are returned, none discarded.
+//
+// Both functions print nothing and close every pool/client/timer before returning.
+
+import { EventEmitter } from "node:events";
+import { performance } from "node:perf_hooks";
+import pg from "pg";
+import { Logger, run, runMigrations } from "graphile-worker";
+
+const SCHEMA = "graphile_worker";
+const NOOP_TASK = "bench_noop";
+const LATENCY_TASK = "bench_latency";
+const ADD_BATCH = 10_000;
+
+const DRAIN_CONCURRENCY = 24;
+const DRAIN_MAX_POOL_SIZE = 26;
+const BATCHING_PRESET = {
+  worker: {
+    localQueue: { size: 500 },
+    completeJobBatchDelay: 0,
+    failJobBatchDelay: 0,
+  },
+};
+
+const silentLogger = new Logger(() => () => {});
+const now = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function withClient(connectionString, fn) {
+  const client = new pg.Client({ connectionString });
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function freshState(connectionString, client) {
+  await runMigrations({ connectionString, logger: silentLogger });
+  await client.query(
+    `truncate ${SCHEMA}._private_jobs, ${SCHEMA}._private_job_queues`,
+  );
+}
+
+async function queueNoopJobs(client, jobs) {
+  for (let done = 0; done < jobs; done += ADD_BATCH) {
+    const n = Math.min(ADD_BATCH, jobs - done);
+    await client.query(
+      `select count(*) from ${SCHEMA}.add_jobs(array(
+         select row($1::text, '{}'::json, null, null, null, null, null, null)::${SCHEMA}.job_spec
+         from generate_series(1, $2::int)))`,
+      [NOOP_TASK, n],
+    );
+  }
+  await client.query(`analyze ${SCHEMA}._private_jobs`);
+}
+
+async function countJobs(client) {
+  const { rows } = await client.query(
+    `select count(*)::int as n from ${SCHEMA}._private_jobs`,
+  );
+  return rows[0].n;
+}
+
+export async function graphileDrain({ connectionString, jobs, batching }) {
+  return withClient(connectionString, async (client) => {
+    await freshState(connectionString, client);
+    await queueNoopJobs(client, jobs);
+
+    let calls = 0;
+    let endAt = 0;
+    let resolveDone;
+    const done = new Promise((resolve) => (resolveDone = resolve));
+    const taskList = {
+      [NOOP_TASK]: async () => {
+        calls++;
+        if (calls === jobs) {
+          endAt = performance.now();
+          resolveDone();
+        }
+      },
+    };
+
+    const runner = await run({
+      connectionString,
+      concurrency: DRAIN_CONCURRENCY,
+      maxPoolSize: DRAIN_MAX_POOL_SIZE,
+      noHandleSignals: true,
+      logger: silentLogger,
+      taskList,
+      ...(batching ? { preset: BATCHING_PRESET } : {}),
+    });
+    const startAt = performance.now();
+    const callsAtStart = calls;
+    try {
+      if (jobs > 0) await done;
+    } finally {
+      await runner.stop();
+    }
+    if (callsAtStart !== 0) {
+      throw new Error(`graphileDrain: ${callsAtStart} jobs ran before the clock started`);
+    }
+    const left = await countJobs(client);
+    if (left !== 0 || calls !== jobs) {
+      throw new Error(`graphileDrain: ${calls} task calls for ${jobs} jobs, ${left} jobs left`);
+    }
+    const ms = endAt - startAt;
+    return { ms, rate: jobs / (ms / 1000) };
+  });
+}
+
+export async function graphileLatency({ connectionString, samples }) {
+  return withClient(connectionString, async (client) => {
+    await freshState(connectionString, client);
+
+    const sent = new Array(samples);
+    const received = new Array(samples);
+    let waiting = null; // { i, resolve }
+    const taskList = {
+      [LATENCY_TASK]: async (payload) => {
+        const t = now();
+        const i = payload.i;
+        received[i] = t;
+        if (waiting && waiting.i === i) waiting.resolve();
+      },
+    };
+
+    const events = new EventEmitter();
+    const listening = new Promise((resolve) => events.once("pool:listen:success", resolve));
+    const runner = await run({
+      connectionString,
+      noHandleSignals: true,
+      logger: silentLogger,
+      events,
+      taskList,
+    });
+    try {
+      await listening;
+      await sleep(200); // let LISTEN complete and the idle worker settle
+      for (let i = 0; i < samples; i++) {
+        const started = new Promise((resolve) => (waiting = { i, resolve }));
+        await client.query(`select ${SCHEMA}.add_job($1, $2::json)`, [
+          LATENCY_TASK,
+          JSON.stringify({ i }),
+        ]);
+        sent[i] = now();
+        await started;
+      }
+    } finally {
+      waiting = null;
+      await runner.stop();
+    }
+    return sent.map((s, i) => received[i] - s);
+  });
+}

@@ -1,0 +1,383 @@
+/**
+ * `npm run bench`: pgpubsub side by side with graphile-worker, pg-boss, pg-listen and raw `pg`, on one
+ * PostgreSQL, in one run. Prints a table and writes every figure, the machine, the server settings
+ * and the method to bench/results/latest.json. `-- --smoke` runs seconds-long sizes; `-- --only W1,W3`.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import * as pgListen from 'pg-listen';
+import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
+import { observed } from './listeners.js';
+import { percentiles, round } from './stats.js';
+
+// pg-listen is CommonJS with an __esModule default export.
+type Subscriber = { notifications: { on(channel: string, fn: (payload: any) => void): void }; connect(): Promise<void>; listenTo(channel: string): Promise<unknown>; close(): Promise<void> };
+const createSubscriber = ((pgListen as any).default?.default ?? (pgListen as any).default) as (config: pg.ClientConfig) => Subscriber;
+const here = path.dirname(fileURLToPath(import.meta.url)); // bench/dist
+const benchDir = path.resolve(here, '..');
+const root = path.resolve(benchDir, '..');
+const cli = path.join(root, 'dist/src/cli/main.js');
+const listenersModule = path.join(here, 'listeners.js');
+const args = process.argv.slice(2);
+const smoke = args.includes('--smoke');
+const onlyAt = args.findIndex((a) => a.startsWith('--only'));
+const only = onlyAt < 0 ? undefined : (args[onlyAt]!.split('=')[1] ?? args[onlyAt + 1] ?? '').split(',');
+const runs = (w: string) => !only || only.includes(w);
+const size = smoke
+  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000 }
+  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000 };
+
+const results: Record<string, unknown> = {};
+const table: Array<[string, string, string, string]> = [];
+const row = (workload: string, system: string, figure: string, ratio = '') => {
+  table.push([workload, system, figure, ratio]);
+  console.log(`${workload.padEnd(4)} ${system.padEnd(34)} ${figure.padEnd(44)} ${ratio}`);
+};
+const now = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- server and database
+let serverUrl = process.env.DATABASE_URL;
+const embedded = serverUrl ? undefined : await startEmbeddedPostgres({ dir: path.join(benchDir, '.pgdata') });
+serverUrl ??= embedded!.url;
+const admin = new pg.Client(serverUrl);
+await admin.connect();
+await admin.query('drop database if exists pubsub_bench with (force)');
+await admin.query('create database pubsub_bench');
+await admin.end();
+const url = new URL(serverUrl);
+url.pathname = '/pubsub_bench';
+const db = url.toString();
+const pool = new pg.Pool({ connectionString: db, max: 40 });
+pool.on('error', () => {});
+const q = async (text: string, values?: unknown[]) => (await pool.query(text, values)).rows;
+
+const migrations = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-bench-'));
+fs.mkdirSync(path.join(migrations, '00000000000000_tables'));
+fs.writeFileSync(
+  path.join(migrations, '00000000000000_tables', 'migration.sql'),
+  `create table readings (id serial primary key, value int not null, note text not null);
+create table readings_plain (id serial primary key, value int not null, note text not null);
+create table bare_jobs (id bigint generated always as identity primary key, payload jsonb not null);`,
+);
+await generateMigration({ schema: path.join(benchDir, 'schema.prisma'), migrationsDir: migrations });
+await applyMigrations(db, migrations);
+
+const [{ server_version: version }] = await q('show server_version');
+const settings = Object.fromEntries(
+  (await q(`select name, setting from pg_settings where name = any($1)`, [
+    ['shared_buffers', 'fsync', 'synchronous_commit', 'wal_level', 'max_connections', 'work_mem', 'checkpoint_timeout', 'max_wal_size'],
+  ])).map((r) => [r.name, r.setting]),
+);
+results.machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, platform: `${os.platform()} ${os.release()}` };
+results.postgres = { version, embedded: !!embedded, settings };
+results.mode = smoke ? 'smoke' : 'full';
+console.log(`PostgreSQL ${version} (${embedded ? 'embedded' : 'DATABASE_URL'}), ${os.cpus().length} cores, ${round(os.totalmem() / 2 ** 30, 1)} GiB, ${smoke ? 'smoke' : 'full'} sizes\n`);
+
+// ---- helpers
+function startWorker(extra: string[] = []) {
+  const child = spawn(process.execPath, [cli, 'listen', '--require', listenersModule, ...extra], { env: { ...process.env, DATABASE_URL: db }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const ready = new Promise<number>((resolve, reject) => {
+    const check = setInterval(() => {
+      if (/listening on/.test(out)) {
+        clearInterval(check);
+        resolve(performance.now());
+      } else if (child.exitCode !== null) {
+        clearInterval(check);
+        reject(new Error(`worker exited: ${out}`));
+      }
+    }, 1);
+  });
+  const stop = async () => {
+    const exited = new Promise((r) => child.on('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  return { child, ready, stop, output: () => out };
+}
+
+async function untilEmpty(sql: string) {
+  for (;;) {
+    const [{ left }] = await q(sql);
+    if (!left) return performance.now();
+    await sleep(5);
+  }
+}
+
+const fillNotifications = (channel: string, listener: string, n: number) =>
+  q(`insert into pubsub.notification (channel, listener, payload) select $1, $2, jsonb_build_object('n', g) from generate_series(1, $3::int) g`, [channel, listener, n]);
+
+let peers: { graphile?: any; pgboss?: any } = {};
+try {
+  peers = { graphile: await import(path.join(benchDir, 'peers/graphile.mjs')), pgboss: await import(path.join(benchDir, 'peers/pgboss.mjs')) };
+} catch (error) {
+  console.log(`(peers not available: ${(error as Error).message})`);
+}
+
+// ---- W1 drain
+if (runs('W1')) {
+  const w1: Record<string, unknown> = {};
+  await q(`insert into bare_jobs (payload) select jsonb_build_object('n', g) from generate_series(1, $1::int) g`, [size.drain]);
+  const c = await pool.connect();
+  const t0 = performance.now();
+  for (;;) {
+    const r = await c.query('delete from bare_jobs where id in (select id from bare_jobs order by id limit 100 for update skip locked)');
+    if (!r.rowCount) break;
+  }
+  c.release();
+  const bare = size.drain / ((performance.now() - t0) / 1000);
+  w1.bareDelete100 = round(bare, 0);
+  row('W1', 'bare DELETE … SKIP LOCKED, 100/tx', `${round(bare, 0)} rows/s`, 'baseline');
+
+  for (const [batch, concurrency] of [[100, 2], [500, 1], [500, 2], [1000, 2]] as const) {
+    await fillNotifications('bench_drain', 'BenchListeners.noop', size.drain);
+    const worker = startWorker(['--channel', 'bench_drain', '--batch-size', String(batch), '--concurrency', String(concurrency)]);
+    const start = await worker.ready;
+    const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_drain') as left`);
+    await worker.stop();
+    const rate = size.drain / ((end - start) / 1000);
+    w1[`pgpubsub_batch${batch}_concurrency${concurrency}`] = round(rate, 0);
+    row('W1', `pgpubsub listen, batch ${batch}, concurrency ${concurrency}`, `${round(rate, 0)} notifications/s`, `${round(rate / bare)}× bare`);
+  }
+  if (peers.graphile) {
+    for (const batching of [true, false]) {
+      const r = await peers.graphile.graphileDrain({ connectionString: db, jobs: size.drain, batching });
+      w1[`graphile_${batching ? 'batched' : 'plain'}`] = round(r.rate, 0);
+      row('W1', `graphile-worker, batching ${batching ? 'on' : 'off'}`, `${round(r.rate, 0)} jobs/s`, `${round(r.rate / bare)}× bare`);
+    }
+    const best = Math.max(...Object.entries(w1).filter(([k]) => k.startsWith('pgpubsub_')).map(([, v]) => v as number));
+    w1.ratioToGraphileBatched = round(best / (w1.graphile_batched as number));
+    row('W1', 'pgpubsub (best) / graphile batching on', `${w1.ratioToGraphileBatched}×`, 'target ≥ 1.5×');
+  }
+  if (peers.pgboss) {
+    const r = await peers.pgboss.pgBossDrain({ connectionString: db, jobs: size.drain });
+    w1.pgboss = round(r.rate, 0);
+    row('W1', 'pg-boss', `${round(r.rate, 0)} jobs/s`, `${round(r.rate / bare)}× bare`);
+  }
+  results.W1 = w1;
+}
+
+// ---- W2 steady state: writers on a table with the generated trigger while a worker consumes
+if (runs('W2')) {
+  await q('truncate readings; delete from pubsub.notification');
+  const worker = startWorker(['--channel', 'model.Reading']);
+  await worker.ready;
+  let inserted = 0;
+  const end = performance.now() + size.steadyMs;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      const c = await pool.connect();
+      while (performance.now() < end) {
+        await c.query(`insert into readings (value, note) values ($1, 'steady')`, [inserted]);
+        inserted++;
+      }
+      c.release();
+    }),
+  );
+  const [{ backlog }] = await q(`select count(*)::int as backlog from pubsub.notification where channel = 'model.Reading'`);
+  await worker.stop();
+  const seconds = size.steadyMs / 1000;
+  results.W2 = { writers: 4, seconds, inserted, insertsPerSecond: round(inserted / seconds, 0), processedPerSecond: round((inserted - backlog) / seconds, 0), backlogAtEnd: backlog };
+  row('W2', 'pgpubsub, 4 writers + 1 worker', `${round(inserted / seconds, 0)} inserts/s, ${round((inserted - backlog) / seconds, 0)} processed/s`, `backlog ${backlog}`);
+}
+
+// ---- W3 latency: commit → callback start, 1 sample at a time
+if (runs('W3')) {
+  const w3: Record<string, unknown> = {};
+  const report = (name: string, key: string, samples: number[]) => {
+    const p = percentiles(samples);
+    w3[key] = { p50: round(p.p50, 3), p95: round(p.p95, 3), p99: round(p.p99, 3), max: round(p.max, 3), n: p.n };
+    row('W3', name, `p50 ${round(p.p50, 3)} p95 ${round(p.p95, 3)} p99 ${round(p.p99, 3)} max ${round(p.max, 2)} ms`);
+  };
+  const sample = async (send: (client: pg.PoolClient, sentAt: number) => Promise<void>, received: () => number) => {
+    observed.latencies.length = 0;
+    const client = await pool.connect();
+    for (let i = 0; i < size.samples; i++) {
+      const before = received();
+      await client.query('begin');
+      await send(client, 0);
+      await waitFor(() => received() > before);
+    }
+    client.release();
+  };
+  async function waitFor(done: () => boolean) {
+    while (!done()) await new Promise((r) => setImmediate(r));
+  }
+  // Raw pg floor: a plain LISTEN client. Every system's sample is stamped just before COMMIT.
+  const raw = new pg.Client(db);
+  await raw.connect();
+  const rawCommit: number[] = [];
+  raw.on('notification', () => rawCommit.push(now() - observed.sentAt));
+  await raw.query('listen bench_raw');
+  await sample(async (c) => {
+    await c.query('select pg_notify($1, $2)', ['bench_raw', '{}']);
+    observed.sentAt = now();
+    await c.query('commit');
+  }, () => rawCommit.length);
+  await raw.end();
+  report('raw pg LISTEN (floor)', 'rawPg', rawCommit);
+
+  const worker = await listen({ databaseUrl: db, channels: ['bench_latency', 'bench_fast'], logger: { info() {}, warn: console.warn, error: console.error } });
+  await sleep(200);
+  for (const [name, key, channel] of [
+    ['pgpubsub non-durable', 'pgpubsubNonDurable', 'bench_fast'],
+    ['pgpubsub durable', 'pgpubsubDurable', 'bench_latency'],
+  ] as const) {
+    await sample(async (c) => {
+      await notify(channel, { sentAt: 0 }, { client: c });
+      observed.sentAt = now();
+      await c.query('commit');
+    }, () => observed.latencies.length);
+    report(name, key, [...observed.latencies]);
+  }
+  await worker.close();
+  observed.sentAt = 0;
+  if (peers.graphile) report('graphile-worker add → start', 'graphile', await peers.graphile.graphileLatency({ connectionString: db, samples: size.samples }));
+  if (peers.pgboss?.pgBossLatency) report('pg-boss send → start', 'pgboss', await peers.pgboss.pgBossLatency({ connectionString: db, samples: size.samples }));
+  results.W3 = w3;
+}
+
+// ---- W4 fan-in: one publisher as fast as it can; received/s and p99 by receiver
+if (runs('W4')) {
+  const w4: Record<string, unknown> = {};
+  const publish = (channel: string, bytes: number) =>
+    new Promise<number>((resolve) => {
+      const p = spawn(process.execPath, [path.join(here, 'publisher.js'), db, channel, String(bytes), String(size.fanInMs)]);
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.on('exit', () => resolve(Number(out)));
+    });
+  for (const bytes of [100, 1000, 7900]) {
+    const figures: Record<string, unknown> = {};
+    const receivers: Array<[string, () => Promise<{ received: () => number; latencies: number[]; close(): Promise<void> }>]> = [
+      [
+        'raw pg',
+        async () => {
+          const c = new pg.Client(db);
+          await c.connect();
+          const latencies: number[] = [];
+          c.on('notification', (m) => latencies.push(now() - JSON.parse(m.payload!).sentAt));
+          await c.query('listen bench_fast');
+          return { received: () => latencies.length, latencies, close: () => c.end() };
+        },
+      ],
+      [
+        'pg-listen',
+        async () => {
+          const subscriber = createSubscriber({ connectionString: db });
+          const latencies: number[] = [];
+          subscriber.notifications.on('bench_fast', (payload: { sentAt: number }) => latencies.push(now() - payload.sentAt));
+          await subscriber.connect();
+          await subscriber.listenTo('bench_fast');
+          return { received: () => latencies.length, latencies, close: () => subscriber.close() };
+        },
+      ],
+      [
+        'pgpubsub',
+        async () => {
+          observed.latencies.length = 0;
+          const w = await listen({ databaseUrl: db, channels: ['bench_fast'], logger: { info() {}, warn() {}, error: console.error } });
+          return { received: () => observed.latencies.length, latencies: observed.latencies, close: () => w.close() };
+        },
+      ],
+    ];
+    for (const [name, start] of receivers) {
+      const receiver = await start();
+      await sleep(300);
+      const sent = await publish('bench_fast', bytes);
+      await sleep(200);
+      const got = receiver.received();
+      const p = percentiles(receiver.latencies);
+      await receiver.close();
+      figures[name] = { sent, received: got, receivedPerSecond: round(got / (size.fanInMs / 1000), 0), p99: round(p.p99, 3) };
+    }
+    const rawRate = (figures['raw pg'] as { receivedPerSecond: number }).receivedPerSecond;
+    for (const name of ['raw pg', 'pg-listen', 'pgpubsub']) {
+      const f = figures[name] as { receivedPerSecond: number; p99: number; sent: number; received: number };
+      row('W4', `${name}, ${bytes} B`, `${f.receivedPerSecond}/s (${f.received}/${f.sent}), p99 ${f.p99} ms`, name === 'raw pg' ? 'baseline' : `${round(f.receivedPerSecond / rawRate)}× raw`);
+    }
+    w4[`${bytes}B`] = figures;
+  }
+  results.W4 = w4;
+}
+
+// ---- W6 writer overhead: single-row INSERT commits/s with and without the trigger
+if (runs('W6')) {
+  const w6: Record<string, unknown> = {};
+  const hasPgbench = spawnSync('pgbench', ['--version']).status === 0;
+  const script = (table: string) => {
+    const file = path.join(os.tmpdir(), `pubsub-bench-${table}.sql`);
+    fs.writeFileSync(file, `insert into ${table} (value, note) values (1, 'w6');\n`);
+    return file;
+  };
+  async function commitsPerSecond(table: string, clients: number): Promise<number> {
+    if (hasPgbench) {
+      const r = spawnSync('pgbench', ['-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(size.writerMs / 1000), '-f', script(table), db], { encoding: 'utf8' });
+      const tps = r.stdout.match(/tps = ([\d.]+) \(without initial connection time\)/)?.[1];
+      if (!tps) throw new Error(`pgbench failed: ${r.stdout}${r.stderr}`);
+      return Number(tps);
+    }
+    let commits = 0;
+    const end = performance.now() + size.writerMs;
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        const c = await pool.connect();
+        while (performance.now() < end) {
+          await c.query(`insert into ${table} (value, note) values (1, 'w6')`);
+          commits++;
+        }
+        c.release();
+      }),
+    );
+    return commits / (size.writerMs / 1000);
+  }
+  const worker = startWorker(['--channel', 'model.Reading']);
+  await worker.ready;
+  for (const clients of [1, 8, 32]) {
+    await q('truncate readings, readings_plain; delete from pubsub.notification');
+    const plain = await commitsPerSecond('readings_plain', clients);
+    const triggered = await commitsPerSecond('readings', clients);
+    w6[`${clients}`] = { withoutTrigger: round(plain, 0), withTrigger: round(triggered, 0), ratio: round(triggered / plain) };
+    row('W6', `${clients} writer(s), ${hasPgbench ? 'pgbench' : 'node'}`, `${round(triggered, 0)} vs ${round(plain, 0)} commits/s`, `${round(triggered / plain)}× no trigger`);
+  }
+  await worker.stop();
+  results.W6 = { client: hasPgbench ? 'pgbench' : 'node-postgres', workerRunning: true, ...w6 };
+}
+
+// ---- Memory: peak RSS of the worker while draining
+if (runs('RSS')) {
+  await q('delete from pubsub.notification');
+  await fillNotifications('bench_drain', 'BenchListeners.noop', size.rss);
+  const worker = startWorker(['--channel', 'bench_drain']);
+  await worker.ready;
+  await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_drain') as left`);
+  const status = fs.readFileSync(`/proc/${worker.child.pid}/status`, 'utf8');
+  const peakKiB = Number(status.match(/VmHWM:\s+(\d+)/)?.[1]);
+  await worker.stop();
+  results.RSS = { notifications: size.rss, peakMB: round(peakKiB / 1024, 1) };
+  row('RSS', `pgpubsub listen, ${size.rss} drained`, `peak RSS ${round(peakKiB / 1024, 1)} MB`, 'target ≤ 150 MB');
+}
+
+results.method = {
+  W1: 'N durable notifications stored first (one row per listener, as notify() stores them); time from the worker process printing "listening on" (it starts draining at that moment) until none are left, polled every 5 ms. Peers: see bench/peers/*.mjs.',
+  W2: '4 writer connections INSERT single rows (autocommit) into a table with the generated AFTER INSERT trigger for the whole duration while one `pubsub listen` consumes; processed/s = (inserted − backlog at end) / duration.',
+  W3: 'Sequential samples; each: BEGIN, publish (notify() / pg_notify / add_job), stamp the time, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. Workers in the same process on their own connections.',
+  W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload.',
+  W6: 'pgbench (or node-postgres) single-row INSERT, autocommit, N clients, same table shape with and without the trigger, a `pubsub listen` worker consuming throughout.',
+  RSS: 'VmHWM of the worker process after draining N stored notifications.',
+};
+results.table = table;
+fs.mkdirSync(path.join(benchDir, 'results'), { recursive: true });
+const out = path.join(benchDir, 'results', smoke ? 'smoke.json' : 'latest.json');
+fs.writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
+console.log(`\nwrote ${path.relative(root, out)}`);
+await pool.end();
+await embedded?.stop();
+process.exit(0);
