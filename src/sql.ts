@@ -357,9 +357,12 @@ export const setContextSql = `select set_config('pubsub.context', $1, true) is n
 /** The worker's side of pubsub.wake()'s handshake, on its LISTEN session. */
 export const sleepSql = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
 export const wakeSql = `select pg_advisory_unlock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
-/** True when no writer that may have missed the sleeper is still running (the gate is free). Never waits, never keeps the lock. */
-export const gateClearSql = `select bool_and(case when pg_try_advisory_lock(${WAKE_GATE}, hashtext(c)) then pg_advisory_unlock(${WAKE_GATE}, hashtext(c)) else false end) as clear
-  from unnest($1::text[]) c`;
+/**
+ * Waits until no writer that may have missed the sleeper is still running (takes and drops the gate).
+ * Bounded by the LISTEN session's lock_timeout, since writers arriving meanwhile queue behind it.
+ */
+export const gateClearSql = `select bool_and(pg_advisory_unlock(${WAKE_GATE}, hashtext(c))) as clear
+  from unnest($1::text[]) c, lateral (select pg_advisory_lock(${WAKE_GATE}, hashtext(c))) locked`;
 
 export const listenSql = (channels: string[]) => channels.map((c) => `listen ${ident(c)}`).join('; ');
 
