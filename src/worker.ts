@@ -520,8 +520,9 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
         context ??= (payload as { context?: unknown } | null)?.context; // trigger payloads carry it inside
         if (!contains(context, options.context)) return;
         const ctx: NotificationContext = { channel, durable: false, attempt: 0, ...(context != null && { context }) };
-        for (const l of registry.get(channel)?.listeners ?? []) {
-          const arg = argument(l, payload);
+        const listeners = registry.get(channel)?.listeners ?? [];
+        for (const l of listeners) {
+          const arg = argument(l, payload, listeners.length > 1);
           if (arg) await call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
         }
       } catch (error) {
