@@ -240,7 +240,7 @@ if (runs('W3')) {
   await worker.close();
   observed.sentAt = 0;
   if (peers.graphile) report('graphile-worker add → start', 'graphile', await peers.graphile.graphileLatency({ connectionString: db, samples: size.samples }));
-  if (peers.pgboss?.pgBossLatency) report('pg-boss send → start', 'pgboss', await peers.pgboss.pgBossLatency({ connectionString: db, samples: size.samples }));
+  if (peers.pgboss?.pgBossLatency) report('pg-boss send → start (stamped after commit)', 'pgboss', await peers.pgboss.pgBossLatency({ connectionString: db, samples: size.samples }));
   results.W3 = w3;
 }
 
