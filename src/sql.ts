@@ -295,35 +295,51 @@ export function modelSql(model: PrismaModel): string {
 
 // Runtime statements of the worker.
 
-const ready = `dead_at is null and run_at <= now() and ($2::jsonb is null or context @> $2::jsonb)`;
 const returning = `returning n.id::text as id, n.channel, n.listener, n.payload, n.context, n.attempts, n.created_at::text as created_at, n.order_key`;
 
-/**
- * Claims and deletes, in the worker's open transaction, up to $1 ready notifications of each of
- * `listeners` listeners ($4, $5, …) and of the unassigned rows (stored by version 1, or before anyone
- * subscribed) of the channels in $3. Each listener gets its own subquery with its name as a bind
- * parameter, so the planner walks (listener, id) in order and never sorts the backlog. The rows stay
- * invisible to other workers until commit; a failed one is put back by `restoreSql`.
- */
-export function claimSql(listeners: number): string {
-  const parts = Array.from(
-    { length: listeners },
-    (_, i) => `select * from (select id from pubsub.notification where listener = $${i + 4} and ${ready} order by id limit $1 for update skip locked) l${i}`,
-  );
-  parts.push(`select * from (select id from pubsub.notification where listener is null and channel = any($3::text[]) and ${ready} order by id limit $1 for update skip locked) unassigned`);
-  // `id = any(array(…))` keeps the delete on the primary key even when the table's statistics are stale
-  // (a burst after an idle period); a join would turn into a sequential scan per claim.
-  return `delete from pubsub.notification n where n.id = any(array(\n  ${parts.join('\n  union all ')}\n))\n${returning}`;
+export interface ClaimTarget {
+  /** Listener names; one ordered listener for `ordered`. */
+  listeners: string[];
+  /** Channels whose unassigned rows (listener null: stored by version 1 or before anyone subscribed) are taken too. */
+  unassigned: string[];
+  limit: number;
+  /** Only notifications whose context contains this JSON. */
+  context: string | null;
+  ordered?: boolean;
 }
 
-/** Ordered listener $3: only the first notification of each key (not a later one while an earlier one waits, fails or runs elsewhere). */
-export const claimOrderedSql = `delete from pubsub.notification n where n.id = any(array(
-  select id from pubsub.notification h
-  where listener = $3 and order_key is not null and ${ready}
-    and not exists (select 1 from pubsub.notification e where e.listener = h.listener and e.order_key = h.order_key and e.id < h.id)
-  order by id limit $1 for update skip locked
-))
-${returning}`;
+/**
+ * `begin` and the claim in one simple-protocol round trip: it deletes, in the worker's new transaction,
+ * up to `limit` ready notifications of each listener, in id order, skipping locked ones. The rows stay
+ * invisible to other workers until commit; a failed one is put back by `restoreSql`. The statement is
+ * built once per worker from its own configuration (listener and channel names, limit, context filter),
+ * quoted with escapeLiteral: the simple protocol takes no bind parameters, and it saves a round trip on
+ * every wake-up. Each listener gets its own subquery with its name as a constant, so the planner walks
+ * (listener, id) in order and never sorts the backlog; `id = any(array(…))` keeps the delete on the
+ * primary key even when the table's statistics are stale (a burst after an idle period).
+ */
+export function claimSql(target: ClaimTarget): string {
+  const ready = `dead_at is null and run_at <= now()${target.context === null ? '' : ` and context @> ${literal(target.context)}::jsonb`}`;
+  const limit = Math.trunc(target.limit);
+  let ids: string;
+  if (target.ordered) {
+    // Only the first notification of each key: not a later one while an earlier one waits, fails or runs elsewhere.
+    ids = `select id from pubsub.notification h
+    where listener = ${literal(target.listeners[0]!)} and order_key is not null and ${ready}
+      and not exists (select 1 from pubsub.notification e where e.listener = h.listener and e.order_key = h.order_key and e.id < h.id)
+    order by id limit ${limit} for update skip locked`;
+  } else {
+    const parts = target.listeners.map(
+      (name, i) => `select * from (select id from pubsub.notification where listener = ${literal(name)} and ${ready} order by id limit ${limit} for update skip locked) l${i}`,
+    );
+    if (target.unassigned.length) {
+      const channels = target.unassigned.map(literal).join(', ');
+      parts.push(`select * from (select id from pubsub.notification where listener is null and channel = any(array[${channels}]) and ${ready} order by id limit ${limit} for update skip locked) unassigned`);
+    }
+    ids = parts.join('\n  union all ') || 'select null::bigint where false';
+  }
+  return `begin;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${returning}`;
+}
 
 /** Ordered listener $1: notifications still waiting for their key, oldest first. */
 export const unkeyedSql = `select id::text as id, payload from pubsub.notification

@@ -14,7 +14,6 @@ import { ENVELOPE_MARK } from './notify.js';
 import { decodePayload, decodeTriggerPayload, type ModelShape, type WireTriggerPayload } from './payload.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
 import {
-  claimOrderedSql,
   claimSql,
   failSql,
   gateClearSql,
@@ -48,8 +47,9 @@ export interface WorkerOptions {
   /** Notifications claimed per listener per transaction. @defaultValue 100 */
   batchSize?: number;
   /**
-   * Claiming transactions run at once, each on its own connection: one processes while another
-   * commits. Raise it for listeners that wait on I/O. @defaultValue 2
+   * Claiming transactions run at once, each on its own connection. 1 is fastest for quick listeners
+   * (two loops would step over each other's locked rows); raise it for listeners that wait on I/O.
+   * @defaultValue 1
    */
   concurrency?: number;
   /** How often to look for stored work without a wake-up (retries; the only way without LISTEN). @defaultValue 2000 */
@@ -88,7 +88,7 @@ interface Unit {
   kind: 'plain' | 'ordered' | 'batch' | 'timed';
   listeners: ListenerDefinition[];
   limit: number;
-  /** The claim statement, built once: one subquery per listener. */
+  /** `begin` and the claim statement, built once: one subquery per listener. */
   sql?: string;
   /** Batch units: the last claim was short and we already waited for it to fill. */
   waited?: boolean;
@@ -152,7 +152,7 @@ function contains(context: unknown, filter: Record<string, unknown> | undefined)
 export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const registry = options.registry ?? getRegistry();
   const logger = options.logger ?? consoleLogger;
-  const { batchSize = 100, pollIntervalMs = 2000, concurrency = 2 } = options;
+  const { batchSize = 100, pollIntervalMs = 2000, concurrency = 1 } = options;
   const channels = selectChannels(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
   const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: concurrency + 2, application_name: 'pubsub:worker' });
@@ -273,8 +273,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     client.on('error', onError);
     try {
       if (unit.kind === 'ordered') await assignKeys(client, unit.listeners[0]!);
-      await client.query('begin');
-      const rows = await claim(client, unit);
+      const rows = await claim(client, unit); // also begins the transaction
       const waitMs = unit.listeners[0]?.delivery.batch?.waitMs;
       if (unit.kind === 'batch' && waitMs && rows.length > 0 && rows.length < unit.limit && !unit.waited) {
         // Let a short batch fill up for waitMs, once, without holding the claim meanwhile.
@@ -392,12 +391,16 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   }
 
   async function claim(client: pg.PoolClient, unit: Unit): Promise<Stored[]> {
-    const names = unit.listeners.map((l) => l.id);
-    const unassigned = unit.kind === 'plain' ? durable.map((c) => c.name) : [];
-    const rows =
-      unit.kind === 'ordered'
-        ? (await client.query<Stored>(claimOrderedSql, [unit.limit, contextFilter, names[0]])).rows
-        : (await client.query<Stored>((unit.sql ??= claimSql(names.length)), [unit.limit, contextFilter, unassigned, ...names])).rows;
+    unit.sql ??= claimSql({
+      listeners: unit.listeners.map((l) => l.id),
+      unassigned: unit.kind === 'plain' ? durable.map((c) => c.name) : [],
+      limit: unit.limit,
+      context: contextFilter,
+      ordered: unit.kind === 'ordered',
+    });
+    // Two statements in one simple-protocol query: pg returns one result per statement.
+    const results = (await client.query(unit.sql)) as unknown as pg.QueryResult<Stored>[];
+    const rows = results[1]!.rows;
     // DELETE … RETURNING gives no order: process in id (write) order.
     return rows.sort((a, b) => (a.id.length - b.id.length) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }

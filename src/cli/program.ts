@@ -66,7 +66,7 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .addOption(databaseOption())
     .addOption(new Option('--batch-size <n>', 'notifications claimed per listener per transaction').argParser(positiveInt).default(100))
-    .addOption(new Option('--concurrency <n>', 'claiming transactions at once, each on its own connection').argParser(positiveInt).default(2))
+    .addOption(new Option('--concurrency <n>', 'claiming transactions at once, each on its own connection').argParser(positiveInt).default(1))
     .addOption(new Option('--poll-interval <ms>', 'look for stored work this often without a wake-up').argParser(positiveInt).default(2000))
     .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
