@@ -20,6 +20,35 @@ export function encodePayload(payload: unknown, channel: string): string {
   return text;
 }
 
+type Storage = Record<'_typeMetadatas' | '_transformMetadatas' | '_exposeMetadatas' | '_excludeMetadatas', Map<Function, unknown>>;
+let storage: Storage | null | undefined;
+const plainClasses = new WeakMap<Function, boolean>();
+
+/**
+ * Whether class-transformer has nothing to do for `type` beyond `new type()` and copying the keys:
+ * no @Type, @Transform, @Expose or @Exclude on it or its ancestors. Such payloads skip the (slow)
+ * metadata walk of plainToInstance. Reads class-transformer's own storage; if that ever moves, every
+ * class takes the full path.
+ */
+function isPlainClass(type: Function): boolean {
+  let known = plainClasses.get(type);
+  if (known !== undefined) return known;
+  if (storage === undefined) {
+    try {
+      storage = createRequire(import.meta.url)('class-transformer/cjs/storage').defaultMetadataStorage as Storage;
+    } catch {
+      storage = null;
+    }
+  }
+  known = !!storage;
+  for (let t: Function | null = type; known && t && t !== Object && t !== Function.prototype; t = Object.getPrototypeOf(t)) {
+    const s = storage!;
+    if (s._typeMetadatas.has(t) || s._transformMetadatas.has(t) || s._exposeMetadatas.has(t) || s._excludeMetadatas.has(t)) known = false;
+  }
+  plainClasses.set(type, known);
+  return known;
+}
+
 const PRIMITIVES = new Map<Function, (v: unknown) => unknown>([
   [String, (v) => v],
   [Number, (v) => v],
@@ -34,6 +63,12 @@ export function decodePayload(value: unknown, type: Function | undefined): unkno
   const primitive = PRIMITIVES.get(type);
   if (primitive) return primitive(value);
   if (value === null || typeof value !== 'object') return value;
+  if (!Array.isArray(value) && isPlainClass(type)) {
+    // What plainToInstance does for a class without decorators, minus the metadata walk.
+    const instance = new (type as new () => Record<string, unknown>)();
+    for (const key of Object.keys(value)) if (key !== '__proto__' && key !== 'constructor') instance[key] = (value as Record<string, unknown>)[key];
+    return instance;
+  }
   return plainToInstance(type as new () => object, value as object);
 }
 

@@ -91,3 +91,21 @@ test('trigger payloads decode to exact values by field type', () => {
   assert.deepEqual(row.json, { nested: [1, 'two'] });
   assert.equal('trigger' in p, false);
 });
+
+test('a class without decorators takes the fast path and still becomes an instance, without __proto__ pollution', () => {
+  class Plain {
+    a!: number;
+    nested!: { b: string[] };
+    greet() {
+      return `a=${this.a}`;
+    }
+  }
+  const got = decodePayload(JSON.parse('{"a":1,"nested":{"b":["x"]},"__proto__":{"polluted":true},"constructor":"c"}'), Plain) as Plain & { polluted?: boolean };
+  assert.ok(got instanceof Plain);
+  assert.equal(got.greet(), 'a=1');
+  assert.deepEqual(got.nested, { b: ['x'] });
+  assert.equal(got.polluted, undefined);
+  assert.equal(got.constructor, Plain);
+  class Child extends Order {}
+  assert.ok((decodePayload({ placedAt: '2024-01-01T00:00:00Z' }, Child) as Order).placedAt instanceof Date, 'decorators of an ancestor keep the full path');
+});
