@@ -306,6 +306,12 @@ export interface ClaimTarget {
   /** Only notifications whose context contains this JSON. */
   context: string | null;
   ordered?: boolean;
+  /**
+   * Per listener: start after this id (the last one claimed in this drain round). Deleted rows leave
+   * dead index entries at the front of each listener's range until vacuum; starting after them keeps
+   * a claim O(batch) instead of O(backlog drained since the last vacuum).
+   */
+  after?: Map<string, string>;
 }
 
 /**
@@ -329,9 +335,11 @@ export function claimSql(target: ClaimTarget): string {
       and not exists (select 1 from pubsub.notification e where e.listener = h.listener and e.order_key = h.order_key and e.id < h.id)
     order by id limit ${limit} for update skip locked`;
   } else {
-    const parts = target.listeners.map(
-      (name, i) => `select * from (select id from pubsub.notification where listener = ${literal(name)} and ${ready} order by id limit ${limit} for update skip locked) l${i}`,
-    );
+    const parts = target.listeners.map((name, i) => {
+      const after = target.after?.get(name);
+      const from = after && /^\d+$/.test(after) ? ` and id > ${after}` : '';
+      return `select * from (select id from pubsub.notification where listener = ${literal(name)}${from} and ${ready} order by id limit ${limit} for update skip locked) l${i}`;
+    });
     if (target.unassigned.length) {
       const channels = target.unassigned.map(literal).join(', ');
       parts.push(`select * from (select id from pubsub.notification where listener is null and channel = any(array[${channels}]) and ${ready} order by id limit ${limit} for update skip locked) unassigned`);

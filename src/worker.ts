@@ -88,8 +88,8 @@ interface Unit {
   kind: 'plain' | 'ordered' | 'batch' | 'timed';
   listeners: ListenerDefinition[];
   limit: number;
-  /** `begin` and the claim statement, built once: one subquery per listener. */
-  sql?: string;
+  /** Per listener, the highest id claimed in the current drain round (see ClaimTarget.after). */
+  after: Map<string, string>;
   /** Batch units: the last claim was short and we already waited for it to fill. */
   waited?: boolean;
 }
@@ -170,12 +170,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const units: Unit[] = [];
   for (const l of byId.values()) {
     const d = l.delivery;
-    if (d.ordered) units.push({ kind: 'ordered', listeners: [l], limit: batchSize });
-    else if (d.batch) units.push({ kind: 'batch', listeners: [l], limit: d.batch.size });
-    else if (d.timeoutMs) units.push({ kind: 'timed', listeners: [l], limit: 1 });
+    if (d.ordered) units.push({ kind: 'ordered', listeners: [l], limit: batchSize, after: new Map() });
+    else if (d.batch) units.push({ kind: 'batch', listeners: [l], limit: d.batch.size, after: new Map() });
+    else if (d.timeoutMs) units.push({ kind: 'timed', listeners: [l], limit: 1, after: new Map() });
     else plain.push(l);
   }
-  units.unshift({ kind: 'plain', listeners: plain, limit: batchSize });
+  units.unshift({ kind: 'plain', listeners: plain, limit: batchSize, after: new Map() });
 
   let models = new Map<string, ModelShape>();
   const fail = async (error: PubSubError) => {
@@ -278,6 +278,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       if (unit.kind === 'batch' && waitMs && rows.length > 0 && rows.length < unit.limit && !unit.waited) {
         // Let a short batch fill up for waitMs, once, without holding the claim meanwhile.
         unit.waited = true;
+        unit.after.clear(); // the rows go back: the next claim must see them again
         await client.query('rollback');
         await sleep(waitMs);
         return -1;
@@ -390,19 +391,23 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     ]);
   }
 
+  const byIdOrder = (a: Stored, b: Stored) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
   async function claim(client: pg.PoolClient, unit: Unit): Promise<Stored[]> {
-    unit.sql ??= claimSql({
+    const sql = claimSql({
       listeners: unit.listeners.map((l) => l.id),
       unassigned: unit.kind === 'plain' ? durable.map((c) => c.name) : [],
       limit: unit.limit,
       context: contextFilter,
       ordered: unit.kind === 'ordered',
+      after: unit.after,
     });
     // Two statements in one simple-protocol query: pg returns one result per statement.
-    const results = (await client.query(unit.sql)) as unknown as pg.QueryResult<Stored>[];
-    const rows = results[1]!.rows;
+    const results = (await client.query(sql)) as unknown as pg.QueryResult<Stored>[];
     // DELETE … RETURNING gives no order: process in id (write) order.
-    return rows.sort((a, b) => (a.id.length - b.id.length) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const rows = results[1]!.rows.sort(byIdOrder);
+    for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending, so the last one wins
+    return rows;
   }
 
   /** Gives newly stored notifications of an ordered listener their key, in id order, one worker at a time. */
@@ -457,9 +462,15 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   async function drainUnits(): Promise<number> {
     let claimed = 0;
     for (const unit of units) {
-      for (let n = unit.limit; !closing && (n === unit.limit || n === -1); ) {
-        n = await processUnit(unit);
-        claimed += Math.max(0, n);
+      try {
+        for (let n = unit.limit; !closing && (n >= unit.limit || n === -1); ) {
+          n = await processUnit(unit);
+          claimed += Math.max(0, n);
+        }
+      } finally {
+        // The round is over: the next one scans each listener's range from its start again, which
+        // picks up rows written with lower ids after we passed them (late commits, retries).
+        unit.after.clear();
       }
     }
     return claimed;

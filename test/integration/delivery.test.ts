@@ -333,3 +333,23 @@ test('no wake-up is lost: with polling off, bursts from concurrent writers aroun
   await notify('fanout', { n: 5000 }, { client: db.pool });
   await waitFor(() => count('healthy', 5000) === 1, 'a wake-up of the idle worker', 3000);
 });
+
+test('a notification committed late, with an id lower than ones already processed, is still processed without a poll', async () => {
+  await worker.close();
+  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 60_000, batchSize: 10, channels: ['fanout'], logger: quiet });
+  const late = await db.pool.connect();
+  try {
+    await late.query('begin');
+    await notify('fanout', { n: 7000 }, { client: late }); // its ids are taken now, but invisible until commit
+    const client = await db.pool.connect();
+    await client.query('begin');
+    for (let i = 1; i <= 95; i++) await notify('fanout', { n: 7000 + i }, { client });
+    await client.query('commit');
+    client.release();
+    await waitFor(() => count('healthy', 7095) === 1, 'the later notifications');
+    await late.query('commit');
+  } finally {
+    late.release();
+  }
+  await waitFor(() => count('healthy', 7000) === 1 && count('flaky', 7000) === 1, 'the late one', 5000);
+});
