@@ -44,7 +44,10 @@ export interface WorkerOptions {
   listenUrl?: string;
   /** Pool the drain loop takes its connections from; default a pool of 3 on `databaseUrl`. */
   pool?: pg.Pool;
-  /** Notifications claimed per listener per transaction. @defaultValue 100 */
+  /**
+   * Notifications claimed per listener per transaction. Claims grow up to 5× while full batches
+   * finish in under 25 ms, and fall back when one takes over 100 ms. @defaultValue 100
+   */
   batchSize?: number;
   /**
    * Claiming transactions run at once, each on its own connection. 1 is fastest for quick listeners
@@ -90,11 +93,15 @@ interface Unit {
   limit: number;
   /** Per listener, the highest id claimed in the current drain round (see ClaimTarget.after). */
   after: Map<string, string>;
+  /** Plain units: claims grow to `limit * scale` while full batches finish quickly (see processUnit). */
+  scale: number;
   /** Batch units: the last claim was short and we already waited for it to fill. */
   waited?: boolean;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 10;
+/** Plain claims grow up to this multiple of batchSize. */
+const MAX_SCALE = 5;
 const consoleLogger: Logger = {
   info: () => {},
   warn: (m) => console.warn(`pubsub: ${m}`),
@@ -170,12 +177,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const units: Unit[] = [];
   for (const l of byId.values()) {
     const d = l.delivery;
-    if (d.ordered) units.push({ kind: 'ordered', listeners: [l], limit: batchSize, after: new Map() });
-    else if (d.batch) units.push({ kind: 'batch', listeners: [l], limit: d.batch.size, after: new Map() });
-    else if (d.timeoutMs) units.push({ kind: 'timed', listeners: [l], limit: 1, after: new Map() });
+    if (d.ordered) units.push({ kind: 'ordered', listeners: [l], limit: batchSize, after: new Map(), scale: 1 });
+    else if (d.batch) units.push({ kind: 'batch', listeners: [l], limit: d.batch.size, after: new Map(), scale: 1 });
+    else if (d.timeoutMs) units.push({ kind: 'timed', listeners: [l], limit: 1, after: new Map(), scale: 1 });
     else plain.push(l);
   }
-  units.unshift({ kind: 'plain', listeners: plain, limit: batchSize, after: new Map() });
+  units.unshift({ kind: 'plain', listeners: plain, limit: batchSize, after: new Map(), scale: 1 });
 
   let models = new Map<string, ModelShape>();
   const fail = async (error: PubSubError) => {
@@ -273,7 +280,9 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     client.on('error', onError);
     try {
       if (unit.kind === 'ordered') await assignKeys(client, unit.listeners[0]!);
-      const rows = await claim(client, unit); // also begins the transaction
+      const started = performance.now();
+      const limit = unit.limit * unit.scale;
+      const rows = await claim(client, unit, limit); // also begins the transaction
       const waitMs = unit.listeners[0]?.delivery.batch?.waitMs;
       if (unit.kind === 'batch' && waitMs && rows.length > 0 && rows.length < unit.limit && !unit.waited) {
         // Let a short batch fill up for waitMs, once, without holding the claim meanwhile.
@@ -349,6 +358,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       }
       await recordFailures(client, failed, true);
       await client.query('commit');
+      if (unit.kind === 'plain') {
+        // Quick listeners get bigger claims (fewer commits), slow ones keep short transactions.
+        const ms = performance.now() - started;
+        if (rows.length >= limit && ms < 25) unit.scale = Math.min(MAX_SCALE, unit.scale * 2);
+        else if (ms > 100) unit.scale = 1;
+      }
       debug('%s: processed %d, failed %d', unit.kind, done.length, failed.length);
       for (const { n, error, listener } of failed) {
         const last = n.attempts + 1 >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
@@ -393,11 +408,11 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
 
   const byIdOrder = (a: Stored, b: Stored) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
-  async function claim(client: pg.PoolClient, unit: Unit): Promise<Stored[]> {
+  async function claim(client: pg.PoolClient, unit: Unit, limit: number): Promise<Stored[]> {
     const sql = claimSql({
       listeners: unit.listeners.map((l) => l.id),
       unassigned: unit.kind === 'plain' ? durable.map((c) => c.name) : [],
-      limit: unit.limit,
+      limit,
       context: contextFilter,
       ordered: unit.kind === 'ordered',
       after: unit.after,
