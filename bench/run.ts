@@ -403,7 +403,8 @@ results.method = {
 };
 results.table = table;
 fs.mkdirSync(path.join(benchDir, 'results'), { recursive: true });
-const out = path.join(benchDir, 'results', smoke ? 'smoke.json' : 'latest.json');
+// Only a full run replaces latest.json (the figures the README quotes).
+const out = path.join(benchDir, 'results', smoke ? 'smoke.json' : only ? 'partial.json' : 'latest.json');
 fs.writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
 console.log(`\nwrote ${path.relative(root, out)}`);
 await pool.end();
