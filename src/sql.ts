@@ -378,15 +378,18 @@ export const notifyDurableSql = `select pubsub.notify($1, $2::jsonb, $3::jsonb):
 export const notifySql = `select 1 as sent from pg_notify($1, $2)`;
 export const setContextSql = `select set_config('pubsub.context', $1, true) is not null as ok`;
 
-/** The worker's side of pubsub.wake()'s handshake, on its LISTEN session. */
+/** The worker's side of pubsub.wake()'s handshake, on its LISTEN session (autocommit). */
 export const sleepSql = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
-export const wakeSql = `select pg_advisory_unlock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
+/** Drops every session lock of the LISTEN session (only sleep locks live there): no stray one can outlive a wake-up. */
+export const wakeSql = `select pg_advisory_unlock_all()`;
 /**
- * Waits until no writer that may have missed the sleeper is still running (takes and drops the gate).
- * Bounded by the LISTEN session's lock_timeout, since writers arriving meanwhile queue behind it.
+ * Waits until no writer that may have missed the sleeper is still running: takes the gate for the
+ * duration of this one autocommit statement. A transaction-level lock, so that it is released even
+ * when the statement fails (a lock_timeout that fires as the lock is granted would leave a
+ * session-level lock held for good). Bounded by the session's lock_timeout: writers queue behind it.
  */
-export const gateClearSql = `select bool_and(pg_advisory_unlock(${WAKE_GATE}, hashtext(c))) as clear
-  from unnest($1::text[]) c, lateral (select pg_advisory_lock(${WAKE_GATE}, hashtext(c))) locked`;
+export const gateClearSql = `select count(*) >= 0 as clear
+  from unnest($1::text[]) c, lateral (select pg_advisory_xact_lock(${WAKE_GATE}, hashtext(c))) locked`;
 
 export const listenSql = (channels: string[]) => channels.map((c) => `listen ${ident(c)}`).join('; ');
 

@@ -495,12 +495,24 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   // Awake workers are not notified: they look at the table again before falling asleep (see sql.ts).
   const durableNames = durable.map((c) => c.name);
   let asleep = false;
-  let listenWorks = options.listen !== false;
+  /**
+   * True once this connection's test NOTIFY came back. Until then the worker never takes its sleep
+   * lock: through a transaction pooler that session lock would land on a shared server connection.
+   */
+  let listenWorks = false;
   let sleepRetry: NodeJS.Timeout | undefined;
+  /**
+   * Next wait before trying the gate again. Doubles while it stays busy: a long writer transaction
+   * would otherwise make other writers queue behind our attempts every few milliseconds. Meanwhile we
+   * hold the sleep lock, so every later writer wakes us anyway.
+   */
+  let gateRetryMs = 1;
   async function setAsleep(value: boolean): Promise<void> {
     if (asleep === value || !connection) return;
     asleep = value;
-    await connection.query(value ? sleepSql : wakeSql, [durableNames]).catch((error) => logger.warn(`could not ${value ? 'register as asleep' : 'wake up'}: ${(error as Error).message}`));
+    await connection
+      .query(value ? sleepSql : wakeSql, value ? [durableNames] : [])
+      .catch((error) => logger.warn(`could not ${value ? 'register as asleep' : 'wake up'}: ${(error as Error).message}`));
   }
 
   async function drain(): Promise<void> {
@@ -529,9 +541,11 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       const [gate] = (await connection.query<{ clear: boolean }>(gateClearSql, [durableNames]).catch(() => undefined)) ?? [];
       if (!gate?.clear) {
         clearTimeout(sleepRetry);
-        sleepRetry = setTimeout(kick, 1); // a writer is still committing: look again shortly
+        sleepRetry = setTimeout(kick, gateRetryMs); // a writer is still committing: look again soon
+        gateRetryMs = Math.min(gateRetryMs * 2, pollIntervalMs);
         return;
       }
+      gateRetryMs = 1;
       lookedAgain = true;
       dirty = true;
     }
@@ -576,13 +590,18 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       connectionString: options.listenUrl ?? databaseUrl,
       channels: [...channels.map((c) => c.name), probeChannel],
       onNotification: (channel, text) => {
-        if (channel === probeChannel) return void clearTimeout(probeTimer);
+        if (channel === probeChannel) {
+          clearTimeout(probeTimer);
+          listenWorks = true;
+          return kick(); // now it may fall asleep and be woken
+        }
         if (text !== '') return deliver(channel, text);
         void setAsleep(false);
         kick();
       },
       onConnected: () => {
         asleep = false; // a new session holds no locks
+        listenWorks = false; // until this connection's test NOTIFY comes back
         logger.info(`listening on ${channels.map((c) => c.name).join(', ')}`);
         kick(); // catch up on everything stored while we were not listening
         // A transaction pooler accepts LISTEN but never delivers: check that a NOTIFY really arrives.
