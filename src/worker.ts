@@ -293,7 +293,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
         return -1;
       }
       unit.waited = false;
-      const done: string[] = [];
+      let succeeded = 0;
       const failed: Array<{ n: Stored; error: unknown; listener?: ListenerDefinition }> = [];
       let terminated = false;
       /** Runs `fn` as one unit of work that succeeds or fails alone, with its own `ctx`. */
@@ -320,7 +320,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
           await (listener ? withTimeout(listener, ctx, () => fn(ctx)) : fn(ctx));
           state.active = false;
           if (state.savepoint) client.query('release savepoint pubsub_listener').catch(() => {});
-          done.push(...ns.map((x) => x.id));
+          succeeded += ns.length;
         } catch (error) {
           state.active = false;
           if (error instanceof TimeoutError && state.savepoint) {
@@ -364,7 +364,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
         if (rows.length >= limit && ms < 25) unit.scale = Math.min(MAX_SCALE, unit.scale * 2);
         else if (ms > 100) unit.scale = 1;
       }
-      debug('%s: processed %d, failed %d', unit.kind, done.length, failed.length);
+      debug('%s: processed %d, failed %d', unit.kind, succeeded, failed.length);
       for (const { n, error, listener } of failed) {
         const last = n.attempts + 1 >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
         logger.error(
