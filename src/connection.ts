@@ -60,9 +60,7 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
   async function connect(): Promise<void> {
     reconnectTimer = undefined;
     if (closed) return;
-    const c = new pg.Client({ connectionString: options.connectionString, keepAlive: true, connectionTimeoutMillis: 10_000, application_name: 'pubsub:listen',
-      // Bounds the worker's wait for the wake-up gate (see pubsub.wake()): writers queue behind it meanwhile.
-      lock_timeout: 20 });
+    const c = new pg.Client({ connectionString: options.connectionString, keepAlive: true, connectionTimeoutMillis: 10_000, application_name: 'pubsub:listen' });
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c, new Error('connection closed by the server')));
     c.on('notification', (m) => {

@@ -14,7 +14,9 @@ export type PubSubErrorCode =
   | 'pubsub.migrationDrift'
   | 'pubsub.migrationFailed'
   | 'pubsub.config'
-  | 'pubsub.invalidClient';
+  | 'pubsub.invalidClient'
+  | 'pubsub.transactionAborted'
+  | 'pubsub.listenerTimeout';
 
 export class PubSubError extends Error {
   readonly code: PubSubErrorCode;

@@ -39,5 +39,6 @@ export type {
   TriggerOperation,
   TriggerPayload,
   TriggerTiming,
+  Transaction,
 } from './types.js';
 export type { EmbeddedPostgres } from './embedded.js';

@@ -15,7 +15,7 @@ export const WAKE_GATE = 1886745202;
 export const WAKE_SLEEP = 1886745203;
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
-export const LIBRARY_SCHEMA_VERSION = 2;
+export const LIBRARY_SCHEMA_VERSION = 3;
 
 export function ident(name: string): string {
   if (!name || name.includes('\0') || Buffer.byteLength(name) > 63) {
@@ -127,6 +127,21 @@ begin
   return first_id;
 end
 $$;`,
+  3: `-- Version 3: attempts are counted when they start, whatever ends them (see the worker's attempts.ts).
+-- A worker records each claim here, committed before any listener runs, and deletes the record in the
+-- claim's own transaction. A record whose transaction aborted (a crash, a cut connection, a restart, a
+-- listener outliving idle_in_transaction_session_timeout) is an attempt that never ended: the rows it
+-- names get it counted and are isolated, i.e. claimed one per transaction from then on, so a row that
+-- kills its worker dead-letters after maxAttempts while its batch neighbours complete.
+create table pubsub.claim (
+  xid bigint primary key,
+  ids bigint[] not null,
+  policy jsonb not null,
+  worker text not null,
+  claimed_at timestamptz not null default now()
+);
+alter table pubsub.notification add column isolated boolean not null default false;
+create index notification_isolated on pubsub.notification (id) where isolated and dead_at is null;`,
 };
 
 /** Upgrade script from version `from` (0 = nothing installed) to the current version. */
@@ -295,7 +310,8 @@ export function modelSql(model: PrismaModel): string {
 
 // Runtime statements of the worker.
 
-const returning = `returning n.id::text as id, n.channel, n.listener, n.payload, n.context, n.attempts, n.created_at::text as created_at, n.order_key`;
+const returning = `returning n.id::text as id, n.channel, n.listener, n.payload::text as payload, n.context::text as context,
+  n.attempts, n.created_at::text as created_at, n.order_key, n.isolated`;
 
 export interface ClaimTarget {
   /** Listener names; one ordered listener for `ordered`. */
@@ -305,74 +321,139 @@ export interface ClaimTarget {
   limit: number;
   /** Only notifications whose context contains this JSON. */
   context: string | null;
+  /** Claim the head of each key only (ordered listener). */
   ordered?: boolean;
+  /** Claim isolated rows (see version 3), one per transaction, of any of `listeners`. */
+  isolated?: boolean;
   /**
    * Per listener: start after this id (the last one claimed in this drain round). Deleted rows leave
    * dead index entries at the front of each listener's range until vacuum; starting after them keeps
    * a claim O(batch) instead of O(backlog drained since the last vacuum).
    */
   after?: Map<string, string>;
+  /**
+   * The server ends the claim's session when it sits idle in its transaction this long (a frozen
+   * client, a listener far past its timeout), which frees the claimed rows. A shorter limit set on the
+   * role or database is kept. 0 = none.
+   */
+  idleTimeoutMs: number;
 }
 
+/** Rows of an ordered listener that are the first of their key: no earlier row of the key exists. */
+const headOfKey = `not exists (select 1 from pubsub.notification e where e.listener = h.listener and e.order_key = h.order_key and e.id < h.id)`;
+
 /**
- * `begin` and the claim in one simple-protocol round trip: it deletes, in the worker's new transaction,
- * up to `limit` ready notifications of each listener, in id order, skipping locked ones. The rows stay
- * invisible to other workers until commit; a failed one is put back by `restoreSql`. The statement is
- * built once per worker from its own configuration (listener and channel names, limit, context filter),
- * quoted with escapeLiteral: the simple protocol takes no bind parameters, and it saves a round trip on
- * every wake-up. Each listener gets its own subquery with its name as a constant, so the planner walks
- * (listener, id) in order and never sorts the backlog; `id = any(array(…))` keeps the delete on the
- * primary key even when the table's statistics are stale (a burst after an idle period).
+ * One simple-protocol round trip that begins the claim transaction and deletes, in it, up to `limit`
+ * ready notifications of each listener, in id order, skipping locked ones; results: [begin, session
+ * (server pid; idle limit), the rows of lost claims counted now (`reapSql`), the claimed rows, the
+ * transaction id (null when nothing was claimed: no xid is spent on empty claims)]. Counting lost
+ * claims first, in the same transaction, means a claim never takes a row whose lost attempt is not
+ * counted yet (it is isolated by then): a row that kills its worker cannot take its neighbours along
+ * again. If this transaction is lost too, so is the count, and the next claim makes it. The rows stay invisible to other workers until commit; a failed one
+ * is put back by `restoreSql`. The statement is built from the worker's own configuration (listener
+ * and channel names, limit, context filter, cursors read from the database), quoted with escapeLiteral:
+ * the simple protocol takes no bind parameters, and it saves a round trip on every wake-up. Each
+ * listener gets its own subquery with its name as a constant, so the planner walks (listener, id) in
+ * order and never sorts the backlog; `id = any(array(…))` keeps the delete on the primary key even when
+ * the table's statistics are stale (a burst after an idle period).
  */
 export function claimSql(target: ClaimTarget): string {
   const ready = `dead_at is null and run_at <= now()${target.context === null ? '' : ` and context @> ${literal(target.context)}::jsonb`}`;
   const limit = Math.trunc(target.limit);
+  const names = target.listeners.map(literal).join(', ');
   let ids: string;
-  if (target.ordered) {
+  if (target.isolated) {
+    const unassigned = target.unassigned.length ? ` or (h.listener is null and h.channel = any(array[${target.unassigned.map(literal).join(', ')}]))` : '';
+    ids = `select id from pubsub.notification h
+    where isolated and ${ready} and (h.listener = any(array[${names || 'null'}]::text[])${unassigned})
+      and (h.order_key is null or ${headOfKey})
+    order by id limit 1 for update skip locked`;
+  } else if (target.ordered) {
     // Only the first notification of each key: not a later one while an earlier one waits, fails or runs elsewhere.
     ids = `select id from pubsub.notification h
-    where listener = ${literal(target.listeners[0]!)} and order_key is not null and ${ready}
-      and not exists (select 1 from pubsub.notification e where e.listener = h.listener and e.order_key = h.order_key and e.id < h.id)
+    where listener = ${literal(target.listeners[0]!)} and order_key is not null and not isolated and ${ready} and ${headOfKey}
     order by id limit ${limit} for update skip locked`;
   } else {
     const parts = target.listeners.map((name, i) => {
       const after = target.after?.get(name);
       const from = after && /^\d+$/.test(after) ? ` and id > ${after}` : '';
-      return `select * from (select id from pubsub.notification where listener = ${literal(name)}${from} and ${ready} order by id limit ${limit} for update skip locked) l${i}`;
+      return `select * from (select id from pubsub.notification where listener = ${literal(name)}${from} and not isolated and ${ready} order by id limit ${limit} for update skip locked) l${i}`;
     });
     if (target.unassigned.length) {
       const channels = target.unassigned.map(literal).join(', ');
-      parts.push(`select * from (select id from pubsub.notification where listener is null and channel = any(array[${channels}]) and ${ready} order by id limit ${limit} for update skip locked) unassigned`);
+      parts.push(`select * from (select id from pubsub.notification where listener is null and channel = any(array[${channels}]) and not isolated and ${ready} order by id limit ${limit} for update skip locked) unassigned`);
     }
     ids = parts.join('\n  union all ') || 'select null::bigint where false';
   }
-  return `begin;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${returning}`;
+  const idle = Math.trunc(target.idleTimeoutMs);
+  const keepShorter = `current_setting('idle_in_transaction_session_timeout') = '0' or current_setting('idle_in_transaction_session_timeout')::interval > interval '${idle} ms'`;
+  const session = idle > 0
+    ? `select pg_backend_pid() as pid, case when ${keepShorter} then set_config('idle_in_transaction_session_timeout', '${idle}', true) end as idle`
+    : `select pg_backend_pid() as pid`;
+  return `begin;\n${session};\n${reapSql};\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${returning};\nselect txid_current_if_assigned()::text as xid`;
 }
 
 /** Ordered listener $1: notifications still waiting for their key, oldest first. */
-export const unkeyedSql = `select id::text as id, payload from pubsub.notification
+export const unkeyedSql = `select id::text as id, payload::text as payload from pubsub.notification
   where listener = $1 and order_key is null order by id limit 1000`;
 export const setKeysSql = `update pubsub.notification n set order_key = k.key
   from unnest($1::bigint[], $2::text[]) k(id, key) where n.id = k.id`;
 
-/** Puts failed notifications back, claimed and deleted earlier in the same transaction, with the attempt recorded. */
+/**
+ * Puts failed notifications back, claimed and deleted earlier in the same transaction, with the attempt
+ * recorded. The payload and context go back as the exact text they were claimed as, never a re-encoding
+ * of what a listener saw.
+ */
 export const restoreSql = `insert into pubsub.notification
-    (id, channel, listener, payload, context, attempts, created_at, order_key, last_error, last_attempt_at, run_at, dead_at)
+    (id, channel, listener, payload, context, attempts, created_at, order_key, isolated, last_error, last_attempt_at, run_at, dead_at)
   overriding system value
-  select f.id, f.channel, f.listener, f.payload, f.context, f.attempts + 1, f.created_at, f.order_key, f.error, now(),
+  select f.id, f.channel, f.listener, f.payload::jsonb, f.context::jsonb, f.attempts + 1, f.created_at, f.order_key, f.isolated, f.error, now(),
          now() + make_interval(secs => f.delay), case when f.dead then now() end
-  from unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::float8[], $11::boolean[])
-    as f(id, channel, listener, payload, context, attempts, created_at, order_key, error, delay, dead)`;
+  from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[], $8::text[], $9::boolean[], $10::text[], $11::float8[], $12::boolean[])
+    as f(id, channel, listener, payload, context, attempts, created_at, order_key, isolated, error, delay, dead)`;
 
 /**
- * Records failed attempts of notifications that are still stored (their claiming transaction was
- * ended): $1 ids, $2 errors, $3 seconds until the next attempt, $4 whether it was the last.
+ * Records a claim before any of its listeners runs, in its own transaction (autocommit, on another
+ * connection), so that it outlives the claim's transaction if that one never commits. Asynchronous
+ * commit: it is made durable by the claim's own (synchronous) commit, so only a server crash in
+ * between can lose it, and with it one attempt's count. Built from integers read from the database
+ * and the worker's own names, quoted; the simple protocol is needed for SET LOCAL.
  */
-export const failSql = `update pubsub.notification n
-  set attempts = n.attempts + 1, last_attempt_at = now(), last_error = f.error,
-      run_at = now() + make_interval(secs => f.delay), dead_at = case when f.dead then now() end
-  from unnest($1::bigint[], $2::text[], $3::float8[], $4::boolean[]) f(id, error, delay, dead)
-  where n.id = f.id`;
+export function recordClaimSql(xid: string, ids: string[], policy: Record<string, [number, number, number]>, worker: string): string {
+  if (!/^\d+$/.test(xid) || !ids.every((id) => /^\d+$/.test(id))) throw new Error(`recordClaimSql: not integers: ${xid}, ${ids.join(',')}`);
+  return `begin; set local synchronous_commit = off;
+insert into pubsub.claim (xid, ids, policy, worker) values (${xid}, '{${ids.join(',')}}', ${literal(JSON.stringify(policy))}, ${literal(worker)});
+commit`;
+}
+
+/** Settles a claim: its record goes with the transaction that commits its outcomes. */
+export const settleClaimSql = (xid: string | null) => (xid && /^\d+$/.test(xid) ? `delete from pubsub.claim where xid = ${xid};\ncommit` : 'commit');
+
+/**
+ * Counts the attempts of claims whose transaction aborted (the record is still there, its transaction
+ * is over and did not commit; null = too old to tell, which cannot be a commit either): attempts + one
+ * per lost claim, the row isolated, a retry after the listener's backoff or dead at its maxAttempts
+ * (policy: listener → [maxAttempts, baseMs, maxMs]). Rows locked right now were claimed again already;
+ * their new attempt settles them, so they are skipped, never waited for.
+ */
+export const reapSql = `with stale as (
+    delete from pubsub.claim where xid in (
+      select xid from pubsub.claim where coalesce(txid_status(xid), 'aborted') = 'aborted' for update skip locked)
+    returning ids, policy, worker, claimed_at
+  ), lost as (
+    select u.id, count(*)::int as times, max(s.worker) as worker, max(s.claimed_at) as claimed_at, (array_agg(s.policy))[1] as policy
+    from stale s, unnest(s.ids) u(id) group by u.id
+  ), target as (
+    select n.id, n.attempts + l.times as attempts, coalesce(l.policy -> n.listener, '[10, 1000, 300000]') as p, l.worker, l.claimed_at
+    from pubsub.notification n join lost l on l.id = n.id where n.dead_at is null for update of n skip locked
+  )
+  update pubsub.notification n set
+    attempts = t.attempts, isolated = true, last_attempt_at = t.claimed_at,
+    last_error = format('the attempt never ended: its transaction was lost (worker %s died, its connection was cut or timed out, or the server restarted); claimed at %s', t.worker, t.claimed_at),
+    run_at = now() + make_interval(secs => (least((t.p ->> 2)::float8, (t.p ->> 1)::float8 * 2 ^ least(t.attempts - 1, 40)) * (0.5 + random() / 2)) / 1000),
+    dead_at = case when t.attempts >= (t.p ->> 0)::int then now() end
+  from target t where n.id = t.id
+  returning n.id::text as id, n.channel, n.listener, n.attempts, n.dead_at is not null as dead`;
 
 export const notifyDurableSql = `select pubsub.notify($1, $2::jsonb, $3::jsonb)::text as id`;
 export const notifySql = `select 1 as sent from pg_notify($1, $2)`;
@@ -383,13 +464,11 @@ export const sleepSql = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(
 /** Drops every session lock of the LISTEN session (only sleep locks live there): no stray one can outlive a wake-up. */
 export const wakeSql = `select pg_advisory_unlock_all()`;
 /**
- * Waits until no writer that may have missed the sleeper is still running: takes the gate for the
- * duration of this one autocommit statement. A transaction-level lock, so that it is released even
- * when the statement fails (a lock_timeout that fires as the lock is granted would leave a
- * session-level lock held for good). Bounded by the session's lock_timeout: writers queue behind it.
+ * Whether every writer that may have missed the sleeper has committed: tries the gate exclusively,
+ * without waiting (a waiting exclusive request would queue every later writer behind it), for the
+ * duration of this one autocommit statement. A transaction-level lock, released whatever happens.
  */
-export const gateClearSql = `select count(*) >= 0 as clear
-  from unnest($1::text[]) c, lateral (select pg_advisory_xact_lock(${WAKE_GATE}, hashtext(c))) locked`;
+export const gateClearSql = `select bool_and(pg_try_advisory_xact_lock(${WAKE_GATE}, hashtext(c))) as clear from unnest($1::text[]) c`;
 
 export const listenSql = (channels: string[]) => channels.map((c) => `listen ${ident(c)}`).join('; ');
 
@@ -397,7 +476,8 @@ export const listenSql = (channels: string[]) => channels.map((c) => `listen ${i
 export const schemaVersionSql = `select case
     when to_regclass('pubsub.notification') is null then 0
     when to_regclass('pubsub.subscription') is null then 1
-    else 2 end as version`;
+    when to_regclass('pubsub.claim') is null then 2
+    else 3 end as version`;
 
 export const subscriptionsOfSql = `select channel, listener from pubsub.subscription where listener = any($1::text[])`;
 export const modelsSql = `select name, version, fields from pubsub.model`;

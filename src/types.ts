@@ -13,7 +13,7 @@
  * - worker: the process (`pubsub listen`) or in-process object (`listen()`) that receives
  *   notifications and runs the listeners.
  */
-import type { PoolClient } from 'pg';
+import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
 
 export type TriggerOperation = 'INSERT' | 'UPDATE' | 'DELETE';
 export type TriggerTiming = 'BEFORE' | 'AFTER';
@@ -44,16 +44,23 @@ export interface NotificationContext {
   id?: string;
   durable: boolean;
   /**
-   * Durable channels only: the connection holding the worker's transaction. Writes made through it
-   * commit together with the removal of the notification, or roll back with it if a listener throws.
+   * Durable channels only: the worker's transaction. Writes made through it commit together with the
+   * removal of the notification, or roll back with it if the attempt fails. Usable only while the
+   * attempt runs; queries run one at a time in call order. A query that fails and is swallowed leaves
+   * the transaction aborted, which fails the attempt (see README, "Delivery guarantees").
    */
-  tx?: PoolClient;
+  tx?: Transaction;
   /** How many earlier attempts failed (0 on the first run). */
   attempt: number;
   /** Context stored with the notification, if any (see `setContext()` and `withContext()`). */
   context?: unknown;
   /** Listeners with `timeoutMs`: aborted when the attempt times out. Stop work and return. */
   signal?: AbortSignal;
+}
+
+/** The worker's transaction as a listener sees it (`ctx.tx`): a pg-style `query()`, nothing else. */
+export interface Transaction {
+  query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>;
 }
 
 /** A channel with a payload type, so that `notify()` and `@Listen()` are checked by the compiler. */

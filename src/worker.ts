@@ -1,36 +1,29 @@
 /**
- * The worker: one LISTEN connection for wake-ups and non-durable payloads, and a drain loop that
- * claims durable notifications with FOR UPDATE SKIP LOCKED, runs their listener inside the claiming
- * transaction and deletes them in it. Each stored notification belongs to one listener, so listeners
- * succeed, fail, retry and dead-letter independently. A failure rolls back only that notification's
- * work and is recorded for a retry with backoff; nothing else re-runs; the worker goes on.
+ * The worker: composes the parts that receive notifications and run their listeners.
+ * - connection.ts: the LISTEN session (wake-ups, non-durable payloads), reconnected forever;
+ * - wakeup.ts: the sleep/wake handshake with writers, a small state machine on that session;
+ * - broadcast.ts: non-durable deliveries, at most once, in arrival order;
+ * - drain.ts: claims of stored notifications, fair across units, each attempt settled;
+ * - transaction.ts: the claim transaction and `ctx.tx`, every round trip bounded;
+ * - attempts.ts: attempts counted whatever ends them, retries with the stored bytes, dead letters.
+ * This file owns the run loop (when to drain, when to sleep) and the lifecycle: start (waits for the
+ * server and for LISTEN), close (lets running listeners finish, then releases every connection).
  */
-import createDebug from 'debug';
 import pg from 'pg';
+import { AttemptLedger } from './attempts.js';
+import { Broadcast } from './broadcast.js';
 import { requireDatabaseUrl } from './config.js';
 import { createListenConnection, type ListenConnection } from './connection.js';
+import { Dispatcher } from './dispatch.js';
+import { Drain } from './drain.js';
 import { PubSubError } from './errors.js';
-import { ENVELOPE_MARK } from './notify.js';
-import { decodePayload, decodeTriggerPayload, type ModelShape, type WireTriggerPayload } from './payload.js';
+import type { ModelShape } from './payload.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
-import {
-  claimSql,
-  failSql,
-  gateClearSql,
-  restoreSql,
-  sleepSql,
-  wakeSql,
-  modelsSql,
-  schemaVersionSql,
-  setKeysSql,
-  subscriptionsOfSql,
-  triggerKey,
-  unkeyedSql,
-  LIBRARY_SCHEMA_VERSION,
-} from './sql.js';
-import type { Logger, NotificationContext } from './types.js';
+import { LIBRARY_SCHEMA_VERSION, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
+import type { Logger } from './types.js';
+import { Wakeup } from './wakeup.js';
 
-const debug = createDebug('pubsub:worker');
+export { retryDelaySeconds } from './attempts.js';
 
 export interface WorkerOptions {
   /** Channels to serve; default every registered channel. */
@@ -42,7 +35,7 @@ export interface WorkerOptions {
    * PgBouncer. @defaultValue databaseUrl
    */
   listenUrl?: string;
-  /** Pool the drain loop takes its connections from; default a pool of 3 on `databaseUrl`. */
+  /** Pool the claims take their connections from; default a pool of `concurrency + 1` on `databaseUrl`. */
   pool?: pg.Pool;
   /**
    * Notifications claimed per listener per transaction. Claims grow up to 5× while full batches
@@ -66,6 +59,13 @@ export interface WorkerOptions {
   /** Default: warnings and errors to the console. */
   logger?: Logger;
   registry?: Registry;
+  /**
+   * Longest wait for an answer to any statement the worker itself sends (claims, commits, records).
+   * A connection that does not answer in time is dropped: a half-open socket (a frozen proxy, a dead
+   * NAT entry) is detected within this bound, and the server frees its claimed rows once the session
+   * has sat idle in its transaction for the listener's timeout plus this plus 15 s. @defaultValue 10000
+   */
+  roundTripMs?: number;
 }
 
 export interface Worker {
@@ -74,56 +74,11 @@ export interface Worker {
   close(): Promise<void>;
 }
 
-interface Stored {
-  id: string;
-  channel: string;
-  listener: string | null;
-  payload: unknown;
-  context: unknown;
-  attempts: number;
-  /** As text: only needed to put a failed row back, so not worth parsing into a Date. */
-  created_at: string;
-  order_key: string | null;
-}
-
-/** A way of claiming: plain listeners together; ordered, batch and timed listeners each alone. */
-interface Unit {
-  kind: 'plain' | 'ordered' | 'batch' | 'timed';
-  listeners: ListenerDefinition[];
-  limit: number;
-  /** Per listener, the highest id claimed in the current drain round (see ClaimTarget.after). */
-  after: Map<string, string>;
-  /** Plain units: claims grow to `limit * scale` while full batches finish quickly (see processUnit). */
-  scale: number;
-  /** Batch units: the last claim was short and we already waited for it to fill. */
-  waited?: boolean;
-}
-
-const DEFAULT_MAX_ATTEMPTS = 10;
-/** Plain claims grow up to this multiple of batchSize. */
-const MAX_SCALE = 5;
 const consoleLogger: Logger = {
   info: () => {},
   warn: (m) => console.warn(`pubsub: ${m}`),
   error: (m, e) => console.error(`pubsub: ${m}`, e ?? ''),
 };
-
-/** Seconds before the next attempt after `failures`: exponential, capped, half of it random. */
-export function retryDelaySeconds(failures: number, backoff: { baseMs?: number; maxMs?: number } = {}): number {
-  const cap = Math.min(backoff.maxMs ?? 300_000, (backoff.baseMs ?? 1000) * 2 ** (failures - 1));
-  return (cap / 2 + (Math.random() * cap) / 2) / 1000;
-}
-
-function describe(error: unknown): string {
-  const reason = error instanceof Error && error.cause !== undefined ? error.cause : error;
-  return reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
-}
-
-class TimeoutError extends Error {
-  constructor(listener: string, ms: number) {
-    super(`${listener} timed out after ${ms} ms`);
-  }
-}
 
 function selectChannels(registry: Registry, names?: string[]): ChannelDefinition[] {
   const all = registry.list();
@@ -143,14 +98,24 @@ function selectChannels(registry: Registry, names?: string[]): ChannelDefinition
   });
 }
 
-function contains(context: unknown, filter: Record<string, unknown> | undefined): boolean {
-  if (!filter) return true;
-  if (!context || typeof context !== 'object') return false;
-  return Object.entries(filter).every(([k, v]) => JSON.stringify((context as Record<string, unknown>)[k]) === JSON.stringify(v));
+function wholeNumber(name: string, value: number | undefined, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new PubSubError('pubsub.config', `listen(): ${name} must be a whole number from ${min} to ${max}; got ${String(value)}.`);
+  }
+  return value;
+}
+
+/** Errors that mean "the server is not (yet) reachable", as opposed to a refusal that will not go away. */
+function unreachable(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true; // ECONNREFUSED, timeouts, resets
+  return code.startsWith('08') || code === '57P03' || code === '57P01' || code === '57P02';
 }
 
 /**
- * Starts a worker for the registered listeners.
+ * Starts a worker for the registered listeners. Resolves once the worker listens (so a non-durable
+ * message sent afterwards reaches it); while the server is unreachable it waits, saying so.
  *
  * @example
  * const worker = await listen({ channels: ['post_reads_per_date'] });
@@ -159,459 +124,143 @@ function contains(context: unknown, filter: Record<string, unknown> | undefined)
 export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const registry = options.registry ?? getRegistry();
   const logger = options.logger ?? consoleLogger;
-  const { batchSize = 100, pollIntervalMs = 2000, concurrency = 1 } = options;
+  const batchSize = wholeNumber('batchSize', options.batchSize, 1, 10_000, 100);
+  const concurrency = wholeNumber('concurrency', options.concurrency, 1, 100, 1);
+  const pollIntervalMs = wholeNumber('pollIntervalMs', options.pollIntervalMs, 10, 3_600_000, 2000);
+  const roundTripMs = wholeNumber('roundTripMs', options.roundTripMs, 100, 3_600_000, 10_000);
   const channels = selectChannels(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
-  const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: concurrency + 2, application_name: 'pubsub:worker' });
-  const ownPool = !options.pool;
-  // An idle pooled connection that the server closes emits 'error' on the pool; without a listener that kills the process.
-  if (ownPool) pool.on('error', (error) => logger.warn(`an idle database connection was closed (${error.message}); it will be replaced`));
-  const contextFilter = options.context ? JSON.stringify(options.context) : null;
-
   const durable = channels.filter((c) => c.durable);
-  const byId = new Map(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
-  const triggerKeys = new Map<ListenerDefinition, string>();
-  for (const c of channels) for (const l of c.listeners) if (l.trigger) triggerKeys.set(l, triggerKey(l.trigger, c.name, c.durable));
+  const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
 
-  const plain: ListenerDefinition[] = [];
-  const units: Unit[] = [];
-  for (const l of byId.values()) {
-    const d = l.delivery;
-    if (d.ordered) units.push({ kind: 'ordered', listeners: [l], limit: batchSize, after: new Map(), scale: 1 });
-    else if (d.batch) units.push({ kind: 'batch', listeners: [l], limit: d.batch.size, after: new Map(), scale: 1 });
-    else if (d.timeoutMs) units.push({ kind: 'timed', listeners: [l], limit: 1, after: new Map(), scale: 1 });
-    else plain.push(l);
-  }
-  units.unshift({ kind: 'plain', listeners: plain, limit: batchSize, after: new Map(), scale: 1 });
+  const keepAlive = { keepAlive: true, keepAliveInitialDelayMillis: 10_000, connectionTimeoutMillis: roundTripMs };
+  const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: concurrency + 1, application_name: 'pubsub:worker', ...keepAlive });
+  const control = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'pubsub:worker', query_timeout: roundTripMs, ...keepAlive });
+  // An idle pooled connection that the server closes emits 'error' on the pool; without a listener that kills the process.
+  const idleClosed = (error: Error) => logger.warn(`an idle database connection was closed (${error.message}); it will be replaced`);
+  if (!options.pool) pool.on('error', idleClosed);
+  control.on('error', idleClosed);
+  const endPools = async () => {
+    await control.end().catch(() => {});
+    if (!options.pool) await pool.end().catch(() => {});
+  };
 
   let models = new Map<string, ModelShape>();
-  const fail = async (error: PubSubError) => {
-    if (ownPool) await pool.end();
+  try {
+    if (durable.length) models = await prepare(control, [...byId.values()], logger);
+  } catch (error) {
+    await endPools();
     throw error;
+  }
+
+  const dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
+  const broadcast = new Broadcast(registry, dispatcher, options.context, logger);
+  const timers = new Set<NodeJS.Timeout>();
+  const later = (fn: () => void, ms: number) => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      fn();
+    }, ms);
+    timers.add(timer);
   };
-  if (durable.length) {
-    const version = await pool
-      .query<{ version: number }>(schemaVersionSql)
-      .then((r) => r.rows[0]!.version)
-      .catch((cause) => fail(new PubSubError('pubsub.config', `Cannot reach the database: ${(cause as Error).message}`, { cause })));
-    if (version < LIBRARY_SCHEMA_VERSION) {
-      await fail(
-        new PubSubError(
-          'pubsub.schemaMissing',
-          version === 0
-            ? 'The pubsub tables are missing from this database. Run `pubsub make-migration`, then apply it with `prisma migrate deploy` (or `pubsub migrate`).'
-            : `The pubsub tables are at version ${version}; this pgpubsub needs version ${LIBRARY_SCHEMA_VERSION}. Run \`pubsub make-migration\` and apply the migration it writes; notifications already stored are kept.`,
-        ),
-      );
-    }
-    const subscribed = new Set((await pool.query(subscriptionsOfSql, [[...byId.keys()]])).rows.map((r) => `${r.channel}\n${r.listener}`));
-    for (const l of byId.values()) {
-      if (!subscribed.has(`${l.channel}\n${l.id}`)) {
-        logger.warn(`${l.id} is not subscribed to "${l.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
-      }
-    }
-    models = new Map((await pool.query(modelsSql)).rows.map((r) => [r.name, r]));
-  }
-
-  const instances = new Map<Function, object>();
-  function receiver(l: ListenerDefinition): Record<string | symbol, Function> {
-    if (typeof l.target === 'function') return l.target as never; // static method
-    const cls = l.target.constructor;
-    let obj = instances.get(cls);
-    if (!obj) instances.set(cls, (obj = options.instance ? options.instance(cls) : new (cls as new () => object)()));
-    return obj as never;
-  }
-
-  const warned = new Set<string>();
-  /** The listener's argument, or undefined when this notification is not for it (trigger key or operation). */
-  function argument(l: ListenerDefinition, payload: unknown, shared = true): { value: unknown } | undefined {
-    // A payload that only this listener sees (its own row) needs no copy to protect the others.
-    const own = <T>(value: T): T => (shared ? structuredClone(value) : value);
-    if (!l.trigger) return { value: decodePayload(own(payload), l.payloadType) };
-    const wire = payload as WireTriggerPayload;
-    if (wire?.trigger !== triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) return undefined;
-    return {
-      value: decodeTriggerPayload(own(wire), models.get(wire.model), (m) => {
-        if (!warned.has(m)) logger.warn(m);
-        warned.add(m);
-      }),
-    };
-  }
-
-  async function call(l: ListenerDefinition, arg: unknown, ctx: NotificationContext): Promise<void> {
-    try {
-      await receiver(l)[l.method]!(arg, ctx);
-    } catch (error) {
-      throw new Error(`${l.id} failed`, { cause: error });
-    }
-  }
-
-  /** Runs `fn` with ctx.signal, failing with TimeoutError after `ms`. */
-  async function withTimeout(l: ListenerDefinition, ctx: NotificationContext, fn: () => Promise<void>): Promise<void> {
-    const ms = l.delivery.timeoutMs;
-    if (!ms) return fn();
-    const controller = new AbortController();
-    ctx.signal = controller.signal;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const error = new TimeoutError(l.id, ms);
-        controller.abort(error);
-        reject(error);
-      }, ms);
-    });
-    try {
-      await Promise.race([fn(), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /**
-   * One claimed batch in one transaction. A listener that uses `ctx.tx` gets a savepoint, taken when
-   * it first touches `tx`, so its failure rolls back only its own writes; listeners that never touch
-   * `tx` cost no extra round trip. Returns how many notifications were claimed.
-   */
-  async function processUnit(unit: Unit): Promise<number> {
-    const client = await pool.connect();
-    let broken: Error | undefined;
-    // A checked-out client has no pool listener: an error (the server ending it, a timeout's terminate) would crash us.
-    const onError = (error: Error) => (broken ??= error);
-    client.on('error', onError);
-    try {
-      if (unit.kind === 'ordered') await assignKeys(client, unit.listeners[0]!);
-      const started = performance.now();
-      const limit = unit.limit * unit.scale;
-      const rows = await claim(client, unit, limit); // also begins the transaction
-      const waitMs = unit.listeners[0]?.delivery.batch?.waitMs;
-      if (unit.kind === 'batch' && waitMs && rows.length > 0 && rows.length < unit.limit && !unit.waited) {
-        // Let a short batch fill up for waitMs, once, without holding the claim meanwhile.
-        unit.waited = true;
-        unit.after.clear(); // the rows go back: the next claim must see them again
-        await client.query('rollback');
-        await sleep(waitMs);
-        return -1;
-      }
-      unit.waited = false;
-      let succeeded = 0;
-      const failed: Array<{ n: Stored; error: unknown; listener?: ListenerDefinition }> = [];
-      let terminated = false;
-      /** Runs `fn` as one unit of work that succeeds or fails alone, with its own `ctx`. */
-      const attempt = async (ns: Stored[], listener: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>) => {
-        const n = ns[0]!;
-        const state = { active: true, savepoint: false };
-        const ctx: NotificationContext = {
-          channel: n.channel,
-          id: n.id,
-          durable: true,
-          attempt: Math.min(...ns.map((x) => x.attempts)),
-          ...(n.context != null && { context: n.context }),
-          get tx() {
-            if (!state.active) throw new PubSubError('pubsub.invalidClient', `ctx.tx of notification ${n.id} was used after its listener returned; its transaction is over.`);
-            if (!state.savepoint) {
-              state.savepoint = true;
-              // Queued before any query the listener can send through `tx`, so no await is needed.
-              client.query('savepoint pubsub_listener').catch(() => {});
-            }
-            return client;
-          },
-        };
-        try {
-          await (listener ? withTimeout(listener, ctx, () => fn(ctx)) : fn(ctx));
-          state.active = false;
-          if (state.savepoint) client.query('release savepoint pubsub_listener').catch(() => {});
-          succeeded += ns.length;
-        } catch (error) {
-          state.active = false;
-          if (error instanceof TimeoutError && state.savepoint) {
-            // The listener may still be using the connection: end its transaction from outside.
-            terminated = true;
-            await pool.query('select pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]).catch(() => {});
-          } else if (state.savepoint) {
-            await client.query('rollback to savepoint pubsub_listener');
-          }
-          for (const x of ns) failed.push({ n: x, error, ...(listener && { listener }) });
-        }
-      };
-
-      if (unit.kind === 'batch') {
-        const l = unit.listeners[0]!;
-        if (rows.length) await attempt(rows, l, (ctx) => call(l, rows.map((n) => argument(l, n.payload, false)?.value), ctx));
-      } else {
-        for (const n of rows) {
-          const listeners = n.listener ? [byId.get(n.listener)!] : registry.get(n.channel)!.listeners.filter((l) => byId.has(l.id));
-          await attempt([n], n.listener ? listeners[0] : undefined, async (ctx) => {
-            for (const l of listeners) {
-              const arg = argument(l, n.payload, listeners.length > 1);
-              if (arg) await call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
-            }
-          });
-          if (terminated) break;
-        }
-      }
-
-      if (terminated) {
-        // Our transaction is gone, and with it the claim: the rows are back. Record the failures from another connection.
-        broken = new Error('terminated after a listener timeout');
-        await recordFailures(pool, failed, false);
-        return rows.length;
-      }
-      await recordFailures(client, failed, true);
-      await client.query('commit');
-      if (unit.kind === 'plain') {
-        // Quick listeners get bigger claims (fewer commits), slow ones keep short transactions.
-        const ms = performance.now() - started;
-        if (rows.length >= limit && ms < 25) unit.scale = Math.min(MAX_SCALE, unit.scale * 2);
-        else if (ms > 100) unit.scale = 1;
-      }
-      debug('%s: processed %d, failed %d', unit.kind, succeeded, failed.length);
-      for (const { n, error, listener } of failed) {
-        const last = n.attempts + 1 >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
-        logger.error(
-          `${(error as Error).message} on channel "${n.channel}", notification ${n.id} (attempt ${n.attempts + 1}); ${last ? 'dead-lettered: see `pubsub dead list`' : 'kept for a retry'}:`,
-          error instanceof Error && error.cause !== undefined ? error.cause : error,
-        );
-      }
-      return rows.length;
-    } catch (error) {
-      broken ??= error as Error;
-      await client.query('rollback').catch(() => {});
-      throw error;
-    } finally {
-      client.off('error', onError);
-      client.release(broken);
-    }
-  }
-
-  /** Failed attempts: put the claimed rows back (`restore`) or update rows a lost transaction already put back. */
-  async function recordFailures(db: pg.Pool | pg.PoolClient, failed: Array<{ n: Stored; error: unknown; listener?: ListenerDefinition }>, restore: boolean) {
-    if (!failed.length) return;
-    const errors = failed.map(({ error }) => describe(error));
-    const delays = failed.map(({ n, listener }) => retryDelaySeconds(n.attempts + 1, listener?.delivery.backoff));
-    const dead = failed.map(({ n, listener }) => n.attempts + 1 >= (listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS));
-    const ns = failed.map((f) => f.n);
-    if (!restore) return void (await db.query(failSql, [ns.map((n) => n.id), errors, delays, dead]));
-    await db.query(restoreSql, [
-      ns.map((n) => n.id),
-      ns.map((n) => n.channel),
-      ns.map((n) => n.listener),
-      ns.map((n) => JSON.stringify(n.payload)),
-      ns.map((n) => (n.context == null ? null : JSON.stringify(n.context))),
-      ns.map((n) => n.attempts),
-      ns.map((n) => n.created_at),
-      ns.map((n) => n.order_key),
-      errors,
-      delays,
-      dead,
-    ]);
-  }
-
-  const byIdOrder = (a: Stored, b: Stored) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-
-  async function claim(client: pg.PoolClient, unit: Unit, limit: number): Promise<Stored[]> {
-    const sql = claimSql({
-      listeners: unit.listeners.map((l) => l.id),
-      unassigned: unit.kind === 'plain' ? durable.map((c) => c.name) : [],
-      limit,
-      context: contextFilter,
-      ordered: unit.kind === 'ordered',
-      after: unit.after,
-    });
-    // Two statements in one simple-protocol query: pg returns one result per statement.
-    const results = (await client.query(sql)) as unknown as pg.QueryResult<Stored>[];
-    // DELETE … RETURNING gives no order: process in id (write) order.
-    const rows = results[1]!.rows.sort(byIdOrder);
-    for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending, so the last one wins
-    return rows;
-  }
-
-  /** Gives newly stored notifications of an ordered listener their key, in id order, one worker at a time. */
-  async function assignKeys(client: pg.PoolClient, l: ListenerDefinition): Promise<void> {
-    await client.query('begin');
-    try {
-      const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_xact_lock(hashtext($1)) as locked', [`pubsub.order:${l.id}`]);
-      if (rows[0]!.locked) {
-        const waiting = (await client.query<{ id: string; payload: unknown }>(unkeyedSql, [l.id])).rows;
-        if (waiting.length) {
-          const keys = waiting.map((n) => {
-            try {
-              return l.delivery.orderKey ? String(l.delivery.orderKey(argument(l, n.payload)?.value)) : '';
-            } catch (error) {
-              logger.error(`${l.id}: orderKey failed for notification ${n.id}; it is ordered under the key "!error":`, error);
-              return '!error';
-            }
-          });
-          await client.query(setKeysSql, [waiting.map((n) => n.id), keys]);
-        }
-      }
-      await client.query('commit');
-    } catch (error) {
-      await client.query('rollback').catch(() => {});
-      throw error;
-    }
-  }
+  const drain = new Drain({
+    pool,
+    control,
+    ledger: new AttemptLedger(control),
+    dispatcher,
+    registry,
+    byId,
+    channels: durable.map((c) => c.name),
+    context: options.context ? JSON.stringify(options.context) : null,
+    batchSize,
+    roundTripMs,
+    logger,
+    retry: (ms) => later(kick, ms),
+  });
 
   let closing = false;
   let dirty = false;
-  let draining: Promise<void> | undefined;
-  const sleepers = new Set<() => void>();
-  function sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        sleepers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      sleepers.add(done);
-    });
-  }
+  let running: Promise<void> | undefined;
+  let wakeup: Wakeup | undefined;
+  /** Next wait before trying the gate again; doubles while writers keep it busy (we hold the sleep lock meanwhile, so they wake us anyway). */
+  let gateRetryMs = 1;
 
   function kick(): void {
     if (closing || durable.length === 0) return;
     dirty = true;
-    draining ??= drain().finally(() => (draining = undefined));
+    running ??= run().finally(() => (running = undefined));
   }
 
-  /** One claim loop: every unit until each comes back short. `concurrency` of them run side by side. Returns how many it claimed. */
-  async function drainUnits(): Promise<number> {
-    let claimed = 0;
-    for (const unit of units) {
-      try {
-        for (let n = unit.limit; !closing && (n >= unit.limit || n === -1); ) {
-          n = await processUnit(unit);
-          claimed += Math.max(0, n);
-        }
-      } finally {
-        // The round is over: the next one scans each listener's range from its start again, which
-        // picks up rows written with lower ids after we passed them (late commits, retries).
-        unit.after.clear();
-      }
-    }
-    return claimed;
-  }
-
-  // Asleep = holding the sleep locks of pubsub.wake() on the LISTEN session, so that writers NOTIFY.
-  // Awake workers are not notified: they look at the table again before falling asleep (see sql.ts).
-  const durableNames = durable.map((c) => c.name);
-  let asleep = false;
-  /**
-   * True once this connection's test NOTIFY came back. Until then the worker never takes its sleep
-   * lock: through a transaction pooler that session lock would land on a shared server connection.
-   */
-  let listenWorks = false;
-  let sleepRetry: NodeJS.Timeout | undefined;
-  /**
-   * Next wait before trying the gate again. Doubles while it stays busy: a long writer transaction
-   * would otherwise make other writers queue behind our attempts every few milliseconds. Meanwhile we
-   * hold the sleep lock, so every later writer wakes us anyway.
-   */
-  let gateRetryMs = 1;
-  async function setAsleep(value: boolean): Promise<void> {
-    if (asleep === value || !connection) return;
-    asleep = value;
-    await connection
-      .query(value ? sleepSql : wakeSql, value ? [durableNames] : [])
-      .catch((error) => logger.warn(`could not ${value ? 'register as asleep' : 'wake up'}: ${(error as Error).message}`));
-  }
-
-  async function drain(): Promise<void> {
-    let lookedAgain = false;
+  /** Drains while there is work; then falls asleep through the handshake, or leaves it to polling. */
+  async function run(): Promise<void> {
     while (!closing) {
       if (dirty) {
         dirty = false;
-        let claimed = 0;
-        try {
-          claimed = (await Promise.all(Array.from({ length: concurrency }, drainUnits))).reduce((a, b) => a + b, 0);
-        } catch (error) {
-          logger.error('could not process stored notifications; retrying in 1 s:', error);
-          dirty = true;
-          await sleep(1000);
-          continue;
-        }
-        if (claimed > 0) {
-          lookedAgain = false;
-          await setAsleep(false); // busy: writers need not wake us
-        }
+        const claimed = (await Promise.all(Array.from({ length: concurrency }, () => drain.round()))).reduce((a, b) => a + b, 0);
+        if (claimed > 0) await wakeup?.wake(); // busy: writers need not wake us
         continue;
       }
-      // Nothing left. Register as asleep, wait out writers that may not have seen us, look once more.
-      if (!listenWorks || !connection || lookedAgain) return;
-      await setAsleep(true);
-      const [gate] = (await connection.query<{ clear: boolean }>(gateClearSql, [durableNames]).catch(() => undefined)) ?? [];
-      if (!gate?.clear) {
-        clearTimeout(sleepRetry);
-        sleepRetry = setTimeout(kick, gateRetryMs); // a writer is still committing: look again soon
+      if (!wakeup) return;
+      if (wakeup.state === 'looking') return void (await wakeup.slept()); // the last look found nothing
+      const next = await wakeup.settle();
+      if (next === 'poll') return;
+      if (next === 'retry') {
+        later(kick, gateRetryMs); // a writer is still committing: look again soon
         gateRetryMs = Math.min(gateRetryMs * 2, pollIntervalMs);
         return;
       }
       gateRetryMs = 1;
-      lookedAgain = true;
-      dirty = true;
+      dirty = true; // the last look
     }
-  }
-
-  // Non-durable notifications run in arrival order, one after another.
-  let broadcast: Promise<void> = Promise.resolve();
-  function deliver(channel: string, text: string): void {
-    broadcast = broadcast.then(async () => {
-      try {
-        let payload: unknown;
-        let context: unknown;
-        if (text.startsWith(ENVELOPE_MARK)) ({ payload, context } = JSON.parse(text.slice(1)));
-        else payload = JSON.parse(text);
-        context ??= (payload as { context?: unknown } | null)?.context; // trigger payloads carry it inside
-        if (!contains(context, options.context)) return;
-        const ctx: NotificationContext = { channel, durable: false, attempt: 0, ...(context != null && { context }) };
-        const listeners = registry.get(channel)?.listeners ?? [];
-        for (const l of listeners) {
-          const arg = argument(l, payload, listeners.length > 1);
-          if (arg) await call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
-        }
-      } catch (error) {
-        logger.error(`non-durable notification on channel "${channel}" failed and is dropped (at most once):`, error);
-      }
-    });
-  }
-
-  const probeChannel = `pubsub_probe_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-  let probeTimer: NodeJS.Timeout | undefined;
-  let pollOnlyWarned = false;
-  function listenUnavailable(why: string): void {
-    listenWorks = false;
-    void setAsleep(false); // writers need not notify a worker that cannot hear them
-    if (!pollOnlyWarned) logger.warn(`${why}; falling back to polling every ${pollIntervalMs} ms (deliveries are unchanged, only slower). Set --listen-url to a session connection to get wake-ups back.`);
-    pollOnlyWarned = true;
   }
 
   let connection: ListenConnection | undefined;
   if (options.listen !== false) {
+    const probeChannel = `pubsub_probe_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+    let probeTimer: NodeJS.Timeout | undefined;
+    let warnedDeaf = false;
+    const deaf = (why: string) => {
+      void wakeup?.reset(false); // writers need not notify a worker that cannot hear them
+      if (!warnedDeaf) logger.warn(`${why}; falling back to polling every ${pollIntervalMs} ms (deliveries are unchanged, only slower). Set --listen-url to a session connection to get wake-ups back.`);
+      warnedDeaf = true;
+    };
+    let ready!: () => void;
+    const listening = new Promise<void>((resolve) => (ready = resolve));
+    const names = channels.map((c) => c.name);
     connection = createListenConnection({
       connectionString: options.listenUrl ?? databaseUrl,
-      channels: [...channels.map((c) => c.name), probeChannel],
+      channels: [...names, probeChannel],
       onNotification: (channel, text) => {
         if (channel === probeChannel) {
           clearTimeout(probeTimer);
-          listenWorks = true;
-          return kick(); // now it may fall asleep and be woken
+          void wakeup?.reset(true).then(kick); // now it may fall asleep and be woken
+          return;
         }
-        if (text !== '') return deliver(channel, text);
-        void setAsleep(false);
+        if (text !== '' && !registry.get(channel)?.durable) return broadcast.deliver(channel, text);
+        void wakeup?.wake(); // on a durable channel any NOTIFY is a wake-up, whatever it carries
         kick();
       },
       onConnected: () => {
-        asleep = false; // a new session holds no locks
-        listenWorks = false; // until this connection's test NOTIFY comes back
-        logger.info(`listening on ${channels.map((c) => c.name).join(', ')}`);
+        void wakeup?.reset(false); // a new session holds no locks; asleep only once its test NOTIFY came back
+        logger.info(`listening on ${names.join(', ')}`);
+        ready();
         kick(); // catch up on everything stored while we were not listening
         // A transaction pooler accepts LISTEN but never delivers: check that a NOTIFY really arrives.
         clearTimeout(probeTimer);
-        probeTimer = setTimeout(() => listenUnavailable('a test NOTIFY did not arrive on the LISTEN connection (PgBouncer in transaction mode?)'), 5000);
-        pool.query('select pg_notify($1, $2)', [probeChannel, 'probe']).catch(() => {});
+        probeTimer = setTimeout(() => deaf('a test NOTIFY did not arrive on the LISTEN connection (PgBouncer in transaction mode?)'), 5000);
+        control.query('select pg_notify($1, $2)', [probeChannel, 'probe']).catch(() => {});
       },
-      onDisconnected: (error, retryInMs) => logger.warn(`LISTEN connection lost (${error.message}); reconnecting in ${retryInMs} ms`),
-      onListenRefused: (error) => listenUnavailable(`the server refused LISTEN (${error.message})`),
+      onDisconnected: (error, retryInMs) => {
+        void wakeup?.reset(false);
+        logger.warn(`LISTEN connection lost or not yet made (${error.message}); connecting again in ${retryInMs} ms`);
+      },
+      onListenRefused: (error) => {
+        deaf(`the server refused LISTEN (${error.message})`);
+        ready();
+      },
     });
+    wakeup = new Wakeup(connection, durable.map((c) => c.name), logger);
+    await listening;
   } else {
     logger.info(`polling ${channels.map((c) => c.name).join(', ')} every ${pollIntervalMs} ms (LISTEN disabled)`);
     kick();
@@ -623,14 +272,45 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     async close() {
       if (closing) return;
       closing = true;
+      drain.closing = true;
       clearInterval(poll);
-      clearTimeout(probeTimer);
-      clearTimeout(sleepRetry);
-      for (const wake of sleepers) wake();
+      for (const timer of timers) clearTimeout(timer);
       await connection?.close();
-      await draining;
-      await broadcast;
-      if (ownPool) await pool.end();
+      await running;
+      await broadcast.settled();
+      await endPools();
     },
   };
+}
+
+/**
+ * Waits for the server (retrying with backoff while it is unreachable: starting, restarting,
+ * recovering), then checks the library's tables and this worker's subscriptions, and reads the models' shapes.
+ */
+async function prepare(db: pg.Pool, listeners: ListenerDefinition[], logger: Logger): Promise<Map<string, ModelShape>> {
+  for (let failures = 0; ; failures++) {
+    try {
+      const version = (await db.query<{ version: number }>(schemaVersionSql)).rows[0]!.version;
+      if (version < LIBRARY_SCHEMA_VERSION) {
+        throw new PubSubError(
+          'pubsub.schemaMissing',
+          version === 0
+            ? 'The pubsub tables are missing from this database. Run `pubsub make-migration`, then apply it with `prisma migrate deploy` (or `pubsub migrate`).'
+            : `The pubsub tables are at version ${version}; this pgpubsub needs version ${LIBRARY_SCHEMA_VERSION}. Run \`pubsub make-migration\` and apply the migration it writes; notifications already stored are kept.`,
+        );
+      }
+      const subscribed = new Set((await db.query(subscriptionsOfSql, [listeners.map((l) => l.id)])).rows.map((r) => `${r.channel}\n${r.listener}`));
+      for (const l of listeners) {
+        if (!subscribed.has(`${l.channel}\n${l.id}`)) {
+          logger.warn(`${l.id} is not subscribed to "${l.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
+        }
+      }
+      return new Map((await db.query(modelsSql)).rows.map((r) => [r.name, r]));
+    } catch (error) {
+      if (error instanceof PubSubError || !unreachable(error)) throw error instanceof PubSubError ? error : new PubSubError('pubsub.config', `The database refused the worker: ${(error as Error).message}`, { cause: error });
+      const ms = Math.round(Math.min(10_000, 100 * 2 ** failures) * (0.5 + Math.random() / 2));
+      logger.warn(`waiting for PostgreSQL to accept connections (${(error as Error).message || (error as { code?: string }).code}); trying again in ${ms} ms`);
+      await new Promise((r) => setTimeout(r, ms));
+    }
+  }
 }

@@ -20,7 +20,7 @@ import {
   type NotificationContext,
   type Worker,
 } from '../../src/index.js';
-import { LIBRARY_SCHEMA } from '../../src/sql.js';
+import { LIBRARY_SCHEMA, LIBRARY_SCHEMA_VERSION } from '../../src/sql.js';
 import { ROOT, runCli } from '../helpers/cli.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
@@ -284,10 +284,10 @@ test('upgrading a version 1 database: make-migration writes the upgrade, and not
     fs.writeFileSync(path.join(dir, '20240101000000_pubsub', 'migration.sql'), `${LIBRARY_SCHEMA[1]}\n\n-- pubsub:state {"library":1,"triggers":{}}\n`);
     await applyMigrations(old.url, dir);
     await old.query(`select pubsub.notify('fanout', '{"n": 100}'::jsonb)`);
-    await assert.rejects(listen({ databaseUrl: old.url, channels: ['fanout'], logger: quiet }), /version 1; this pgpubsub needs version 2.*make-migration/);
+    await assert.rejects(listen({ databaseUrl: old.url, channels: ['fanout'], logger: quiet }), new RegExp(`version 1; this pgpubsub needs version ${LIBRARY_SCHEMA_VERSION}.*make-migration`));
 
     const result = await generateMigration({ schema: path.join(ROOT, 'test/fixtures/prisma/schema.prisma'), migrationsDir: dir, name: 'upgrade' });
-    assert.equal(result.summary[0], 'upgrade the pubsub schema to version 2');
+    assert.equal(result.summary[0], `upgrade the pubsub schema to version ${LIBRARY_SCHEMA_VERSION}`);
     assert.ok(result.summary.includes('subscribe FanOut.flaky to fanout') && result.summary.includes('subscribe FanOut.healthy to fanout'), result.summary.join('\n'));
     await applyMigrations(old.url, dir);
     await old.query(`select pubsub.notify('fanout', '{"n": 101}'::jsonb)`);

@@ -1,0 +1,104 @@
+/**
+ * Attempt accounting. An attempt counts when it starts, whatever ends it; every attempt ends in one
+ * of three outcomes: done (the row is deleted with the listener's writes), retry later (put back, byte
+ * for byte as it was claimed, with the attempt counted and a backoff), or dead (put back with dead_at).
+ *
+ * A listener's throw, a timeout or an unusable transaction are settled in the claim's own transaction.
+ * Whatever ends that transaction instead (a crash, SIGKILL, process.exit, a killed backend, a restart,
+ * idle_in_transaction_session_timeout, a watchdog) is counted through the claim record: written and
+ * committed here before any listener runs, deleted by the claim's commit, and counted by the next
+ * claim of any worker if it is still there when its transaction is over (sql.ts, `reapSql`).
+ */
+import os from 'node:os';
+import type pg from 'pg';
+import { ListenerError } from './dispatch.js';
+import type { ListenerDefinition } from './registry.js';
+import { recordClaimSql, restoreSql } from './sql.js';
+
+export const DEFAULT_MAX_ATTEMPTS = 10;
+
+/** A claimed notification, as `claimSql` returns it: payload and context as the exact stored JSON text. */
+export interface Stored {
+  id: string;
+  channel: string;
+  listener: string | null;
+  payload: string;
+  context: string | null;
+  attempts: number;
+  /** As text: only needed to put a failed row back. */
+  created_at: string;
+  order_key: string | null;
+  isolated: boolean;
+}
+
+export interface Failure {
+  n: Stored;
+  error: unknown;
+  listener?: ListenerDefinition;
+}
+
+/** Seconds before the next attempt after `failures`: exponential, capped, half of it random. */
+export function retryDelaySeconds(failures: number, backoff: { baseMs?: number; maxMs?: number } = {}): number {
+  const cap = Math.min(backoff.maxMs ?? 300_000, (backoff.baseMs ?? 1000) * 2 ** Math.min(failures - 1, 40));
+  return (cap / 2 + (Math.random() * cap) / 2) / 1000;
+}
+
+export const isLastAttempt = (f: Failure) => f.n.attempts + 1 >= (f.listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+
+/** What the listener itself threw, when `error` only wraps it with the listener's name. */
+export const ownError = (error: unknown): unknown => (error instanceof ListenerError ? error.cause : error);
+
+/**
+ * An error as text that can always be stored: never throws (a hostile toString), no NUL (text columns
+ * refuse it), at most 8 KB. The listener's own error when it was wrapped with the listener's name.
+ */
+export function describe(error: unknown): string {
+  let text: string;
+  try {
+    const reason = ownError(error);
+    text = reason instanceof Error ? (reason.stack ?? `${reason.name}: ${reason.message}`) : String(reason);
+  } catch {
+    text = 'an error that cannot be printed';
+  }
+  text = text.replace(/\0/g, '\\0');
+  return text.length > 8192 ? `${text.slice(0, 8192)}… (${text.length - 8192} more characters)` : text;
+}
+
+export class AttemptLedger {
+  /** Names this process in the records, so that a lost attempt's error says whose it was. */
+  readonly worker = `${os.hostname()}:${process.pid}`;
+
+  /** `control`: a pool whose round trips are bounded (query_timeout), not the claims' pool. */
+  constructor(private readonly control: pg.Pool) {}
+
+  /** Commits the claim's record before any of its listeners runs. */
+  async record(xid: string, rows: Stored[], byId: Map<string, ListenerDefinition>): Promise<void> {
+    const policy: Record<string, [number, number, number]> = {};
+    for (const n of rows) {
+      const l = n.listener ? byId.get(n.listener) : undefined;
+      if (l && !policy[l.id]) policy[l.id] = [l.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, l.delivery.backoff?.baseMs ?? 1000, l.delivery.backoff?.maxMs ?? 300_000];
+    }
+    await this.control.query(recordClaimSql(xid, rows.map((n) => n.id), policy, this.worker));
+  }
+}
+
+/** Puts failed notifications back in the claim's transaction, each with its attempt counted, as claimed. */
+export function restoreValues(failed: Failure[]): unknown[] {
+  const ns = failed.map((f) => f.n);
+  return [
+    ns.map((n) => n.id),
+    ns.map((n) => n.channel),
+    ns.map((n) => n.listener),
+    ns.map((n) => n.payload),
+    ns.map((n) => n.context),
+    ns.map((n) => n.attempts),
+    ns.map((n) => n.created_at),
+    ns.map((n) => n.order_key),
+    ns.map((n) => n.isolated),
+    failed.map((f) => describe(f.error)),
+    failed.map((f) => retryDelaySeconds(f.n.attempts + 1, f.listener?.delivery.backoff)),
+    failed.map(isLastAttempt),
+  ];
+}
+
+export { restoreSql };

@@ -1,0 +1,98 @@
+/**
+ * Calling listeners: the object whose method runs, the argument decoded from the stored JSON text
+ * (parsed afresh for each call, so no listener can change what another one, or a retry, sees), and
+ * a time limit that ends the attempt without waiting for a listener that ignores it.
+ */
+import { PubSubError } from './errors.js';
+import { decodePayload, decodeTriggerPayload, type ModelShape, type WireTriggerPayload } from './payload.js';
+import type { ListenerDefinition } from './registry.js';
+import { triggerKey } from './sql.js';
+import type { Logger, NotificationContext } from './types.js';
+
+/** A listener without `timeoutMs` gets this long per attempt; `timeoutMs: 0` means no limit. */
+export const DEFAULT_TIMEOUT_MS = 60_000;
+
+export const timeoutOf = (l: ListenerDefinition | undefined): number => l?.delivery.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+
+export class ListenerTimeoutError extends PubSubError {
+  constructor(what: string, ms: number) {
+    super('pubsub.listenerTimeout', `${what} timed out after ${ms} ms; its writes through ctx.tx are rolled back and the attempt counts as failed (raise the listener's timeoutMs if it needs longer).`);
+  }
+}
+
+/** A listener's own error, named: its `cause` is what the listener threw. */
+export class ListenerError extends Error {
+  constructor(listener: string, cause: unknown) {
+    super(`${listener} failed`, { cause });
+    this.name = 'ListenerError';
+  }
+}
+
+export class Dispatcher {
+  private readonly instances = new Map<Function, object>();
+  private readonly triggerKeys = new Map<ListenerDefinition, string>();
+  private readonly warned = new Set<string>();
+
+  constructor(
+    listeners: ListenerDefinition[],
+    private readonly models: Map<string, ModelShape>,
+    private readonly logger: Logger,
+    private readonly instance?: (cls: Function) => object,
+  ) {
+    for (const l of listeners) if (l.trigger) this.triggerKeys.set(l, triggerKey(l.trigger, l.channel, l.durable));
+  }
+
+  private receiver(l: ListenerDefinition): Record<string | symbol, Function> {
+    if (typeof l.target === 'function') return l.target as never; // static method
+    const cls = l.target.constructor;
+    let obj = this.instances.get(cls);
+    if (!obj) this.instances.set(cls, (obj = this.instance ? this.instance(cls) : new (cls as new () => object)()));
+    return obj as never;
+  }
+
+  /** The listener's argument from a payload's JSON text, or undefined when it is not for this listener (trigger key or operation). */
+  argument(l: ListenerDefinition, text: string): { value: unknown } | undefined {
+    const payload: unknown = JSON.parse(text);
+    if (!l.trigger) return { value: decodePayload(payload, l.payloadType) };
+    const wire = payload as WireTriggerPayload;
+    if (wire?.trigger !== this.triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) return undefined;
+    return {
+      value: decodeTriggerPayload(wire, this.models.get(wire.model), (m) => {
+        if (!this.warned.has(m)) this.logger.warn(m);
+        this.warned.add(m);
+      }),
+    };
+  }
+
+  /** Calls the listener's method; its own error becomes the cause of one naming the listener. */
+  async call(l: ListenerDefinition, arg: unknown, ctx: NotificationContext): Promise<void> {
+    try {
+      await this.receiver(l)[l.method]!(arg, ctx);
+    } catch (error) {
+      throw new ListenerError(l.id, error);
+    }
+  }
+}
+
+/**
+ * Runs `work` for at most `ms` (0: no limit). On expiry `onTimeout` runs (abort the listener's signal,
+ * close its `ctx.tx`) and this rejects at once: a listener that ignores its signal is abandoned, never
+ * waited for.
+ */
+export async function withTimeout(work: Promise<void>, ms: number, what: string, onTimeout: (error: Error) => void): Promise<void> {
+  if (!ms) return work;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new ListenerTimeoutError(what, ms);
+      onTimeout(error);
+      reject(error);
+    }, ms);
+  });
+  work.catch(() => {}); // an abandoned listener's late failure is nobody's to handle
+  try {
+    await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

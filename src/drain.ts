@@ -1,0 +1,285 @@
+/**
+ * The drain: claims stored notifications unit by unit and runs their listeners in the claim's
+ * transaction (transaction.ts), settling every attempt (attempts.ts).
+ *
+ * Units are ways of claiming, each with its own cursor, claim size and backoff: all plain listeners
+ * together; each ordered listener (heads of keys only); each batch listener; and the isolated rows
+ * (whose earlier attempt was lost), one per transaction. A drain round visits the units in turn, one
+ * claim each, until every unit comes back short, so one backlog cannot starve the others; a unit whose
+ * claim fails waits out its own backoff while the others go on.
+ *
+ * Owned by the drain: the units and their state. Shared read-only: the listener definitions.
+ */
+import { performance } from 'node:perf_hooks';
+import createDebug from 'debug';
+import type pg from 'pg';
+import { AttemptLedger, describe, isLastAttempt, ownError, restoreSql, restoreValues, type Failure, type Stored } from './attempts.js';
+import { Dispatcher, ListenerTimeoutError, timeoutOf, withTimeout } from './dispatch.js';
+import type { ListenerDefinition, Registry } from './registry.js';
+import { claimSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
+import { ClaimTransaction, TransactionLostError } from './transaction.js';
+import type { Logger, NotificationContext } from './types.js';
+
+const debug = createDebug('pubsub:drain');
+
+/** Plain claims grow up to this multiple of batchSize while full batches finish quickly. */
+const MAX_SCALE = 5;
+/** Slack on top of the longest listener timeout before the server ends an idle claim session. */
+const IDLE_SLACK_MS = 15_000;
+
+interface Unit {
+  kind: 'plain' | 'ordered' | 'batch' | 'isolated';
+  listeners: ListenerDefinition[];
+  limit: number;
+  /** Per listener, the highest id claimed in the current drain round (see ClaimTarget.after). */
+  after: Map<string, string>;
+  /** Plain units: claims grow to `limit * scale` while full batches finish quickly. */
+  scale: number;
+  /** Batch units: the last claim was short and we already waited for it to fill. */
+  waited: boolean;
+  /** Claims that failed in a row, and when this unit may claim again. */
+  failures: number;
+  retryAt: number;
+  /** The server ends a claim session idle in its transaction this long (0: never); see ClaimTarget. */
+  idleTimeoutMs: number;
+}
+
+export interface DrainOptions {
+  /** Claims' connections. */
+  pool: pg.Pool;
+  /** Bounded round trips outside the claim (records, cancels). */
+  control: pg.Pool;
+  ledger: AttemptLedger;
+  dispatcher: Dispatcher;
+  registry: Registry;
+  /** Durable listeners this worker serves, by id. */
+  byId: Map<string, ListenerDefinition>;
+  /** Durable channels this worker serves (for rows without a listener). */
+  channels: string[];
+  context: string | null;
+  batchSize: number;
+  roundTripMs: number;
+  logger: Logger;
+  /** Called when a unit's backoff is over. */
+  retry(ms: number): void;
+}
+
+export class Drain {
+  private readonly units: Unit[] = [];
+  closing = false;
+
+  constructor(private readonly o: DrainOptions) {
+    const unit = (kind: Unit['kind'], listeners: ListenerDefinition[], limit: number): Unit => {
+      const timeouts = listeners.map(timeoutOf);
+      const idleTimeoutMs = timeouts.includes(0) ? 0 : Math.max(0, ...timeouts) + o.roundTripMs + IDLE_SLACK_MS;
+      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, failures: 0, retryAt: 0, idleTimeoutMs };
+    };
+    const plain: ListenerDefinition[] = [];
+    for (const l of o.byId.values()) {
+      if (l.delivery.ordered) this.units.push(unit('ordered', [l], o.batchSize));
+      else if (l.delivery.batch) this.units.push(unit('batch', [l], l.delivery.batch.size));
+      else plain.push(l);
+    }
+    this.units.unshift(unit('plain', plain, o.batchSize));
+    this.units.push(unit('isolated', [...o.byId.values()], 1));
+  }
+
+  /**
+   * One drain round: every unit, one claim at a time in turn, until each comes back short. Several
+   * rounds may run side by side (concurrency). Returns how many notifications were claimed.
+   */
+  async round(): Promise<number> {
+    let claimed = 0;
+    let active = this.units.filter((u) => u.retryAt <= Date.now());
+    try {
+      while (active.length && !this.closing) {
+        const next: Unit[] = [];
+        for (const unit of active) {
+          if (this.closing) break;
+          let n: number;
+          try {
+            n = await this.process(unit);
+            unit.failures = 0;
+          } catch (error) {
+            this.failed(unit, error);
+            continue;
+          }
+          claimed += Math.max(0, n);
+          if (n === -1 || n >= unit.limit) next.push(unit);
+        }
+        active = next;
+      }
+    } finally {
+      // The round is over: the next one scans each listener's range from its start again, which
+      // picks up rows written with lower ids after we passed them (late commits, retries).
+      for (const unit of this.units) unit.after.clear();
+    }
+    return claimed;
+  }
+
+  /** A claim that could not finish: the unit backs off; its rows' attempts are counted by the next claim. */
+  private failed(unit: Unit, error: unknown): void {
+    unit.failures++;
+    const ms = Math.round(Math.min(10_000, 100 * 2 ** unit.failures) * (0.5 + Math.random() / 2));
+    unit.retryAt = Date.now() + ms;
+    unit.scale = 1;
+    const names = unit.listeners.map((l) => l.id).join(', ') || 'unassigned rows';
+    this.o.logger.error(`a ${unit.kind} claim of ${names} could not finish (attempt counted, rows isolated if any listener ran); claiming again in ${ms} ms: ${describe(error).split('\n')[0]}`);
+    this.o.retry(ms);
+  }
+
+  /** One claimed batch in one transaction. Returns how many were claimed; -1: wait for a batch to fill. */
+  private async process(unit: Unit): Promise<number> {
+    const client = await this.o.pool.connect();
+    const tx = new ClaimTransaction(client, this.o.roundTripMs);
+    try {
+      if (unit.kind === 'ordered') await this.assignKeys(tx, unit.listeners[0]!);
+      const started = performance.now();
+      const limit = unit.kind === 'plain' ? unit.limit * unit.scale : unit.limit;
+      const { rows, xid } = await this.claim(tx, unit, limit);
+      if (!rows.length || !xid) {
+        await tx.commit(); // it may have counted lost attempts
+        return 0;
+      }
+      const waitMs = unit.kind === 'batch' ? unit.listeners[0]!.delivery.batch?.waitMs : undefined;
+      if (waitMs && rows.length < unit.limit && !unit.waited) {
+        // Let a short batch fill up for waitMs, once, without holding the claim meanwhile (no listener ran: nothing to count).
+        unit.waited = true;
+        unit.after.clear();
+        await tx.run('rollback');
+        await new Promise((r) => setTimeout(r, waitMs));
+        return -1;
+      }
+      unit.waited = false;
+      await this.o.ledger.record(xid, rows, this.o.byId);
+      const failed = await this.run(tx, unit, rows);
+      if (failed.length) await tx.run(restoreSql, restoreValues(failed));
+      await tx.commit(settleClaimSql(xid));
+      if (unit.kind === 'plain') {
+        // Quick listeners get bigger claims (fewer commits), slow ones keep short transactions.
+        const ms = performance.now() - started;
+        if (rows.length >= limit && ms < 25) unit.scale = Math.min(MAX_SCALE, unit.scale * 2);
+        else if (ms > 100) unit.scale = 1;
+      }
+      debug('%s: processed %d, failed %d', unit.kind, rows.length - failed.length, failed.length);
+      for (const f of failed) {
+        this.o.logger.error(
+          `${f.listener?.id ?? 'a listener'} failed on channel "${f.n.channel}", notification ${f.n.id} (attempt ${f.n.attempts + 1}); ${isLastAttempt(f) ? 'dead-lettered: see `pubsub dead list`' : 'kept for a retry'}:`,
+          ownError(f.error),
+        );
+      }
+      return rows.length;
+    } catch (error) {
+      tx.lose(error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    } finally {
+      tx.release();
+    }
+  }
+
+  private async claim(tx: ClaimTransaction, unit: Unit, limit: number): Promise<{ rows: Stored[]; xid: string | null }> {
+    const sql = claimSql({
+      listeners: unit.listeners.map((l) => l.id),
+      unassigned: unit.kind === 'plain' || unit.kind === 'isolated' ? this.o.channels : [],
+      limit,
+      context: this.o.context,
+      ordered: unit.kind === 'ordered',
+      isolated: unit.kind === 'isolated',
+      after: unit.after,
+      idleTimeoutMs: unit.idleTimeoutMs,
+    });
+    const [, session, reaped, claimed, xid] = await tx.runScript(sql);
+    tx.serverPid = session!.rows[0].pid;
+    for (const r of reaped!.rows) {
+      this.o.logger.warn(`${r.listener ?? 'a listener'} lost an attempt on channel "${r.channel}", notification ${r.id} (attempt ${r.attempts}): its transaction ended before it committed; ${r.dead ? 'dead-lettered: see `pubsub dead list`' : 'retried alone'}`);
+    }
+    // DELETE … RETURNING gives no order: process in id (write) order.
+    const rows = (claimed!.rows as Stored[]).sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
+    return { rows, xid: xid!.rows[0].xid };
+  }
+
+  /** Runs the listeners of the claimed rows; returns the failed attempts. Throws when the transaction is lost. */
+  private async run(tx: ClaimTransaction, unit: Unit, rows: Stored[]): Promise<Failure[]> {
+    const failed: Failure[] = [];
+    const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
+    if (unit.kind === 'batch' || single?.delivery.batch) {
+      const l = single ?? unit.listeners[0]!;
+      const error = await this.attempt(tx, rows, l, (ctx) => this.o.dispatcher.call(l, rows.map((n) => this.o.dispatcher.argument(l, n.payload)?.value), ctx));
+      if (error !== undefined) for (const n of rows) failed.push({ n, error, listener: l });
+      return failed;
+    }
+    for (const n of rows) {
+      const own = n.listener ? this.o.byId.get(n.listener) : undefined;
+      const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id));
+      const error = await this.attempt(tx, [n], own, async (ctx) => {
+        for (const l of listeners) {
+          const arg = this.o.dispatcher.argument(l, n.payload);
+          if (arg) await this.o.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
+        }
+      });
+      if (error !== undefined) failed.push({ n, error, ...(own && { listener: own }) });
+    }
+    return failed;
+  }
+
+  /**
+   * One attempt of one listener call (or of a batch): its own `ctx`, savepoint and time limit. Returns
+   * its error, or undefined when it succeeded. Throws when the claim's transaction is lost meanwhile.
+   */
+  private async attempt(tx: ClaimTransaction, ns: Stored[], l: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>): Promise<unknown> {
+    const n = ns[0]!;
+    const what = `${l?.id ?? `the listeners of "${n.channel}"`} on notification ${n.id}${ns.length > 1 ? ` (and ${ns.length - 1} more)` : ''}`;
+    const scope = tx.scope(what);
+    const controller = new AbortController();
+    const ctx: NotificationContext = {
+      channel: n.channel,
+      id: n.id,
+      durable: true,
+      attempt: Math.min(...ns.map((x) => x.attempts)),
+      tx: scope,
+      signal: controller.signal,
+    };
+    if (n.context !== null) ctx.context = JSON.parse(n.context);
+    let error: unknown;
+    try {
+      await withTimeout(fn(ctx), timeoutOf(l), what, (e) => {
+        scope.close();
+        controller.abort(e);
+      });
+      await scope.finish();
+      return undefined;
+    } catch (e) {
+      error = e;
+    }
+    if (tx.lost) throw tx.lost;
+    if (error instanceof ListenerTimeoutError && scope.busy) {
+      // Its statement is still running: cancel it (by the server pid read in the claim, right behind PgBouncer too).
+      if (tx.serverPid) await this.o.control.query('select pg_cancel_backend($1)', [tx.serverPid]).catch(() => {});
+      if (!(await tx.drained())) tx.lose(new TransactionLostError(`the statement of ${what} did not stop after its timeout and cancel`));
+    }
+    await scope.undo(); // throws if the transaction is lost
+    return error;
+  }
+
+  /** Gives newly stored notifications of an ordered listener their key, in id order, one worker at a time. */
+  private async assignKeys(tx: ClaimTransaction, l: ListenerDefinition): Promise<void> {
+    await tx.run('begin');
+    const { rows } = await tx.run<{ locked: boolean }>('select pg_try_advisory_xact_lock(hashtext($1)) as locked', [`pubsub.order:${l.id}`]);
+    if (rows[0]!.locked) {
+      const waiting = (await tx.run<{ id: string; payload: string }>(unkeyedSql, [l.id])).rows;
+      if (waiting.length) {
+        const keys = waiting.map((n) => {
+          try {
+            return l.delivery.orderKey ? String(l.delivery.orderKey(this.o.dispatcher.argument(l, n.payload)?.value)) : '';
+          } catch (error) {
+            this.o.logger.error(`${l.id}: orderKey failed for notification ${n.id}; it is ordered under the key "!error":`, error);
+            return '!error';
+          }
+        });
+        await tx.run(setKeysSql, [waiting.map((n) => n.id), keys]);
+      }
+    }
+    await tx.commit();
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The worker's side of the wake-up handshake with writers (pubsub.wake() in sql.ts), on the LISTEN
+ * session. Writers NOTIFY a channel only while one of its workers is asleep, which spares busy
+ * writers the NOTIFY (every notifying commit of the cluster queues on one lock).
+ *
+ * States (moves only through the methods below, one at a time):
+ *   deaf     LISTEN is not known to work on this session (not yet probed, or refused): never hold the
+ *            sleep lock (through a transaction pooler it would land on a shared server connection);
+ *            the worker polls.
+ *   awake    draining; the sleep lock is not held, writers do not notify.
+ *   settling the sleep lock is held; waiting until the gate is free, i.e. every writer that looked
+ *            for a sleeper before we took the lock has committed. The gate is only ever tried, never
+ *            waited for, so no writer queues behind the worker.
+ *   looking  the gate was free: one last look at the table decides between awake and asleep.
+ *   asleep   the sleep lock is held and nothing was left: every later writer wakes us.
+ */
+import type { ListenConnection } from './connection.js';
+import { gateClearSql, sleepSql, wakeSql } from './sql.js';
+import type { Logger } from './types.js';
+
+export type WakeState = 'deaf' | 'awake' | 'settling' | 'looking' | 'asleep';
+
+export class Wakeup {
+  state: WakeState = 'deaf';
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly connection: ListenConnection,
+    private readonly channels: string[],
+    private readonly logger: Logger,
+  ) {}
+
+  /** Runs one step after the previous one: the LISTEN session takes one statement at a time. */
+  private step<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.chain.then(fn);
+    this.chain = result.catch(() => {});
+    return result;
+  }
+
+  /** A new session (holds no locks) whose LISTEN is proven (a test NOTIFY came back), or not. */
+  reset(listening: boolean): Promise<void> {
+    return this.step(async () => {
+      this.state = listening ? 'awake' : 'deaf';
+    });
+  }
+
+  /** Work was found or announced: let writers stop notifying. */
+  wake(): Promise<void> {
+    return this.step(async () => {
+      if (this.state === 'awake' || this.state === 'deaf') return;
+      this.state = 'awake';
+      // Drops every session lock of this session (only sleep locks live there).
+      await this.connection.query(wakeSql).catch((e) => this.logger.warn(`could not wake up: ${(e as Error).message}`));
+    });
+  }
+
+  /**
+   * The drain found nothing. Returns what to do next: 'look' (the gate is free: look at the table once
+   * more, then call `slept()` or `wake()`), 'retry' (a writer is still committing: try again soon), or
+   * 'poll' (cannot sleep here; polling brings us back).
+   */
+  settle(): Promise<'look' | 'retry' | 'poll'> {
+    return this.step(async () => {
+      if (this.state === 'deaf') return 'poll';
+      if (this.state === 'asleep') return 'poll';
+      if (this.state === 'awake') {
+        const ok = await this.connection.query(sleepSql, [this.channels]).catch((e) => {
+          this.logger.warn(`could not register as asleep: ${(e as Error).message}`);
+          return undefined;
+        });
+        if (!ok) return 'poll'; // disconnected: the reconnect resets us
+        this.state = 'settling';
+      }
+      const [gate] = (await this.connection.query<{ clear: boolean }>(gateClearSql, [this.channels]).catch(() => undefined)) ?? [];
+      if (!gate) return 'poll';
+      if (!gate.clear) return 'retry';
+      this.state = 'looking';
+      return 'look';
+    });
+  }
+
+  /** The last look found nothing: asleep until a NOTIFY. */
+  slept(): Promise<void> {
+    return this.step(async () => {
+      if (this.state === 'looking') this.state = 'asleep';
+    });
+  }
+}
