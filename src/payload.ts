@@ -185,5 +185,6 @@ export function decodeTriggerPayload(wire: WireTriggerPayload, current?: ModelSh
   const payload: TriggerPayload = { op: wire.op, when: wire.when, model: wire.model, old, new: row };
   if (wire.context !== undefined) payload.context = wire.context;
   if (wire.truncated) payload.truncated = true;
+  if (wire.partial) payload.partial = true;
   return payload;
 }

@@ -176,6 +176,10 @@ test('the worker role with the documented grants processes notifications; the de
   worker = await listen({ databaseUrl: urlAs(WORKER), pollIntervalMs: 200, logger: { info() {}, warn() {}, error() {} } });
   await waitFor(() => seen.some((s) => s.listener === 'inserted' && s.payload.new.code === 'SEC-2'), 'the durable insert, processed as the worker role');
   await waitFor(() => seen.some((s) => s.listener === 'job'), "the app role's notify()");
+  await db.query(`update accounts set balance = 9 where account_code = 'SEC-1'`);
+  const updated = await waitFor(() => seen.find((s) => s.listener === 'updated'), 'a non-durable update seen by the worker');
+  assert.equal(updated!.payload.partial, true);
+  assert.deepEqual(Object.keys(updated!.payload.new), ['code']);
   await notify('sec.jobs', { fail: true }, { client: poolAs(APP) });
   const dead = (await waitFor(async () => (await listDead(urlAs(DEAD), { channel: 'sec.jobs' })).at(0), 'a dead notification'))!;
   assert.match(dead.last_error ?? '', /always fails/);
