@@ -372,9 +372,12 @@ export function conditionCheckSql(def: TriggerDefinition): string {
   for each row${whenClause(def)} execute function pg_catalog.suppress_redundant_updates_trigger()`;
 }
 
-/** Column names of the model's table as the database has it ($1: the table reference); none when it does not exist. */
+/**
+ * Column names of the model's table as the database has it ($1: the table reference); none when it
+ * does not exist or this role may not read it (`create table … (like t)` needs SELECT on t).
+ */
 export const tableColumnsSql = `select coalesce(array_agg(attname::text), '{}') as columns from pg_attribute
-  where attrelid = to_regclass($1) and attnum > 0 and not attisdropped`;
+  where attrelid = to_regclass($1) and attnum > 0 and not attisdropped and has_table_privilege(attrelid, 'select')`;
 export const tableReference = (model: PrismaModel) => tableRef(model);
 
 /** Drops a trigger and its function, as recorded in an earlier migration's state. */

@@ -252,5 +252,13 @@ test('make-migration refuses a condition PostgreSQL rejects, naming the listener
   await refused(`NEW.balance > 0 -- ' `, /SQL comment/);
   await refused('NEW.nope > 1', /neither a field nor a column of Account\. Valid fields of Account: code, name, balance/);
   assert.equal((await run('NEW.name <> OLD.name and NEW.balance > 0', ['UPDATE'])).upToDate, false);
+  // A role that may not read the table: the check falls back to the Prisma types of the columns.
+  const asSnoop = async (condition: string) => {
+    const registry = new Registry();
+    registry.register({ id: 'Snoop.cond', channel: 'model.Account', durable: true, target: {}, method: 'm', delivery: {}, trigger: { model: 'Account', when: 'AFTER', events: ['UPDATE'], condition } });
+    return generateMigration({ schema: schemaFile, migrationsDir: fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-cond-')), registry, databaseUrl: urlAs(SNOOP), check: true });
+  };
+  assert.equal((await asSnoop('NEW.balance > OLD.balance')).upToDate, false);
+  await assert.rejects(asSnoop(`NEW.balance > 'x'`), /invalid input syntax for type integer/);
   assert.equal((await db.query(`select to_regclass('accounts') is not null as kept`))[0].kept, true);
 });

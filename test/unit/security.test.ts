@@ -147,3 +147,15 @@ test('conditions: field names become columns (NEW. and OLD.), columns stay, anyt
   refused(`NEW.email = E'\\'' ; drop table users; '`, /contains ";"/); // the \' does not close an E'' string
   refused('  ', /non-empty/);
 });
+
+test('grantNotify in pubsub.config.json must be a list of role names', async () => {
+  const { loadFileConfig } = await import('../../src/config.js');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-grant-'));
+  fs.writeFileSync(path.join(dir, 'pubsub.config.json'), JSON.stringify({ grantNotify: ['app', 'ops'] }));
+  assert.deepEqual(loadFileConfig(dir).grantNotify, ['app', 'ops']);
+  fs.writeFileSync(path.join(dir, 'pubsub.config.json'), JSON.stringify({ grantNotify: 'app' }));
+  assert.throws(() => loadFileConfig(dir), (e: any) => e.code === 'pubsub.config' && /"grantNotify" .* must be a list of role names/.test(e.message));
+});
