@@ -12,6 +12,8 @@ export interface FileConfig {
   migrations?: string;
   /** Channels the worker listens to; default every registered channel. */
   channels?: string[];
+  /** Roles that make-migration grants EXECUTE on pubsub.notify() (durable notify()). */
+  grantNotify?: string[];
 }
 
 /** The database URL: DATABASE_URL, else PUBSUB_DATABASE_URL. */
@@ -50,11 +52,15 @@ export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: 
     raw = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).pubsub;
   }
   const abs = (p: string) => path.resolve(base, p);
+  if (raw?.grantNotify !== undefined && !(Array.isArray(raw.grantNotify) && raw.grantNotify.every((r) => typeof r === 'string'))) {
+    throw new PubSubError('pubsub.config', `"grantNotify" in ${candidate} must be a list of role names, such as ["app"].`);
+  }
   return {
     dir: base,
     ...(raw?.require && { require: raw.require.map(abs) }),
     ...(raw?.schema && { schema: abs(raw.schema) }),
     ...(raw?.migrations && { migrations: abs(raw.migrations) }),
     ...(raw?.channels && { channels: raw.channels }),
+    ...(raw?.grantNotify && { grantNotify: raw.grantNotify }),
   };
 }

@@ -31,8 +31,18 @@ export interface ListenOptions<T = any> extends CommonOptions<T> {
 export interface TriggerListenOptions extends CommonOptions<TriggerPayload<any>> {
   /** Channel name; default `model.<Model>` (one channel per model). */
   channel?: string;
-  /** SQL boolean expression over OLD/NEW (column names), used as the trigger's WHEN clause. */
+  /**
+   * SQL boolean expression over OLD/NEW, used as the trigger's WHEN clause. Write Prisma field names
+   * (`NEW.balanceCents > 100`); they become the `@map`ped columns. Checked by make-migration.
+   */
   condition?: string;
+  /**
+   * The fields `old`/`new` carry (Prisma field names; the primary key is always included), or `'*'`
+   * for the whole row. Default: the whole row on durable channels (stored where only the worker's role
+   * can read it), only the primary key on non-durable ones, whose NOTIFY any role that can connect
+   * may LISTEN to, whatever its rights on the table.
+   */
+  select?: string[] | '*';
 }
 
 const LISTENER_NAME = /^[A-Za-z0-9_.:\-]{1,200}$/;
@@ -146,9 +156,18 @@ export function TriggerListen(
     const trigger: TriggerSpec = { model, when, events };
     if (spec.condition) trigger.condition = spec.condition;
     if (spec.columns) trigger.columns = [...new Set(spec.columns)].sort();
+    if (spec.select !== undefined) trigger.select = selection(spec.select, id);
     const { name: listener, delivery: opts } = delivery(id, spec);
     getRegistry().register({ id: listener, channel, durable, target, method: key, trigger, delivery: opts });
   };
+}
+
+function selection(select: unknown, id: string): string[] | '*' {
+  if (select === '*') return '*';
+  if (!Array.isArray(select) || select.some((f) => typeof f !== 'string' || !/^[A-Za-z][A-Za-z0-9_]*$/.test(f))) {
+    throw new PubSubError('pubsub.schema', `${id}: select must be '*' or a list of Prisma field names such as ['id', 'email'], got ${JSON.stringify(select)}.`);
+  }
+  return [...new Set(select as string[])].sort();
 }
 
 function shortcut(when: TriggerTiming, events: TriggerOperation[]) {

@@ -14,6 +14,7 @@ export type PubSubErrorCode =
   | 'pubsub.migrationDrift'
   | 'pubsub.migrationFailed'
   | 'pubsub.config'
+  | 'pubsub.invalidCondition'
   | 'pubsub.invalidClient'
   | 'pubsub.transactionAborted'
   | 'pubsub.listenerTimeout';

@@ -3,10 +3,12 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import pg from 'pg';
 import { PubSubError } from './errors.js';
 import { planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration } from './migration.js';
 import { readPrismaSchema } from './prisma-schema.js';
 import { getRegistry, type Registry } from './registry.js';
+import { conditionCheckSql, scratchTableSql, tableColumnsSql, tableReference, type TriggerDefinition } from './sql.js';
 
 export interface GenerateOptions {
   /** Prisma schema file or folder; default from prisma.config.ts, package.json "prisma.schema", then prisma/schema.prisma. */
@@ -20,6 +22,17 @@ export interface GenerateOptions {
   /** Where relative defaults are looked up. @defaultValue process.cwd() */
   cwd?: string;
   registry?: Registry;
+  /**
+   * Roles that may call pubsub.notify() (durable `notify()`): the migration grants them EXECUTE, and
+   * revokes it from roles dropped from the list. Keep the list in pubsub.config.json ("grantNotify").
+   */
+  grantNotify?: string[];
+  /**
+   * A database to check trigger conditions against (a scratch table in a rolled-back transaction).
+   * Without one, or when it cannot be reached, conditions are only checked for syntax that could end
+   * the WHEN clause.
+   */
+  databaseUrl?: string;
 }
 
 export interface GenerateResult {
@@ -29,6 +42,8 @@ export interface GenerateResult {
   upToDate: boolean;
   summary: string[];
   migrationsDir: string;
+  /** Things the user should know that did not stop the migration (e.g. conditions not checked by a server). */
+  notes: string[];
 }
 
 /** Paths from the project's prisma.config.ts, when @prisma/config (installed with prisma) can read it. */
@@ -72,9 +87,54 @@ export async function generateMigration(options: GenerateOptions = {}): Promise<
   const { schema, migrationsDir } = await resolvePrismaPaths(options);
   const registry = options.registry ?? getRegistry();
   const defs = triggerDefinitions(registry, readPrismaSchema(schema));
-  const plan = planMigration(defs, readMigrationState(migrationsDir), subscriptions(registry));
-  if (!plan) return { upToDate: true, summary: [], migrationsDir };
-  if (options.check) return { upToDate: false, summary: plan.summary, migrationsDir };
+  const plan = planMigration(defs, readMigrationState(migrationsDir), subscriptions(registry), options.grantNotify);
+  const notes = await checkConditions(defs, options.databaseUrl);
+  if (!plan) return { upToDate: true, summary: [], migrationsDir, notes };
+  if (options.check) return { upToDate: false, summary: plan.summary, migrationsDir, notes };
   const folder = writeMigration(migrationsDir, plan, options.name);
-  return { folder, upToDate: false, summary: plan.summary, migrationsDir };
+  return { folder, upToDate: false, summary: plan.summary, migrationsDir, notes };
+}
+
+/**
+ * Lets PostgreSQL judge each trigger condition: creates the trigger, with the same events and WHEN
+ * clause, on a scratch table with the model's columns, in a transaction that is rolled back. The
+ * condition has already passed conditionSql (one expression, no `;`, comments or dollar quotes), and
+ * the statement goes through the extended protocol, which refuses more than one statement anyway.
+ */
+async function checkConditions(defs: TriggerDefinition[], databaseUrl: string | undefined): Promise<string[]> {
+  const checked = defs.filter((d) => d.spec.condition);
+  if (!checked.length) return [];
+  if (!databaseUrl) return ['trigger conditions were checked for syntax only: set DATABASE_URL (or --database-url) to have PostgreSQL check them'];
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 5000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (cause) {
+    return [`trigger conditions were checked for syntax only: cannot connect to the database (${(cause as Error).message})`];
+  }
+  try {
+    for (const [i, def] of checked.entries()) {
+      const check = conditionCheckSql(def); // throws pubsub.invalidCondition before anything is sent
+      await client.query(`begin; set local statement_timeout = '5s'; set local lock_timeout = '1s'`);
+      try {
+        // The real table's column types (enums, native types) when it already has every column of the model.
+        const { rows } = await client.query<{ columns: string[] }>(tableColumnsSql, [tableReference(def.model)]);
+        const like = def.model.fields.every((f) => rows[0]!.columns.includes(f.column));
+        await client.query(scratchTableSql(def.model, like));
+        await client.query({ name: `pubsub_condition_check_${i}`, text: check, values: [] });
+      } catch (cause) {
+        const message = (cause as Error).message;
+        throw new PubSubError(
+          'pubsub.invalidCondition',
+          `${def.listeners.join(', ')}: PostgreSQL refuses the condition ${JSON.stringify(def.spec.condition)} on ${def.model.name} (${def.spec.when} ${def.spec.events.join(' OR ')}): ${message}. Write one SQL boolean expression over NEW./OLD. fields (OLD is not available on INSERT, nor NEW on DELETE).`,
+          { cause },
+        );
+      } finally {
+        await client.query('rollback').catch(() => {});
+      }
+    }
+  } finally {
+    await client.end().catch(() => {});
+  }
+  return [];
 }

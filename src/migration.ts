@@ -16,6 +16,7 @@ import {
   librarySchemaSql,
   modelSql,
   modelVersion,
+  notifyGrantSql,
   subscriptionsSql,
   triggerFunctionSql,
   triggerKey,
@@ -43,6 +44,8 @@ export interface MigrationState {
   subscriptions?: string[];
   /** Model name → version of the shape its triggers send (since library version 2). */
   models?: Record<string, string>;
+  /** Roles granted EXECUTE on pubsub.notify() by `grantNotify`. */
+  notifyRoles?: string[];
 }
 
 export interface MigrationPlan {
@@ -68,6 +71,13 @@ export function triggerDefinitions(registry: Registry, models: Map<string, Prism
       }
       if (!channel.durable && model.primaryKey.length === 0) {
         throw new PubSubError('pubsub.schema', `${listener.id}: model ${model.name} has no @id or @@id, which non-durable trigger channels need.`);
+      }
+      const unknown = Array.isArray(spec.select) ? spec.select.filter((name) => !model.fields.some((f) => f.name === name)) : [];
+      if (unknown.length) {
+        throw new PubSubError(
+          'pubsub.schema',
+          `${listener.id}: select names ${unknown.map((n) => `"${n}"`).join(', ')}, which ${unknown.length > 1 ? 'are not fields' : 'is not a field'} of ${model.name}. Fields: ${model.fields.map((f) => f.name).join(', ')}.`,
+        );
       }
       const key = triggerKey(spec, channel.name, channel.durable);
       const def = defs.get(key) ?? { key, channel: channel.name, durable: channel.durable, spec, model, listeners: [] };
@@ -97,10 +107,20 @@ function triggerDdl(def: TriggerDefinition): string {
   return `${triggerFunctionSql(def)}\n${createTriggerSql(def)}`;
 }
 
-/** The migration that takes the database from `previous` (null: nothing installed) to `defs`, or null if none is needed. */
-export function planMigration(defs: TriggerDefinition[], previous: MigrationState | null, subscribed: string[] = []): MigrationPlan | null {
+/**
+ * The migration that takes the database from `previous` (null: nothing installed) to `defs`, or null
+ * if none is needed. `notifyRoles`: roles that may call pubsub.notify() (granted, and revoked when
+ * dropped from the list).
+ */
+export function planMigration(defs: TriggerDefinition[], previous: MigrationState | null, subscribed: string[] = [], notifyRoles: string[] = []): MigrationPlan | null {
   const before = previous ?? { library: 0, triggers: {} };
-  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {} };
+  const roles = [...new Set(notifyRoles)].sort();
+  for (const role of roles) {
+    if (role.toLowerCase() === 'public') {
+      throw new PubSubError('pubsub.config', 'grantNotify names PUBLIC, which would let every role store notifications as the migration\'s owner. Name the application\'s roles.');
+    }
+  }
+  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {}, ...(roles.length > 0 && { notifyRoles: roles }) };
   const sections: string[] = [];
   const summary: string[] = [];
   if (before.library < LIBRARY_SCHEMA_VERSION) {
@@ -131,6 +151,14 @@ export function planMigration(defs: TriggerDefinition[], previous: MigrationStat
     sections.push(`-- Listeners of durable channels: each notification is stored once for each of them.\n${subscriptionsSql(added.map(pair), removed.map(pair))}`);
     for (const s of added) summary.push(`subscribe ${pair(s).listener} to ${pair(s).channel}`);
     for (const s of removed) summary.push(`unsubscribe ${pair(s).listener} from ${pair(s).channel} (its stored notifications are kept)`);
+  }
+  const granted = new Set(before.notifyRoles ?? []);
+  const grant = roles.filter((r) => !granted.has(r));
+  const revoke = [...granted].filter((r) => !roles.includes(r)).sort();
+  if (grant.length || revoke.length) {
+    sections.push(`-- Roles that may call pubsub.notify() (durable notify()).\n${notifyGrantSql(grant, revoke)}`);
+    for (const r of grant) summary.push(`grant execute on pubsub.notify() to ${r}`);
+    for (const r of revoke) summary.push(`revoke execute on pubsub.notify() from ${r}`);
   }
   for (const model of [...new Map(defs.map((d) => [d.model.name, d.model])).values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const version = modelVersion(model);

@@ -84,6 +84,8 @@ export interface WireTriggerPayload {
   old: Record<string, unknown> | null;
   new: Record<string, unknown> | null;
   truncated?: boolean;
+  /** The rows hold only some fields (the listener's `select`, or the key when truncated). */
+  partial?: boolean;
   /** Version of the model's shape it was written with. */
   v?: string;
   /** Non-durable trigger payloads carry the transaction's context here. */
@@ -149,12 +151,13 @@ export interface ModelShape {
  * A row written with an older shape of the model: fields it has that the model no longer has are
  * dropped, optional fields it lacks become null. Required fields it lacks stay missing (warned).
  */
-function adapt(row: Record<string, unknown> | null, shape: ModelShape): { row: Record<string, unknown> | null; missing: string[] } {
+function adapt(row: Record<string, unknown> | null, shape: ModelShape, partial: boolean): { row: Record<string, unknown> | null; missing: string[] } {
   if (!row) return { row, missing: [] };
   const adapted: Record<string, unknown> = {};
   const missing: string[] = [];
   for (const f of shape.fields) {
     if (f.name in row) adapted[f.name] = row[f.name];
+    else if (partial) continue; // left out by the selection, not by a model change
     else if (f.optional) adapted[f.name] = null;
     else missing.push(f.name);
   }
@@ -170,8 +173,9 @@ export function decodeTriggerPayload(wire: WireTriggerPayload, current?: ModelSh
   let old = decodeRow(wire.old, types);
   let row = decodeRow(wire.new, types);
   if (current && wire.v && wire.v !== current.version) {
-    const a = adapt(old, current);
-    const b = adapt(row, current);
+    const partial = !!(wire.partial || wire.truncated);
+    const a = adapt(old, current, partial);
+    const b = adapt(row, current, partial);
     [old, row] = [a.row, b.row];
     const missing = [...new Set([...a.missing, ...b.missing])];
     warn?.(
@@ -181,5 +185,6 @@ export function decodeTriggerPayload(wire: WireTriggerPayload, current?: ModelSh
   const payload: TriggerPayload = { op: wire.op, when: wire.when, model: wire.model, old, new: row };
   if (wire.context !== undefined) payload.context = wire.context;
   if (wire.truncated) payload.truncated = true;
+  if (wire.partial) payload.partial = true;
   return payload;
 }

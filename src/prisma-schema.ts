@@ -73,8 +73,9 @@ function blocks(text: string): Array<{ kind: string; name: string; body: string 
   return found;
 }
 
+/** The first string argument of an attribute, with Prisma's `\"` and `\\` escapes undone. */
 const stringArg = (attr: string, line: string) =>
-  line.match(new RegExp(`${attr}\\(\\s*(?:name:\\s*)?"([^"]+)"`))?.[1];
+  line.match(new RegExp(`${attr}\\(\\s*(?:name:\\s*)?"((?:[^"\\\\]|\\\\.)+)"`))?.[1]?.replace(/\\(.)/g, '$1');
 
 export function parsePrismaSchema(text: string): Map<string, PrismaModel> {
   const all = blocks(stripComments(text));

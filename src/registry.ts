@@ -12,6 +12,11 @@ export interface TriggerSpec {
   condition?: string;
   /** Prisma field names: an UPDATE fires only when one of these columns is in the SET list. */
   columns?: string[];
+  /**
+   * Fields the row images carry: sorted Prisma field names (the primary key is always added), or '*'
+   * for every field. Unset: every field on durable channels, the primary key on non-durable ones.
+   */
+  select?: string[] | '*';
 }
 
 /** How a listener's durable notifications are retried, ordered and batched (all optional). */

@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { conditionSql } from './condition.js';
 import { PubSubError } from './errors.js';
 import type { PrismaField, PrismaModel } from './prisma-schema.js';
 import type { TriggerSpec } from './registry.js';
@@ -25,6 +26,19 @@ export function ident(name: string): string {
 }
 
 export const literal = (value: string) => escapeLiteral(value);
+
+/**
+ * Library-level privileges, for version 3 of the library schema. PostgreSQL grants EXECUTE on every
+ * new function to PUBLIC, so without this any role with USAGE on schema pubsub could store forged
+ * notifications (pubsub.notify runs as its owner) or send wake-ups. Callers of notify() are granted
+ * EXECUTE explicitly (`notifyGrantSql`). The schema itself grants nothing to PUBLIC by default; the
+ * revoke states it. Default privileges make functions the migration role creates in pubsub later
+ * non-public too (each trigger function also revokes its own EXECUTE, whoever creates it).
+ */
+const SECURITY_DDL_V3 = `revoke all on schema pubsub from public;
+revoke all on function pubsub.notify(text, jsonb, jsonb) from public;
+revoke all on function pubsub.wake(text) from public;
+alter default privileges in schema pubsub revoke execute on functions from public;`;
 
 /** Upgrade scripts for the library's tables, index = version reached. */
 export const LIBRARY_SCHEMA: Record<number, string> = {
@@ -141,8 +155,21 @@ create table pubsub.claim (
   claimed_at timestamptz not null default now()
 );
 alter table pubsub.notification add column isolated boolean not null default false;
-create index notification_isolated on pubsub.notification (id) where isolated and dead_at is null;`,
+create index notification_isolated on pubsub.notification (id) where isolated and dead_at is null;
+
+${SECURITY_DDL_V3}`,
 };
+
+/** Lets `roles` call pubsub.notify() (durable `notify()`); `revoke` takes it back from `removed`. */
+export function notifyGrantSql(roles: string[], removed: string[] = []): string {
+  const lines: string[] = [];
+  for (const role of roles) {
+    lines.push(`grant usage on schema pubsub to ${ident(role)};`, `grant execute on function pubsub.notify(text, jsonb, jsonb) to ${ident(role)};`);
+  }
+  // USAGE is left in place: the role may have it for other reasons, and alone it reads nothing.
+  for (const role of removed) lines.push(`revoke execute on function pubsub.notify(text, jsonb, jsonb) from ${ident(role)};`);
+  return lines.join('\n');
+}
 
 /** Upgrade script from version `from` (0 = nothing installed) to the current version. */
 export function librarySchemaSql(from: number): string {
@@ -170,17 +197,31 @@ export function modelVersion(model: PrismaModel): string {
 
 /** Stable key of a trigger definition: listeners with the same spec and channel share one trigger. */
 export function triggerKey(spec: TriggerSpec, channel: string, durable: boolean): string {
+  // The selection joins the hashed list only when set, so keys of triggers without one stay as they were.
+  const parts: unknown[] = [spec.model, spec.when, spec.events, spec.condition ?? null, spec.columns ?? null, channel, durable];
+  if (spec.select !== undefined) parts.push(spec.select);
   const hash = createHash('sha1')
-    .update(JSON.stringify([spec.model, spec.when, spec.events, spec.condition ?? null, spec.columns ?? null, channel, durable]))
+    .update(JSON.stringify(parts))
     .digest('hex')
     .slice(0, 8);
   return `${spec.when}_${spec.events.join('_')}_${hash}`.toLowerCase();
 }
 
+/** The longest prefix of `text` that fits in `bytes` bytes of UTF-8 without splitting a character. */
+function byteSlice(text: string, bytes: number): string {
+  let out = '';
+  for (const ch of text) {
+    if (Buffer.byteLength(out + ch) > bytes) break;
+    out += ch;
+  }
+  return out;
+}
+
 export function triggerNames(def: TriggerDefinition): { functionName: string; triggerName: string } {
+  // Identifiers are limited to 63 bytes, not characters: a multibyte table name must be cut by bytes.
   const room = 63 - 'tg___'.length - def.key.length;
   return {
-    functionName: `tg_${def.model.table.slice(0, room)}__${def.key}`,
+    functionName: `tg_${byteSlice(def.model.table, room)}__${def.key}`,
     triggerName: `_900_pubsub_${def.key}`,
   };
 }
@@ -207,7 +248,21 @@ function rowJson(fields: PrismaField[], record: 'OLD' | 'NEW'): string {
 
 const TYPED = new Set(['BigInt', 'Decimal', 'DateTime', 'Bytes', 'Float']);
 
+/**
+ * The fields a trigger sends: `select` (plus the primary key), every field for `'*'`, and by default
+ * every field on durable channels (stored where ordinary roles cannot read) but only the primary key
+ * on non-durable ones, whose NOTIFY any role that can connect may LISTEN to.
+ */
+export function selectedFields(def: Pick<TriggerDefinition, 'durable' | 'spec' | 'model'>): PrismaField[] {
+  const { select } = def.spec;
+  const { fields, primaryKey } = def.model;
+  if (select === '*' || (select === undefined && def.durable)) return fields;
+  const wanted = new Set([...primaryKey, ...(select ?? [])]);
+  return fields.filter((f) => wanted.has(f.name));
+}
+
 function payloadJson(def: TriggerDefinition, fields: PrismaField[], truncated: boolean): string {
+  const partial = fields.length < def.model.fields.length;
   const types = Object.fromEntries(fields.filter((f) => TYPED.has(f.type)).map((f) => [f.name, f.type + (f.list ? '[]' : '')]));
   const parts = [
     `'op', TG_OP`,
@@ -219,16 +274,31 @@ function payloadJson(def: TriggerDefinition, fields: PrismaField[], truncated: b
     `'old', case when TG_OP <> 'INSERT' then ${rowJson(fields, 'OLD')} end`,
     `'new', case when TG_OP <> 'DELETE' then ${rowJson(fields, 'NEW')} end`,
     ...(truncated ? [`'truncated', true`] : []),
+    // Tells the reader that missing fields were left out on purpose (not a model change).
+    ...(partial ? [`'partial', true`] : []),
   ];
   return `jsonb_build_object(\n      ${parts.join(',\n      ')})`;
+}
+
+/**
+ * A dollar-quote tag that does not occur in `body`: `$pubsub$`, else `$pubsub_1$`, `$pubsub_2$`…
+ * Column names (`@map`) are free text and end up in the body, so a fixed tag could be closed by one.
+ */
+export function dollarTag(body: string): string {
+  let tag = '$pubsub$';
+  for (let n = 1; body.includes(tag); n++) tag = `$pubsub_${n}$`;
+  return tag;
 }
 
 /**
  * The trigger function. Durable: stores the payload and sends an empty wake-up, so no row size can
  * fail the user's write. Non-durable: sends the payload itself; one that would exceed NOTIFY's 8000
  * bytes is sent with only the primary key fields and `truncated: true` instead of failing the write.
+ * Either way the row images hold only the selected fields (see `selectedFields`).
  * A BEFORE trigger returns the row untouched (OLD for DELETE), so it never changes or cancels it.
- * Security definer, so the app's role needs no grants on the pubsub schema for its writes to work.
+ * Security definer, so the app's role needs no grants on the pubsub schema for its writes to work;
+ * EXECUTE is revoked from PUBLIC (triggers fire whatever the writer's EXECUTE rights), so that nobody
+ * can call it to run the owner's inserts with forged rows.
  */
 export function triggerFunctionSql(def: TriggerDefinition): string {
   const { functionName } = triggerNames(def);
@@ -236,9 +306,10 @@ export function triggerFunctionSql(def: TriggerDefinition): string {
   const ret = def.spec.when === 'BEFORE' ? `if TG_OP = 'DELETE' then return OLD; end if;\n  return NEW;` : 'return null;';
   let body: string;
   let declare: string;
+  const fields = selectedFields(def);
   if (def.durable) {
     // The context column's default picks up pubsub.context, as for notify().
-    declare = `  payload jsonb := ${payloadJson(def, def.model.fields, false)};`;
+    declare = `  payload jsonb := ${payloadJson(def, fields, false)};`;
     const listeners = def.listeners.map(literal);
     const rows = listeners.length === 1 ? `values (${channel}, ${listeners[0]}, payload)` : `select ${channel}, l, payload from unnest(array[${listeners.join(', ')}]) l`;
     body = `  insert into pubsub.notification (channel, listener, payload) ${rows};
@@ -248,27 +319,29 @@ export function triggerFunctionSql(def: TriggerDefinition): string {
     declare = `  context jsonb := nullif(current_setting('pubsub.context', true), '')::jsonb;
   payload text;`;
     const withContext = (json: string) => `(${json} || case when context is null then '{}'::jsonb else jsonb_build_object('context', context) end)::text`;
-    body = `  payload := ${withContext(payloadJson(def, def.model.fields, false))};
+    body = `  payload := ${withContext(payloadJson(def, fields, false))};
   if octet_length(payload) > 7999 then
     payload := ${withContext(payloadJson(def, keys, true))};
   end if;
   perform pg_notify(${channel}, payload);`;
   }
-  return `create or replace function pubsub.${ident(functionName)}() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $pubsub$
+  const source = `
 declare
 ${declare}
 begin
 ${body}
   ${ret}
 end
-$pubsub$;`;
+`;
+  const tag = dollarTag(source);
+  return `create or replace function pubsub.${ident(functionName)}() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as ${tag}${source}${tag};
+revoke all on function pubsub.${ident(functionName)}() from public;`;
 }
 
-export function createTriggerSql(def: TriggerDefinition): string {
-  const { functionName, triggerName } = triggerNames(def);
+function triggerEvents(def: TriggerDefinition): string {
   const { spec, model } = def;
-  const events = spec.events
+  return spec.events
     .map((e) => {
       if (e !== 'UPDATE' || !spec.columns) return e;
       const columns = spec.columns.map((name) => {
@@ -279,11 +352,50 @@ export function createTriggerSql(def: TriggerDefinition): string {
       return `UPDATE OF ${columns.join(', ')}`;
     })
     .join(' OR ');
-  const when = spec.condition ? `\n  when (${spec.condition})` : '';
-  return `drop trigger if exists ${ident(triggerName)} on ${tableRef(model)};
-create trigger ${ident(triggerName)} ${spec.when} ${events} on ${tableRef(model)}
-  for each row${when} execute function pubsub.${ident(functionName)}();`;
 }
+
+const whenClause = (def: TriggerDefinition) => (def.spec.condition ? `\n  when (${conditionSql(def.spec.condition, def.model, def.listeners.join(', '))})` : '');
+
+export function createTriggerSql(def: TriggerDefinition): string {
+  const { functionName, triggerName } = triggerNames(def);
+  const { spec, model } = def;
+  return `drop trigger if exists ${ident(triggerName)} on ${tableRef(model)};
+create trigger ${ident(triggerName)} ${spec.when} ${triggerEvents(def)} on ${tableRef(model)}
+  for each row${whenClause(def)} execute function pubsub.${ident(functionName)}();`;
+}
+
+const PG_TYPES: Record<string, string> = {
+  String: 'text',
+  Boolean: 'boolean',
+  Int: 'integer',
+  BigInt: 'bigint',
+  Float: 'double precision',
+  Decimal: 'numeric',
+  DateTime: 'timestamp(3)',
+  Json: 'jsonb',
+  Bytes: 'bytea',
+};
+
+/** Checking a condition: a scratch table (dropped at the end of the transaction) with the model's columns. */
+export function scratchTableSql(model: PrismaModel, like: boolean): string {
+  if (like) return `create temp table pubsub_condition_check (like ${tableRef(model)}) on commit drop`;
+  const columns = model.fields.map((f) => `${ident(f.column)} ${PG_TYPES[f.type] ?? 'text'}${f.list ? '[]' : ''}`);
+  return `create temp table pubsub_condition_check (${columns.join(', ')}) on commit drop`;
+}
+
+/** The trigger as createTriggerSql makes it, on the scratch table, with a built-in trigger function. */
+export function conditionCheckSql(def: TriggerDefinition): string {
+  return `create trigger pubsub_condition_check ${def.spec.when} ${triggerEvents(def)} on pg_temp.pubsub_condition_check
+  for each row${whenClause(def)} execute function pg_catalog.suppress_redundant_updates_trigger()`;
+}
+
+/**
+ * Column names of the model's table as the database has it ($1: the table reference); none when it
+ * does not exist or this role may not read it (`create table … (like t)` needs SELECT on t).
+ */
+export const tableColumnsSql = `select coalesce(array_agg(attname::text), '{}') as columns from pg_attribute
+  where attrelid = to_regclass($1) and attnum > 0 and not attisdropped and has_table_privilege(attrelid, 'select')`;
+export const tableReference = (model: PrismaModel) => tableRef(model);
 
 /** Drops a trigger and its function, as recorded in an earlier migration's state. */
 export function dropTriggerSql(t: { schema?: string; table: string; trigger: string; function: string }): string {

@@ -33,6 +33,11 @@ export interface TriggerPayload<T = Record<string, unknown>> {
    * (8000 bytes), so `old`/`new` carry only the primary key fields. Fetch the row if you need more.
    */
   truncated?: boolean;
+  /**
+   * True when `old`/`new` hold only some fields: the listener's `select`, the primary key that
+   * non-durable channels send by default, or the key of a truncated payload.
+   */
+  partial?: boolean;
   /** Non-durable trigger channels: the writing transaction's context (durable ones have it in ctx.context). */
   context?: unknown;
 }

@@ -105,14 +105,20 @@ export function buildProgram(): Command {
     .option('--migrations-dir <dir>', 'Prisma migrations folder (default from prisma.config.ts, else next to the schema)')
     .option('--name <name>', 'migration folder name suffix', 'pubsub')
     .option('--check', 'write nothing; exit 1 if the migrations do not match the listeners')
-    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; name: string; check?: boolean }) => {
+    .addOption(new Option('--grant-notify <role>', 'role that may call pubsub.notify(), i.e. durable notify() (repeatable; default "grantNotify" of the config file)').argParser(collect))
+    .addOption(new Option('--database-url <url>', 'database to check trigger conditions against (default DATABASE_URL; optional)'))
+    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; name: string; check?: boolean; grantNotify?: string[] }) => {
       const file = await loadListeners(flags);
+      const databaseUrl = flags.databaseUrl ?? databaseUrlFromEnv();
       const result = await generateMigration({
         schema: flags.schema ?? file.schema,
         migrationsDir: flags.migrationsDir ?? file.migrations,
         name: flags.name,
         check: flags.check,
+        grantNotify: flags.grantNotify ?? file.grantNotify ?? [],
+        ...(databaseUrl && { databaseUrl }),
       });
+      for (const note of result.notes) log.warn(note);
       if (result.upToDate) return log.info(`migrations in ${result.migrationsDir} are up to date; nothing written`);
       for (const line of result.summary) log.info(`  ${line}`);
       if (flags.check) {

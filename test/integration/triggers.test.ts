@@ -72,7 +72,7 @@ class ArticleListeners {
   durable(p: TriggerPayload<Article>, ctx: NotificationContext) {
     record('article.durable')(p, ctx);
   }
-  @PostUpdateListen('Article', { channel: 'articles_fast', durable: false })
+  @PostUpdateListen('Article', { channel: 'articles_fast', durable: false, select: '*' })
   fast(p: TriggerPayload<Article>, ctx: NotificationContext) {
     record('article.fast')(p, ctx);
   }
