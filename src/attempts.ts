@@ -7,7 +7,8 @@
  * Whatever ends that transaction instead (a crash, SIGKILL, process.exit, a killed backend, a restart,
  * idle_in_transaction_session_timeout, a watchdog) is counted through the claim record: written and
  * committed here before any listener runs, deleted by the claim's commit, and counted by the next
- * claim of any worker if it is still there when its transaction is over (sql.ts, `reapSql`).
+ * claim of any worker if it is still there when its transaction is over (pubsub.reap_lost_claims()
+ * in sql.ts, called by every claim).
  */
 import os from 'node:os';
 import type pg from 'pg';

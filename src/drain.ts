@@ -66,6 +66,8 @@ export interface DrainOptions {
 
 export class Drain {
   private readonly units: Unit[] = [];
+  /** Whether the last claim saw isolated rows waiting: only then does the isolated unit claim. */
+  private isolatedWaiting = true;
   closing = false;
 
   constructor(private readonly o: DrainOptions) {
@@ -91,10 +93,11 @@ export class Drain {
   async round(): Promise<number> {
     let claimed = 0;
     let active = this.units.filter((u) => u.retryAt <= Date.now());
+    const skipIsolated = (units: Unit[]) => units.filter((u) => u.kind !== 'isolated' || this.isolatedWaiting);
     try {
       while (active.length && !this.closing) {
         const next: Unit[] = [];
-        for (const unit of active) {
+        for (const unit of skipIsolated(active)) {
           if (this.closing) break;
           let n: number;
           try {
@@ -188,8 +191,9 @@ export class Drain {
       after: unit.after,
       idleTimeoutMs: unit.idleTimeoutMs,
     });
-    const [, session, reaped, claimed, xid] = await tx.runScript(sql);
+    const [, session, reaped, isolated, claimed, xid] = await tx.runScript(sql);
     tx.serverPid = session!.rows[0].pid;
+    this.isolatedWaiting = isolated!.rows[0].isolated;
     for (const r of reaped!.rows) {
       this.o.logger.warn(`${r.listener ?? 'a listener'} lost an attempt on channel "${r.channel}", notification ${r.id} (attempt ${r.attempts}): its transaction ended before it committed; ${r.dead ? 'dead-lettered: see `pubsub dead list`' : 'retried alone'}`);
     }

@@ -157,6 +157,39 @@ create table pubsub.claim (
 alter table pubsub.notification add column isolated boolean not null default false;
 create index notification_isolated on pubsub.notification (id) where isolated and dead_at is null;
 
+-- Counts the attempts of claims whose transaction aborted (the record is still there, its transaction
+-- is over and did not commit; null = too old to tell, which cannot be a commit either): attempts + one
+-- per lost claim, the row isolated, a retry after the listener's backoff, or dead at its maxAttempts
+-- (policy: listener -> [maxAttempts, baseMs, maxMs]). Rows locked right now were claimed again already;
+-- their new attempt settles them, so they are skipped, never waited for. PL/pgSQL so that its plan is
+-- made once per session: every claim calls it. Runs with the caller's rights (the worker's), so
+-- EXECUTE for PUBLIC gives nobody anything.
+create function pubsub.reap_lost_claims()
+returns table (id text, channel text, listener text, attempts integer, dead boolean)
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+#variable_conflict use_column
+begin
+  return query with stale as (
+      delete from pubsub.claim where xid in (
+        select xid from pubsub.claim where coalesce(txid_status(xid), 'aborted') = 'aborted' for update skip locked)
+      returning ids, policy, worker, claimed_at
+    ), lost as (
+      select u.id, count(*)::int as times, max(s.worker) as worker, max(s.claimed_at) as claimed_at, (array_agg(s.policy))[1] as policy
+      from stale s, unnest(s.ids) u(id) group by u.id
+    ), target as (
+      select n.id, n.attempts + l.times as attempts, coalesce(l.policy -> n.listener, '[10, 1000, 300000]') as p, l.worker, l.claimed_at
+      from pubsub.notification n join lost l on l.id = n.id where n.dead_at is null for update of n skip locked
+    )
+    update pubsub.notification n set
+      attempts = t.attempts, isolated = true, last_attempt_at = t.claimed_at,
+      last_error = format('the attempt never ended: its transaction was lost (worker %s died, its connection was cut or timed out, or the server restarted); claimed at %s', t.worker, t.claimed_at),
+      run_at = now() + make_interval(secs => (least((t.p ->> 2)::float8, (t.p ->> 1)::float8 * 2 ^ least(t.attempts - 1, 40)) * (0.5 + random() / 2)) / 1000),
+      dead_at = case when t.attempts >= (t.p ->> 0)::int then now() end
+    from target t where n.id = t.id
+    returning n.id::text as id, n.channel, n.listener, n.attempts, n.dead_at is not null as dead;
+end
+$$;
+
 ${SECURITY_DDL_V3}`,
 };
 
@@ -457,8 +490,8 @@ const headOfKey = `not exists (select 1 from pubsub.notification e where e.liste
 /**
  * One simple-protocol round trip that begins the claim transaction and deletes, in it, up to `limit`
  * ready notifications of each listener, in id order, skipping locked ones; results: [begin, session
- * (server pid; idle limit), the rows of lost claims counted now (`reapSql`), the claimed rows, the
- * transaction id (null when nothing was claimed: no xid is spent on empty claims)]. Counting lost
+ * (server pid; idle limit), the rows of lost claims counted now (pubsub.reap_lost_claims()), whether
+ * isolated rows wait, the claimed rows, the transaction id (null when nothing was claimed: no xid is spent on empty claims)]. Counting lost
  * claims first, in the same transaction, means a claim never takes a row whose lost attempt is not
  * counted yet (it is isolated by then): a row that kills its worker cannot take its neighbours along
  * again. If this transaction is lost too, so is the count, and the next claim makes it. The rows stay invisible to other workers until commit; a failed one
@@ -502,7 +535,7 @@ export function claimSql(target: ClaimTarget): string {
   const session = idle > 0
     ? `select pg_backend_pid() as pid, case when ${keepShorter} then set_config('idle_in_transaction_session_timeout', '${idle}', true) end as idle`
     : `select pg_backend_pid() as pid`;
-  return `begin;\n${session};\n${reapSql};\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${returning};\nselect txid_current_if_assigned()::text as xid`;
+  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims();\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${returning};\nselect txid_current_if_assigned()::text as xid`;
 }
 
 /** Ordered listener $1: notifications still waiting for their key, oldest first. */
@@ -541,31 +574,7 @@ commit`;
 /** Settles a claim: its record goes with the transaction that commits its outcomes. */
 export const settleClaimSql = (xid: string | null) => (xid && /^\d+$/.test(xid) ? `delete from pubsub.claim where xid = ${xid};\ncommit` : 'commit');
 
-/**
- * Counts the attempts of claims whose transaction aborted (the record is still there, its transaction
- * is over and did not commit; null = too old to tell, which cannot be a commit either): attempts + one
- * per lost claim, the row isolated, a retry after the listener's backoff or dead at its maxAttempts
- * (policy: listener → [maxAttempts, baseMs, maxMs]). Rows locked right now were claimed again already;
- * their new attempt settles them, so they are skipped, never waited for.
- */
-export const reapSql = `with stale as (
-    delete from pubsub.claim where xid in (
-      select xid from pubsub.claim where coalesce(txid_status(xid), 'aborted') = 'aborted' for update skip locked)
-    returning ids, policy, worker, claimed_at
-  ), lost as (
-    select u.id, count(*)::int as times, max(s.worker) as worker, max(s.claimed_at) as claimed_at, (array_agg(s.policy))[1] as policy
-    from stale s, unnest(s.ids) u(id) group by u.id
-  ), target as (
-    select n.id, n.attempts + l.times as attempts, coalesce(l.policy -> n.listener, '[10, 1000, 300000]') as p, l.worker, l.claimed_at
-    from pubsub.notification n join lost l on l.id = n.id where n.dead_at is null for update of n skip locked
-  )
-  update pubsub.notification n set
-    attempts = t.attempts, isolated = true, last_attempt_at = t.claimed_at,
-    last_error = format('the attempt never ended: its transaction was lost (worker %s died, its connection was cut or timed out, or the server restarted); claimed at %s', t.worker, t.claimed_at),
-    run_at = now() + make_interval(secs => (least((t.p ->> 2)::float8, (t.p ->> 1)::float8 * 2 ^ least(t.attempts - 1, 40)) * (0.5 + random() / 2)) / 1000),
-    dead_at = case when t.attempts >= (t.p ->> 0)::int then now() end
-  from target t where n.id = t.id
-  returning n.id::text as id, n.channel, n.listener, n.attempts, n.dead_at is not null as dead`;
+
 
 export const notifyDurableSql = `select pubsub.notify($1, $2::jsonb, $3::jsonb)::text as id`;
 export const notifySql = `select 1 as sent from pg_notify($1, $2)`;
