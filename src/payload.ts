@@ -117,10 +117,12 @@ function skippedKeys(type: Function): Set<string> {
   return keys;
 }
 
-function toBigInt(value: unknown, where: string): bigint {
+const NOTIFY_BIGINT_FIX = 'notify() writes bigint values in this form.';
+
+function toBigInt(value: unknown, where: string, fix = NOTIFY_BIGINT_FIX): bigint {
   if (typeof value === 'number' && Number.isInteger(value)) return BigInt(value);
   if (typeof value === 'string' && /^-?\d+$/.test(value) && value.length <= MAX_BIGINT_DIGITS + 1) return BigInt(value);
-  throw invalid(where, value, `a whole number as a decimal string such as "-42" (at most ${MAX_BIGINT_DIGITS} digits)`, 'notify() writes bigint values in this form.');
+  throw invalid(where, value, `a whole number as a decimal string such as "-42" (at most ${MAX_BIGINT_DIGITS} digits)`, fix);
 }
 
 function toDate(value: unknown, where: string): Date {
@@ -246,7 +248,7 @@ const FLOAT_WORDS: Record<string, number> = { NaN: NaN, Infinity: Infinity, '-In
 
 /** Converters from the JSON the trigger writes to the value Prisma would return, by Prisma type. */
 const SCALARS: Record<string, (v: unknown, where: string) => unknown> = {
-  BigInt: (v, where) => toBigInt(v, where),
+  BigInt: (v, where) => toBigInt(v, where, TRIGGER_FIX),
   Decimal: (v, where) => {
     const text = typeof v === 'number' && Number.isFinite(v) ? String(v) : v;
     if (typeof text === 'string' && DECIMAL.test(text)) {
@@ -273,6 +275,9 @@ const SCALARS: Record<string, (v: unknown, where: string) => unknown> = {
   },
 };
 
+/** `.name`, or `["odd name"]` when the name would be unreadable after a dot. */
+const fieldRef = (name: string) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? `.${name}` : `[${JSON.stringify(name.length > 40 ? `${name.slice(0, 40)}…` : name)}]`);
+
 /** A new row with typed fields converted; `row` itself is left as it was (the worker may put it back). */
 function decodeRow(row: unknown, types: Record<string, unknown>, where: string): Record<string, unknown> | null {
   if (row === null || row === undefined) return null;
@@ -284,7 +289,7 @@ function decodeRow(row: unknown, types: Record<string, unknown>, where: string):
     const list = type.endsWith('[]');
     const scalar = list ? type.slice(0, -2) : type;
     const convert = Object.hasOwn(SCALARS, scalar) ? SCALARS[scalar] : undefined;
-    const at = `${where}.${field} (${type})`;
+    const at = `${where}${fieldRef(field)} (${type})`;
     if (!convert || value === null) out[field] = value;
     else if (!list) {
       if (Array.isArray(value)) throw invalid(at, value, 'a single value', TRIGGER_FIX);
@@ -333,15 +338,15 @@ const OPERATIONS = ['INSERT', 'UPDATE', 'DELETE'];
 export function decodeTriggerPayload(wire: WireTriggerPayload, current?: ModelShape, warn?: (message: string) => void): TriggerPayload {
   const w: unknown = wire;
   if (!isRecord(w)) throw invalid('trigger payload', w, 'a JSON object with op, when, model, old and new', TRIGGER_FIX);
-  const model = typeof w.model === 'string' ? w.model : undefined;
+  const model = typeof w.model === 'string' && /^[A-Za-z][A-Za-z0-9_]*$/.test(w.model) ? w.model : undefined;
   const where = `${model ?? 'trigger'} payload`;
-  if (model === undefined) throw invalid(`${where}, model`, w.model, 'the Prisma model name as a string', TRIGGER_FIX);
+  if (model === undefined) throw invalid(`${where}, model`, w.model, 'a Prisma model name such as "Author"', TRIGGER_FIX);
   if (typeof w.op !== 'string' || !OPERATIONS.includes(w.op)) throw invalid(`${where}, op`, w.op, '"INSERT", "UPDATE" or "DELETE"', TRIGGER_FIX);
   if (w.when !== 'BEFORE' && w.when !== 'AFTER') throw invalid(`${where}, when`, w.when, '"BEFORE" or "AFTER"', TRIGGER_FIX);
   const types = w.types ?? {};
   if (!isRecord(types)) throw invalid(`${where}, types`, types, 'an object of field name → Prisma type name', TRIGGER_FIX);
   for (const [field, type] of Object.entries(types)) {
-    if (typeof type !== 'string') throw invalid(`${where}, types.${field}`, type, 'a Prisma type name such as "BigInt"', TRIGGER_FIX);
+    if (typeof type !== 'string') throw invalid(`${where}, types${fieldRef(field)}`, type, 'a Prisma type name such as "BigInt"', TRIGGER_FIX);
   }
   let old = decodeRow(w.old, types, `${where}, old`);
   let row = decodeRow(w.new, types, `${where}, new`);
