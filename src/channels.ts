@@ -9,20 +9,34 @@ export const MAX_NOTIFY_PAYLOAD_BYTES = 7999;
 
 const CHANNEL_PATTERN = /^[A-Za-z0-9_.:\-]+$/;
 
+/** The name as a JSON string (quotes, NUL and line breaks visible), cut short if huge. */
+function show(name: string): string {
+  return name.length > 80 ? `${JSON.stringify(name.slice(0, 80)).slice(0, -1)}…"` : JSON.stringify(name);
+}
+
+/**
+ * Channel names are ASCII letters, digits, "_", ".", ":" and "-", 1 to 63 bytes. The library quotes
+ * them wherever they reach SQL (LISTEN "Orders.Created"), so case is kept and names that are SQL
+ * keywords or start with a digit work; the narrow alphabet keeps them readable in logs and shells,
+ * and keeps lookalike Unicode names (and their byte counts) out.
+ */
 export function assertChannelName(name: unknown, where = 'channel'): asserts name is string {
   if (typeof name !== 'string' || name.length === 0) {
-    throw new PubSubError('pubsub.invalidChannel', `${where}: channel name must be a non-empty string, got ${JSON.stringify(name)}.`);
+    const got = typeof name === 'string' ? 'an empty string' : name === null ? 'null' : typeof name === 'object' ? 'an object' : typeof name === 'function' ? 'a function' : `${typeof name} ${String(name)}`;
+    throw new PubSubError('pubsub.invalidChannel', `${where}: a channel name must be a non-empty string such as "orders.created", got ${got}.`);
   }
-  if (Buffer.byteLength(name) > MAX_CHANNEL_BYTES) {
+  const bytes = Buffer.byteLength(name);
+  if (bytes > MAX_CHANNEL_BYTES) {
     throw new PubSubError(
       'pubsub.invalidChannel',
-      `${where}: channel name "${name}" is ${Buffer.byteLength(name)} bytes; PostgreSQL allows at most ${MAX_CHANNEL_BYTES}. Choose a shorter name.`,
+      `${where}: channel name ${show(name)} is ${bytes} bytes (UTF-8); PostgreSQL allows at most ${MAX_CHANNEL_BYTES}. Choose a shorter name.`,
     );
   }
   if (!CHANNEL_PATTERN.test(name)) {
+    const bad = [...name].find((c) => !CHANNEL_PATTERN.test(c))!;
     throw new PubSubError(
       'pubsub.invalidChannel',
-      `${where}: channel name "${name}" may only contain letters, digits, "_", ".", ":" and "-".`,
+      `${where}: channel name ${show(name)} contains ${JSON.stringify(bad)}; use only ASCII letters, digits, "_", ".", ":" and "-", e.g. "orders.created".`,
     );
   }
 }

@@ -46,19 +46,69 @@ export interface TriggerListenOptions extends CommonOptions<TriggerPayload<any>>
 }
 
 const LISTENER_NAME = /^[A-Za-z0-9_.:\-]{1,200}$/;
+/** setTimeout fires at once for longer delays (32-bit overflow), so a longer timeout would cut every attempt short. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+const DEFAULT_BACKOFF = { baseMs: 1000, maxMs: 300_000 };
+
+const COMMON_KEYS = ['durable', 'name', 'orderKey', 'maxAttempts', 'backoff', 'timeoutMs', 'ordered', 'batch'];
+const LISTEN_KEYS = [...COMMON_KEYS, 'type'];
+const SHORTCUT_KEYS = [...COMMON_KEYS, 'channel', 'condition'];
+const TRIGGER_KEYS = [...SHORTCUT_KEYS, 'model', 'when', 'events', 'columns'];
+
+/** A value as it would be written in code, for messages (short, never the whole of something huge). */
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'bigint') return `${value}n`;
+  if (Array.isArray(value)) return 'an array';
+  if (value !== null && typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isPositive = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0;
+
+/**
+ * Options come from JavaScript as often as from TypeScript, so their shape is checked here rather
+ * than trusted: an unknown key is usually a typo that would otherwise silently do nothing.
+ */
+function checkShape(id: string, options: unknown, keys: string[], what: string): asserts options is Record<string, unknown> {
+  if (!isObject(options)) throw new PubSubError('pubsub.config', `${id}: ${what} must be an object such as { maxAttempts: 5 }, got ${show(options)}.`);
+  const unknown = Object.keys(options).find((k) => !keys.includes(k));
+  if (unknown !== undefined) {
+    throw new PubSubError('pubsub.config', `${id}: unknown option ${JSON.stringify(unknown)} in ${what}; the options are ${keys.join(', ')}.`);
+  }
+}
 
 function delivery(id: string, options: CommonOptions<any>): { name: string; delivery: DeliveryOptions } {
-  const { maxAttempts, backoff, timeoutMs, ordered, orderKey, batch } = options;
+  const { maxAttempts, backoff, timeoutMs, ordered, orderKey, batch, durable } = options;
   const name = options.name ?? id;
   const fail = (why: string) => {
     throw new PubSubError('pubsub.config', `${id}: ${why}`);
   };
-  if (!LISTENER_NAME.test(name)) fail(`name "${name}" must be 1 to 200 letters, digits, "_", ".", ":" or "-".`);
-  if (maxAttempts !== undefined && !(Number.isInteger(maxAttempts) && maxAttempts >= 1)) fail('maxAttempts must be a whole number ≥ 1.');
-  if (timeoutMs !== undefined && !(timeoutMs > 0)) fail('timeoutMs must be a positive number of milliseconds.');
-  if (backoff && !((backoff.baseMs ?? 1) > 0 && (backoff.maxMs ?? 1) > 0)) fail('backoff.baseMs and backoff.maxMs must be positive.');
+  if (typeof name !== 'string' || !LISTENER_NAME.test(name)) fail(`name ${show(name)} must be 1 to 200 letters, digits, "_", ".", ":" or "-".`);
+  if (durable !== undefined && typeof durable !== 'boolean') fail(`durable must be true or false, got ${show(durable)}.`);
+  if (maxAttempts !== undefined && !(Number.isSafeInteger(maxAttempts) && maxAttempts >= 1)) fail(`maxAttempts must be a whole number ≥ 1, got ${show(maxAttempts)}.`);
+  if (timeoutMs !== undefined && !(isPositive(timeoutMs) && timeoutMs <= MAX_TIMEOUT_MS)) {
+    fail(`timeoutMs must be a positive number of milliseconds up to ${MAX_TIMEOUT_MS}, got ${show(timeoutMs)}.`);
+  }
+  if (backoff !== undefined) {
+    checkShape(id, backoff, ['baseMs', 'maxMs'], 'backoff');
+    if (backoff.baseMs !== undefined && !isPositive(backoff.baseMs)) fail(`backoff.baseMs must be a positive number of milliseconds, got ${show(backoff.baseMs)}.`);
+    if (backoff.maxMs !== undefined && !isPositive(backoff.maxMs)) fail(`backoff.maxMs must be a positive number of milliseconds, got ${show(backoff.maxMs)}.`);
+    const { baseMs, maxMs } = { ...DEFAULT_BACKOFF, ...backoff };
+    if (baseMs > maxMs) fail(`backoff.baseMs (${baseMs}) exceeds backoff.maxMs (${maxMs}${backoff.maxMs === undefined ? ', the default' : ''}); raise maxMs or lower baseMs.`);
+  }
+  if (ordered !== undefined && typeof ordered !== 'boolean') fail(`ordered must be true or false, got ${show(ordered)}.`);
+  if (orderKey !== undefined && typeof orderKey !== 'function') fail(`orderKey must be a function (payload) => string, got ${show(orderKey)}.`);
   if (orderKey && !ordered) fail('orderKey needs ordered: true.');
-  if (batch && !(Number.isInteger(batch.size) && batch.size >= 1)) fail('batch.size must be a whole number ≥ 1.');
+  if (batch !== undefined) {
+    checkShape(id, batch, ['size', 'waitMs'], 'batch');
+    if (!(Number.isSafeInteger(batch.size) && batch.size >= 1)) fail(`batch.size must be a whole number ≥ 1, got ${show(batch.size)}.`);
+    if (batch.waitMs !== undefined && !(typeof batch.waitMs === 'number' && batch.waitMs >= 0 && batch.waitMs <= MAX_TIMEOUT_MS)) {
+      fail(`batch.waitMs must be a number of milliseconds from 0 to ${MAX_TIMEOUT_MS}, got ${show(batch.waitMs)}.`);
+    }
+  }
   if (batch && ordered) fail('a listener cannot be both ordered and batched.');
   const result: DeliveryOptions = {};
   if (maxAttempts !== undefined) result.maxAttempts = maxAttempts;
@@ -104,13 +154,18 @@ function paramType(target: object, key: string | symbol, id: string): Function {
 export function Listen<T = any>(channel: Channel<T> | string, options: ListenOptions<T> & { batch: { size: number; waitMs?: number } }): MethodDecoratorFor<T[]>;
 export function Listen<T = any>(channel: Channel<T> | string, options?: ListenOptions<T>): MethodDecoratorFor<T>;
 export function Listen<T = any>(channel: Channel<T> | string, options: ListenOptions<T> = {}): MethodDecoratorFor<any> {
-  const name = typeof channel === 'string' ? channel : channel.name;
-  const durable = typeof channel === 'string' ? options.durable ?? true : channel.durable;
   return (target, key) => {
     const id = listenerId(target, key);
+    const def = typeof channel === 'string' ? undefined : (channel as Channel<T> | null | undefined);
+    const name: unknown = def ? def.name : channel;
     assertChannelName(name, id);
+    checkShape(id, options, LISTEN_KEYS, 'the options of @Listen');
+    if (options.type !== undefined && typeof options.type !== 'function') {
+      throw new PubSubError('pubsub.config', `${id}: the type option must be a class, got ${show(options.type)}.`);
+    }
+    const durable = def ? def.durable : (options.durable as boolean | undefined) ?? true;
     const reflected = paramType(target, key, id);
-    const payloadType = options.type ?? (typeof channel === 'object' && channel.type ? channel.type : reflected);
+    const payloadType = options.type ?? (def?.type ? def.type : reflected);
     if (WRAPPER_TYPES.has(payloadType)) {
       throw new PubSubError(
         'pubsub.missingParamType',
@@ -135,21 +190,28 @@ export function TriggerListen(
 export function TriggerListen(
   spec: TriggerListenOptions & { model: string; when: TriggerTiming; events: TriggerOperation[]; columns?: string[] },
 ): MethodDecoratorFor<any> {
-  const { model, when, channel = `model.${model}`, durable = true } = spec;
   return (target, key) => {
     const id = listenerId(target, key);
+    checkShape(id, spec, TRIGGER_KEYS, 'the options of the trigger listener');
+    const { model, when, channel = `model.${model}`, durable = true } = spec;
     if (typeof model !== 'string' || !/^[A-Za-z][A-Za-z0-9_]*$/.test(model)) {
       throw new PubSubError('pubsub.schema', `${id}: model must be a Prisma model name such as "Author", got ${JSON.stringify(model)}.`);
     }
     if (when !== 'BEFORE' && when !== 'AFTER') {
       throw new PubSubError('pubsub.schema', `${id}: when must be 'BEFORE' or 'AFTER', got ${JSON.stringify(when)}.`);
     }
-    const events = [...new Set(spec.events)].sort();
+    const events = Array.isArray(spec.events) ? [...new Set(spec.events)].sort() : [];
     if (events.length === 0 || events.some((e) => !['INSERT', 'UPDATE', 'DELETE'].includes(e))) {
       throw new PubSubError('pubsub.schema', `${id}: events must be a non-empty list of 'INSERT', 'UPDATE', 'DELETE'.`);
     }
+    if (spec.columns !== undefined && !(Array.isArray(spec.columns) && spec.columns.every((c) => typeof c === 'string' && c.length > 0))) {
+      throw new PubSubError('pubsub.schema', `${id}: columns must be a list of field names such as ['title'], got ${show(spec.columns)}.`);
+    }
     if (spec.columns && !events.includes('UPDATE')) {
       throw new PubSubError('pubsub.schema', `${id}: columns only apply to UPDATE events.`);
+    }
+    if (spec.condition !== undefined && typeof spec.condition !== 'string') {
+      throw new PubSubError('pubsub.schema', `${id}: condition must be an SQL boolean expression as a string such as "NEW.published", got ${show(spec.condition)}.`);
     }
     assertChannelName(channel, id);
     paramType(target, key, id); // fails early when the toolchain drops decorator metadata
@@ -174,7 +236,10 @@ function shortcut(when: TriggerTiming, events: TriggerOperation[]) {
   function decorator(model: string, options: TriggerListenOptions & { batch: { size: number; waitMs?: number } }): MethodDecoratorFor<TriggerPayload<any>[]>;
   function decorator(model: string, options?: TriggerListenOptions): MethodDecoratorFor<TriggerPayload<any>>;
   function decorator(model: string, options: TriggerListenOptions = {}): MethodDecoratorFor<any> {
-    return TriggerListen({ ...options, model, when, events });
+    return (target, key, descriptor) => {
+      checkShape(listenerId(target, key), options, SHORTCUT_KEYS, 'the options of the trigger listener');
+      TriggerListen({ ...options, model, when, events })(target, key, descriptor);
+    };
   }
   return decorator;
 }

@@ -70,13 +70,18 @@ export async function disconnect(): Promise<void> {
 /** Runs one statement on any supported client and returns its rows. */
 export async function query<R>(client: Queryable, text: string, values: unknown[]): Promise<R[]> {
   // Property reads, not `in`: a Prisma transaction of an $extends()ed client throws on `in`.
-  const c = client as { $queryRawUnsafe?: Function; query?: Function };
-  if (typeof c.$queryRawUnsafe === 'function') return (await c.$queryRawUnsafe(text, ...values)) as R[];
-  if (typeof c.query === 'function') return ((await c.query(text, values)) as { rows: R[] }).rows;
-  throw new PubSubError(
-    'pubsub.invalidClient',
-    'notify(): `client` must be a pg Pool, Client or PoolClient, a PrismaClient or a Prisma transaction client.',
-  );
+  const c = (client ?? {}) as { $queryRawUnsafe?: Function; query?: Function };
+  let rows: unknown;
+  if (typeof c.$queryRawUnsafe === 'function') rows = await c.$queryRawUnsafe(text, ...values);
+  else if (typeof c.query === 'function') rows = ((await c.query(text, values)) as { rows?: unknown } | undefined)?.rows;
+  else {
+    const got = typeof client === 'string' ? 'a string (a connection string? pass a pg Pool built from it)' : client === null ? 'null' : `${typeof client} without query()`;
+    throw new PubSubError('pubsub.invalidClient', `\`client\` must be a pg Pool, Client or PoolClient, a PrismaClient or a Prisma transaction client; got ${got}.`);
+  }
+  if (!Array.isArray(rows)) {
+    throw new PubSubError('pubsub.invalidClient', '`client` did not answer like a pg or Prisma client (no rows came back). Pass a pg Pool, Client or PoolClient, a PrismaClient or a Prisma transaction client.');
+  }
+  return rows as R[];
 }
 
 /**
@@ -91,7 +96,7 @@ export async function query<R>(client: Queryable, text: string, values: unknown[
 export function notify<T>(channel: Channel<T>, payload: T, options?: NotifyOptions): Promise<string | undefined>;
 export function notify(channel: string, payload: unknown, options?: NotifyOptions): Promise<string | undefined>;
 export async function notify(channel: Channel<unknown> | string, payload: unknown, options: NotifyOptions = {}): Promise<string | undefined> {
-  const name = typeof channel === 'string' ? channel : channel.name;
+  const name: unknown = typeof channel === 'string' ? channel : (channel as Channel<unknown> | null | undefined)?.name;
   assertChannelName(name, 'notify()');
   const durable = options.durable ?? (typeof channel === 'string' ? getRegistry().get(name)?.durable : channel.durable) ?? true;
   const context = options.context ?? contextStorage.getStore();

@@ -12,10 +12,16 @@ export function encodePayload(payload: unknown, channel: string): string {
   try {
     text = JSON.stringify(payload, (_key, value) => (typeof value === 'bigint' ? value.toString() : value));
   } catch (cause) {
-    throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the payload cannot be written as JSON: ${(cause as Error).message}`, { cause });
+    const deep = cause instanceof RangeError;
+    throw new PubSubError(
+      'pubsub.invalidPayload',
+      `notify("${channel}"): the payload cannot be written as JSON: ${(cause as Error).message}. ${deep ? 'Send a less deeply nested payload.' : 'Send plain data: objects, arrays, strings, numbers, booleans, null, Date and bigint, without cycles.'}`,
+      { cause },
+    );
   }
   if (text === undefined) {
-    throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the payload is ${String(payload)}; send a JSON value such as an object.`);
+    const what = typeof payload === 'function' ? 'a function' : typeof payload === 'symbol' ? 'a symbol' : String(payload);
+    throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the payload is ${what}, which JSON cannot represent; send a JSON value such as an object (null is allowed).`);
   }
   return text;
 }
@@ -49,27 +55,134 @@ function isPlainClass(type: Function): boolean {
   return known;
 }
 
-const PRIMITIVES = new Map<Function, (v: unknown) => unknown>([
-  [String, (v) => v],
-  [Number, (v) => v],
-  [Boolean, (v) => v],
-  [BigInt, (v) => (typeof v === 'string' || typeof v === 'number' ? BigInt(v) : v)],
-  [Date, (v) => (typeof v === 'string' ? new Date(v) : v)],
+/** Longest BigInt payload accepted, in digits: parsing grows faster than linearly, so a hostile payload could stall the worker. */
+const MAX_BIGINT_DIGITS = 10_000;
+
+/** A short, safe description of a hostile value for an error message (never the whole of a huge or deep value). */
+function show(value: unknown): string {
+  if (typeof value === 'string') return value.length > 40 ? `${JSON.stringify(value.slice(0, 40)).slice(0, -1)}…" (${value.length} characters)` : JSON.stringify(value);
+  if (Array.isArray(value)) return 'an array';
+  if (value === null || typeof value !== 'object') return String(value);
+  return 'an object';
+}
+
+/** A hostile or malformed payload: names where, what arrived, and what was expected. */
+function invalid(where: string, value: unknown, expected: string, fix: string, cause?: unknown): PubSubError {
+  return new PubSubError('pubsub.invalidPayload', `${where}: got ${show(value)}, expected ${expected}. ${fix}`, cause === undefined ? undefined : { cause });
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * `value` with every `__proto__` key dropped, at any depth; the same object when it has none (the
+ * usual case: nothing is copied). Iterative, so a deeply nested payload cannot overflow the stack.
+ * JSON.parse makes such keys plain own properties, harmless until listener code copies them with
+ * assignment (Object.assign, naive deep merges), which would then replace a prototype.
+ */
+function withoutProtoKeys(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  const stack: object[] = [value];
+  let found = false;
+  while (stack.length && !found) {
+    const v = stack.pop()!;
+    if (!Array.isArray(v) && Object.hasOwn(v, '__proto__')) found = true;
+    for (const child of Object.values(v)) if (child !== null && typeof child === 'object') stack.push(child);
+  }
+  if (!found) return value;
+  const copy = (v: object): object => (Array.isArray(v) ? [...v] : Object.fromEntries(Object.entries(v).filter(([k]) => k !== '__proto__')));
+  const root = copy(value);
+  const todo: object[] = [root];
+  while (todo.length) {
+    const v = todo.pop() as Record<string, unknown>;
+    for (const key of Object.keys(v)) {
+      const child = v[key];
+      if (child !== null && typeof child === 'object') todo.push((v[key] = copy(child)));
+    }
+  }
+  return root;
+}
+
+/** Names the fast path must not assign: methods and getter-only accessors of the class (what class-transformer skips too). */
+const readOnlyKeys = new WeakMap<Function, Set<string>>();
+function skippedKeys(type: Function): Set<string> {
+  let keys = readOnlyKeys.get(type);
+  if (keys) return keys;
+  keys = new Set(['__proto__', 'constructor']);
+  for (let p = type.prototype as object | null; p; p = Object.getPrototypeOf(p)) {
+    for (const [key, d] of Object.entries(Object.getOwnPropertyDescriptors(p))) {
+      if (key !== '__proto__' && (typeof d.value === 'function' || (d.get && !d.set))) keys.add(key);
+    }
+  }
+  readOnlyKeys.set(type, keys);
+  return keys;
+}
+
+const NOTIFY_BIGINT_FIX = 'notify() writes bigint values in this form.';
+
+function toBigInt(value: unknown, where: string, fix = NOTIFY_BIGINT_FIX): bigint {
+  if (typeof value === 'number' && Number.isInteger(value)) return BigInt(value);
+  if (typeof value === 'string' && /^-?\d+$/.test(value) && value.length <= MAX_BIGINT_DIGITS + 1) return BigInt(value);
+  throw invalid(where, value, `a whole number as a decimal string such as "-42" (at most ${MAX_BIGINT_DIGITS} digits)`, fix);
+}
+
+function toDate(value: unknown, where: string): Date {
+  const date = typeof value === 'string' || typeof value === 'number' ? new Date(value) : undefined;
+  if (date && !Number.isNaN(date.getTime())) return date;
+  throw invalid(where, value, 'a date as an ISO 8601 string such as "2024-01-31T12:00:00.000Z"', 'notify() writes Date values in this form.');
+}
+
+/** JSON types a primitive payload parameter accepts as they are. */
+const JSON_PRIMITIVES = new Map<Function, string>([
+  [String, 'string'],
+  [Number, 'number'],
+  [Boolean, 'boolean'],
 ]);
 
-/** Turns a decoded JSON value into an instance of `type` (class-transformer), or a primitive. */
+/**
+ * Turns a decoded JSON value into an instance of `type` (class-transformer), or a primitive. Never
+ * changes `value` (the worker may still need it intact). A value that cannot become `type` throws
+ * PubSubError 'pubsub.invalidPayload'. `__proto__` and `constructor` keys are dropped.
+ */
 export function decodePayload(value: unknown, type: Function | undefined): unknown {
   if (!type) return value;
-  const primitive = PRIMITIVES.get(type);
-  if (primitive) return primitive(value);
-  if (value === null || typeof value !== 'object') return value;
-  if (!Array.isArray(value) && isPlainClass(type)) {
+  const where = `payload for ${type.name || 'an anonymous class'}`;
+  const json = JSON_PRIMITIVES.get(type);
+  if (json) {
+    if (typeof value === json) return value;
+    throw invalid(where, value, `a JSON ${json}`, `Send a ${json}, or declare the listener's parameter with the payload's type.`);
+  }
+  if (type === BigInt) return toBigInt(value, where);
+  if (type === Date) return value instanceof Date ? new Date(value.getTime()) : toDate(value, where);
+  if (Array.isArray(value)) return value.map((v, i) => decodeObject(v, type, `${where}, item ${i}`));
+  return decodeObject(value, type, where);
+}
+
+function decodeObject(value: unknown, type: Function, where: string): object {
+  if (!isRecord(value)) {
+    throw invalid(where, value, `a JSON object with the fields of class ${type.name}`, `Send an object, or declare the listener's parameter with the payload's type.`);
+  }
+  if (isPlainClass(type)) {
     // What plainToInstance does for a class without decorators, minus the metadata walk.
     const instance = new (type as new () => Record<string, unknown>)();
-    for (const key of Object.keys(value)) if (key !== '__proto__' && key !== 'constructor') instance[key] = (value as Record<string, unknown>)[key];
+    const skip = skippedKeys(type);
+    for (const key of Object.keys(value)) {
+      if (!skip.has(key) && typeof instance[key] !== 'function') instance[key] = withoutProtoKeys(value[key]);
+    }
     return instance;
   }
-  return plainToInstance(type as new () => object, value as object);
+  try {
+    return plainToInstance(type as new () => object, value);
+  } catch (cause) {
+    if (cause instanceof PubSubError) throw cause;
+    const deep = cause instanceof RangeError && /call stack/i.test(cause.message);
+    throw new PubSubError(
+      'pubsub.invalidPayload',
+      deep
+        ? `${where}: the payload is nested too deeply to be turned into ${type.name} (class-transformer recurses once per level). Send a flatter payload, or give the deep part no @Type so that it is kept as plain JSON.`
+        : `${where}: class-transformer could not turn it into ${type.name}: ${(cause as Error)?.message ?? String(cause)}. Fix the payload, or the @Type/@Transform decorator that threw.`,
+      { cause },
+    );
+  }
 }
 
 /** The trigger payload as the generated trigger function writes it. */
@@ -113,32 +226,85 @@ function loadDecimal(): DecimalCtor {
   throw new PubSubError('pubsub.invalidPayload', 'A Decimal field arrived but neither @prisma/client nor decimal.js can be loaded. Install one of them.');
 }
 
-function parseDateTime(v: string): Date {
-  // timestamp without time zone (Prisma's default DateTime) is UTC; time-only values sit on 1970-01-01.
-  if (/^\d{2}:\d{2}/.test(v)) v = `1970-01-01T${v}`;
-  if (/T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(v)) v += 'Z';
-  return new Date(v);
+const TRIGGER_FIX =
+  'Trigger payloads are written by the trigger functions of `pubsub make-migration`; this one was written by something else or by an outdated trigger. Regenerate and apply the migration, and remove the notification (`pubsub dead purge <id>`).';
+
+/** PostgreSQL's ±infinity have no Date; the farthest Dates (±8.64e15 ms) keep comparisons right. */
+const INFINITE_DATES: Record<string, number> = { infinity: 8.64e15, '-infinity': -8.64e15 };
+
+function parseDateTime(v: unknown, where: string): Date {
+  if (typeof v === 'string' && v.length <= 64) {
+    if (Object.hasOwn(INFINITE_DATES, v)) return new Date(INFINITE_DATES[v]!);
+    // timestamp without time zone (Prisma's default DateTime) is UTC; time-only values sit on 1970-01-01.
+    let text = /^\d{2}:\d{2}/.test(v) ? `1970-01-01T${v}` : v;
+    if (/T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.test(text)) text += 'Z';
+    const date = new Date(text);
+    if (!Number.isNaN(date.getTime())) return date;
+  }
+  throw invalid(where, v, 'a timestamp, date or time as PostgreSQL writes it in JSON, such as "2024-01-31T12:00:00.123"', TRIGGER_FIX);
 }
 
-const SCALARS: Record<string, (v: any) => unknown> = {
-  BigInt: (v) => BigInt(v),
-  Decimal: (v) => new (loadDecimal())(String(v)),
-  DateTime: (v) => parseDateTime(v),
-  Bytes: (v) => new Uint8Array(Buffer.from(v, 'base64')),
-  Float: (v) => Number(v), // NaN and ±Infinity arrive as strings
+const DECIMAL = /^(-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|NaN|-?Infinity)$/;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const FLOAT_WORDS: Record<string, number> = { NaN: NaN, Infinity: Infinity, '-Infinity': -Infinity };
+
+/** Converters from the JSON the trigger writes to the value Prisma would return, by Prisma type. */
+const SCALARS: Record<string, (v: unknown, where: string) => unknown> = {
+  BigInt: (v, where) => toBigInt(v, where, TRIGGER_FIX),
+  Decimal: (v, where) => {
+    const text = typeof v === 'number' && Number.isFinite(v) ? String(v) : v;
+    if (typeof text === 'string' && DECIMAL.test(text)) {
+      const Decimal = loadDecimal();
+      try {
+        return new Decimal(text);
+      } catch (cause) {
+        throw invalid(where, v, 'a decimal number as a string such as "12.50"', TRIGGER_FIX, cause);
+      }
+    }
+    throw invalid(where, v, 'a decimal number as a string such as "12.50"', TRIGGER_FIX);
+  },
+  DateTime: parseDateTime,
+  Bytes: (v, where) => {
+    // PostgreSQL's base64 breaks lines every 76 characters.
+    const text = typeof v === 'string' ? v.replace(/\r?\n/g, '') : undefined;
+    if (text !== undefined && text.length % 4 === 0 && BASE64.test(text)) return new Uint8Array(Buffer.from(text, 'base64'));
+    throw invalid(where, v, 'bytes as a base64 string such as "AAH+/w=="', TRIGGER_FIX);
+  },
+  Float: (v, where) => {
+    if (typeof v === 'number') return v;
+    if (typeof v === 'string' && Object.hasOwn(FLOAT_WORDS, v)) return FLOAT_WORDS[v]; // JSON has no NaN or ±Infinity
+    throw invalid(where, v, 'a number, or "NaN", "Infinity" or "-Infinity"', TRIGGER_FIX);
+  },
 };
 
-function decodeRow(row: Record<string, unknown> | null, types: Record<string, string>): Record<string, unknown> | null {
-  if (!row) return row;
-  for (const [field, type] of Object.entries(types)) {
-    const value = row[field];
-    if (value === null || value === undefined) continue;
+/** `.name`, or `["odd name"]` when the name would be unreadable after a dot. */
+const fieldRef = (name: string) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? `.${name}` : `[${JSON.stringify(name.length > 40 ? `${name.slice(0, 40)}…` : name)}]`);
+
+/** A new row with typed fields converted; `row` itself is left as it was (the worker may put it back). */
+function decodeRow(row: unknown, types: Record<string, unknown>, where: string): Record<string, unknown> | null {
+  if (row === null || row === undefined) return null;
+  if (!isRecord(row)) throw invalid(where, row, 'a JSON object of the row\'s fields, or null', TRIGGER_FIX);
+  const out: Record<string, unknown> = {};
+  for (const [field, value] of Object.entries(row)) {
+    if (field === '__proto__') continue; // no Prisma field has this name; as an assignment it would replace the prototype
+    const type = Object.hasOwn(types, field) ? (types[field] as string) : '';
     const list = type.endsWith('[]');
-    const convert = SCALARS[list ? type.slice(0, -2) : type];
-    if (!convert) continue;
-    row[field] = list && Array.isArray(value) ? value.map((v) => (v === null ? v : convert(v))) : convert(value);
+    const scalar = list ? type.slice(0, -2) : type;
+    const convert = Object.hasOwn(SCALARS, scalar) ? SCALARS[scalar] : undefined;
+    const at = `${where}${fieldRef(field)} (${type})`;
+    if (!convert || value === null) out[field] = value;
+    else if (!list) {
+      if (Array.isArray(value)) throw invalid(at, value, 'a single value', TRIGGER_FIX);
+      out[field] = convert(value, at);
+    } else {
+      if (!Array.isArray(value)) throw invalid(at, value, 'a list (JSON array), or null', TRIGGER_FIX);
+      out[field] = value.map((v, i) => {
+        if (Array.isArray(v)) throw invalid(`${at}[${i}]`, v, 'a single value', TRIGGER_FIX);
+        return v === null ? v : convert(v, `${at}[${i}]`);
+      });
+    }
   }
-  return row;
+  return out;
 }
 
 /** A model's fields as the latest migration installed them (table pubsub.model). */
@@ -156,7 +322,7 @@ function adapt(row: Record<string, unknown> | null, shape: ModelShape, partial: 
   const adapted: Record<string, unknown> = {};
   const missing: string[] = [];
   for (const f of shape.fields) {
-    if (f.name in row) adapted[f.name] = row[f.name];
+    if (Object.hasOwn(row, f.name)) adapted[f.name] = row[f.name];
     else if (partial) continue; // left out by the selection, not by a model change
     else if (f.optional) adapted[f.name] = null;
     else missing.push(f.name);
@@ -164,27 +330,42 @@ function adapt(row: Record<string, unknown> | null, shape: ModelShape, partial: 
   return { row: adapted, missing };
 }
 
+const OPERATIONS = ['INSERT', 'UPDATE', 'DELETE'];
+
 /**
- * Rebuilds a TriggerPayload with exact values from what the trigger wrote. With the model's current
- * shape, a payload written by an older shape (its `v`) is adapted to it and `warn` is told once.
+ * Rebuilds a TriggerPayload with exact values from what the trigger wrote, as new objects: `wire` is
+ * never changed. With the model's current shape, a payload written by an older shape (its `v`) is
+ * adapted to it and `warn` is told once. Anything the generated trigger could not have written
+ * throws PubSubError 'pubsub.invalidPayload' naming the field.
  */
 export function decodeTriggerPayload(wire: WireTriggerPayload, current?: ModelShape, warn?: (message: string) => void): TriggerPayload {
-  const types = wire.types ?? {};
-  let old = decodeRow(wire.old, types);
-  let row = decodeRow(wire.new, types);
-  if (current && wire.v && wire.v !== current.version) {
-    const partial = !!(wire.partial || wire.truncated);
+  const w: unknown = wire;
+  if (!isRecord(w)) throw invalid('trigger payload', w, 'a JSON object with op, when, model, old and new', TRIGGER_FIX);
+  const model = typeof w.model === 'string' && /^[A-Za-z][A-Za-z0-9_]*$/.test(w.model) ? w.model : undefined;
+  const where = `${model ?? 'trigger'} payload`;
+  if (model === undefined) throw invalid(`${where}, model`, w.model, 'a Prisma model name such as "Author"', TRIGGER_FIX);
+  if (typeof w.op !== 'string' || !OPERATIONS.includes(w.op)) throw invalid(`${where}, op`, w.op, '"INSERT", "UPDATE" or "DELETE"', TRIGGER_FIX);
+  if (w.when !== 'BEFORE' && w.when !== 'AFTER') throw invalid(`${where}, when`, w.when, '"BEFORE" or "AFTER"', TRIGGER_FIX);
+  const types = w.types ?? {};
+  if (!isRecord(types)) throw invalid(`${where}, types`, types, 'an object of field name → Prisma type name', TRIGGER_FIX);
+  for (const [field, type] of Object.entries(types)) {
+    if (typeof type !== 'string') throw invalid(`${where}, types${fieldRef(field)}`, type, 'a Prisma type name such as "BigInt"', TRIGGER_FIX);
+  }
+  let old = decodeRow(w.old, types, `${where}, old`);
+  let row = decodeRow(w.new, types, `${where}, new`);
+  if (current && w.v && w.v !== current.version) {
+    const partial = !!(w.partial || w.truncated);
     const a = adapt(old, current, partial);
     const b = adapt(row, current, partial);
     [old, row] = [a.row, b.row];
     const missing = [...new Set([...a.missing, ...b.missing])];
     warn?.(
-      `a ${wire.model} notification written with model version ${wire.v} was read as version ${current.version}: unknown fields dropped, missing optional fields set to null${missing.length ? `; required fields missing: ${missing.join(', ')}` : ''}`,
+      `a ${model} notification written with model version ${String(w.v)} was read as version ${current.version}: unknown fields dropped, missing optional fields set to null${missing.length ? `; required fields missing: ${missing.join(', ')}` : ''}`,
     );
   }
-  const payload: TriggerPayload = { op: wire.op, when: wire.when, model: wire.model, old, new: row };
-  if (wire.context !== undefined) payload.context = wire.context;
-  if (wire.truncated) payload.truncated = true;
-  if (wire.partial) payload.partial = true;
+  const payload: TriggerPayload = { op: w.op as TriggerPayload['op'], when: w.when, model, old, new: row };
+  if (w.context !== undefined) payload.context = w.context;
+  if (w.truncated) payload.truncated = true;
+  if (w.partial) payload.partial = true;
   return payload;
 }
