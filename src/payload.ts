@@ -67,8 +67,8 @@ function show(value: unknown): string {
 }
 
 /** A hostile or malformed payload: names where, what arrived, and what was expected. */
-function invalid(where: string, value: unknown, expected: string, fix: string): PubSubError {
-  return new PubSubError('pubsub.invalidPayload', `${where}: got ${show(value)}, expected ${expected}. ${fix}`);
+function invalid(where: string, value: unknown, expected: string, fix: string, cause?: unknown): PubSubError {
+  return new PubSubError('pubsub.invalidPayload', `${where}: got ${show(value)}, expected ${expected}. ${fix}`, cause === undefined ? undefined : { cause });
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -173,7 +173,6 @@ function decodeObject(value: unknown, type: Function, where: string): object {
   try {
     return plainToInstance(type as new () => object, value);
   } catch (cause) {
-    // No `cause` option: the worker records an error's cause instead of the error, and this message is the useful one.
     if (cause instanceof PubSubError) throw cause;
     const deep = cause instanceof RangeError && /call stack/i.test(cause.message);
     throw new PubSubError(
@@ -181,6 +180,7 @@ function decodeObject(value: unknown, type: Function, where: string): object {
       deep
         ? `${where}: the payload is nested too deeply to be turned into ${type.name} (class-transformer recurses once per level). Send a flatter payload, or give the deep part no @Type so that it is kept as plain JSON.`
         : `${where}: class-transformer could not turn it into ${type.name}: ${(cause as Error)?.message ?? String(cause)}. Fix the payload, or the @Type/@Transform decorator that threw.`,
+      { cause },
     );
   }
 }
@@ -257,8 +257,8 @@ const SCALARS: Record<string, (v: unknown, where: string) => unknown> = {
       const Decimal = loadDecimal();
       try {
         return new Decimal(text);
-      } catch {
-        throw invalid(where, v, 'a decimal number as a string such as "12.50"', TRIGGER_FIX);
+      } catch (cause) {
+        throw invalid(where, v, 'a decimal number as a string such as "12.50"', TRIGGER_FIX, cause);
       }
     }
     throw invalid(where, v, 'a decimal number as a string such as "12.50"', TRIGGER_FIX);
