@@ -52,7 +52,7 @@ const DEFAULT_BACKOFF = { baseMs: 1000, maxMs: 300_000 };
 
 const COMMON_KEYS = ['durable', 'name', 'orderKey', 'maxAttempts', 'backoff', 'timeoutMs', 'ordered', 'batch'];
 const LISTEN_KEYS = [...COMMON_KEYS, 'type'];
-const SHORTCUT_KEYS = [...COMMON_KEYS, 'channel', 'condition'];
+const SHORTCUT_KEYS = [...COMMON_KEYS, 'channel', 'condition', 'select'];
 const TRIGGER_KEYS = [...SHORTCUT_KEYS, 'model', 'when', 'events', 'columns'];
 
 /** A value as it would be written in code, for messages (short, never the whole of something huge). */

@@ -103,10 +103,10 @@ export async function notify(channel: Channel<unknown> | string, payload: unknow
   let text = encodePayload(payload, name);
   const client = options.client ?? getDefaultPool();
   if (durable) {
-    const rows = await query<{ id: string }>(client, notifyDurableSql, [name, text, context ? JSON.stringify(context) : null]);
+    const rows = await query<{ id: string }>(client, notifyDurableSql, [name, text, context ? encodePayload(context, name, 'context') : null]);
     return rows[0]?.id;
   }
-  if (context) text = `${ENVELOPE_MARK}{"payload":${text},"context":${encodePayload(context, name)}}`;
+  if (context) text = `${ENVELOPE_MARK}{"payload":${text},"context":${encodePayload(context, name, 'context')}}`;
   const bytes = Buffer.byteLength(text);
   if (bytes > MAX_NOTIFY_PAYLOAD_BYTES) {
     throw new PubSubError(

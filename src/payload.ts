@@ -6,8 +6,11 @@ import { plainToInstance } from 'class-transformer';
 import { PubSubError } from './errors.js';
 import type { TriggerPayload } from './types.js';
 
-/** JSON.stringify that writes bigints as decimal strings (JSON has no bigint). */
-export function encodePayload(payload: unknown, channel: string): string {
+/**
+ * JSON.stringify that writes bigints as decimal strings (JSON has no bigint). `part` names what is
+ * encoded in messages: the payload, or the context sent with it.
+ */
+export function encodePayload(payload: unknown, channel: string, part = 'payload'): string {
   let text: string | undefined;
   try {
     text = JSON.stringify(payload, (_key, value) => (typeof value === 'bigint' ? value.toString() : value));
@@ -15,13 +18,13 @@ export function encodePayload(payload: unknown, channel: string): string {
     const deep = cause instanceof RangeError;
     throw new PubSubError(
       'pubsub.invalidPayload',
-      `notify("${channel}"): the payload cannot be written as JSON: ${(cause as Error).message}. ${deep ? 'Send a less deeply nested payload.' : 'Send plain data: objects, arrays, strings, numbers, booleans, null, Date and bigint, without cycles.'}`,
+      `notify("${channel}"): the ${part} cannot be written as JSON: ${(cause as Error).message}. ${deep ? 'Send a less deeply nested value.' : 'Send plain data: objects, arrays, strings, numbers, booleans, null, Date and bigint, without cycles.'}`,
       { cause },
     );
   }
   if (text === undefined) {
     const what = typeof payload === 'function' ? 'a function' : typeof payload === 'symbol' ? 'a symbol' : String(payload);
-    throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the payload is ${what}, which JSON cannot represent; send a JSON value such as an object (null is allowed).`);
+    throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the ${part} is ${what}, which JSON cannot represent; send a JSON value such as an object (null is allowed).`);
   }
   return text;
 }

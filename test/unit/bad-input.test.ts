@@ -131,11 +131,15 @@ test('notify() payloads JSON cannot carry: invalidPayload before anything is sen
     [cyclic, /cannot be written as JSON: Converting circular structure.*without cycles/s],
     [{ toJSON: () => { throw new Error('boom'); } }, /cannot be written as JSON: boom/],
     [{ get bad() { throw new TypeError('getter'); } }, /cannot be written as JSON: getter/],
-    [deep, /cannot be written as JSON: Maximum call stack size exceeded\. Send a less deeply nested payload/],
+    [deep, /cannot be written as JSON: Maximum call stack size exceeded\. Send a less deeply nested value/],
   ];
   for (const [payload, pattern] of cases) {
     refuses(() => encodePayload(payload, 'ch'), 'pubsub.invalidPayload', /^notify\("ch"\): /, pattern);
     for (const durable of [true, false]) await refusesAsync(notify('ch', payload, { client: mustNotSend, durable }), 'pubsub.invalidPayload', pattern);
+  }
+  // The context sent with a notification: the same checks, named as the context.
+  for (const durable of [true, false]) {
+    await refusesAsync(notify('ch', {}, { client: mustNotSend, durable, context: cyclic }), 'pubsub.invalidPayload', /^notify\("ch"\): the context cannot be written as JSON: Converting circular structure/);
   }
   // What JSON can carry, as JSON carries it: bigint as a decimal string, nested undefined/functions dropped, null kept.
   assert.equal(encodePayload({ n: 2n ** 64n, list: [1n], u: undefined, f: () => 1, d: new Date(0) }, 'ch'), '{"n":"18446744073709551616","list":["1"],"d":"1970-01-01T00:00:00.000Z"}');
@@ -252,7 +256,7 @@ test('trigger listener options: shape and types are checked at decoration time',
   refuses(declare(TriggerListen(null as never)), 'pubsub.config', /T\.on: the options of the trigger listener must be an object/);
   refuses(declare(PostInsertListen('Author', { maxAttempts: 0 })), 'pubsub.config', /T\.on: maxAttempts must be a whole number ≥ 1/);
   refuses(declare(PostInsertListen('Author', { model: 'Other' } as never)), 'pubsub.config', /unknown option "model"/);
-  refuses(declare(PostUpdateListen('Author', { columns: ['title'] } as never)), 'pubsub.config', /unknown option "columns" in the options of the trigger listener; the options are durable, name, orderKey, maxAttempts, backoff, timeoutMs, ordered, batch, channel, condition/);
+  refuses(declare(PostUpdateListen('Author', { columns: ['title'] } as never)), 'pubsub.config', /unknown option "columns" in the options of the trigger listener; the options are durable, name, orderKey, maxAttempts, backoff, timeoutMs, ordered, batch, channel, condition, select/);
   refuses(declare(PostInsertListen('Author', 7 as never)), 'pubsub.config', /must be an object/);
   refuses(declare(PostInsertListen('Author table')), 'pubsub.schema', /model must be a Prisma model name/);
   assert.equal(getRegistry().list().length, 0);
