@@ -55,7 +55,12 @@ export class Dispatcher {
     const payload: unknown = JSON.parse(text);
     if (!l.trigger) return { value: decodePayload(payload, l.payloadType) };
     const wire = payload as WireTriggerPayload;
-    if (wire?.trigger !== this.triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) return undefined;
+    // Not a trigger payload at all: decoding it says what is wrong (a row that belongs to nobody is never dropped unseen).
+    if (typeof wire !== 'object' || wire === null || typeof wire.trigger !== 'string' || !['INSERT', 'UPDATE', 'DELETE'].includes(wire.op)) {
+      decodeTriggerPayload(wire);
+      throw new PubSubError('pubsub.invalidPayload', `${l.id}: the notification has no trigger key ("trigger"), so no pgpubsub trigger wrote it. Inspect it with \`pubsub dead show <id>\` and purge it.`);
+    }
+    if (wire.trigger !== this.triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) return undefined;
     return {
       value: decodeTriggerPayload(wire, this.models.get(wire.model), (m) => {
         if (!this.warned.has(m)) this.logger.warn(m);
