@@ -1,6 +1,6 @@
 /** The `pubsub` command: parses flags, resolves config, calls the library, maps errors to exit codes. */
-import { Command, CommanderError, Option } from 'commander';
-import { databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl } from '../config.js';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { WORKER_LIMITS, databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, wholeNumber } from '../config.js';
 import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startEmbeddedPostgres } from '../embedded.js';
@@ -18,13 +18,21 @@ const jsonObject = (value: string) => {
   } catch {
     parsed = undefined;
   }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new CommanderError(1, 'pubsub.config', `expected a JSON object such as '{"tenant":"acme"}', got ${value}`);
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new InvalidArgumentError(`Expected a JSON object such as '{"tenant":"acme"}'.`);
   return parsed as Record<string, unknown>;
 };
-const positiveInt = (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new CommanderError(1, 'pubsub.config', `expected a positive whole number, got "${value}"`);
-  return n;
+/** Commander prints an InvalidArgumentError with the option's name and exits 1; any other error would pass unreported. */
+const wholeIn = (min: number, max: number) => (value: string) => {
+  try {
+    // Digits only: "1e3", "0x10" or "1.0" would be numbers to Number(), and are typos more often than not.
+    return wholeNumber(/^\d+$/.test(value) ? Number(value) : value, 'it', min, max);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message.replace(/^it /, 'It '));
+  }
+};
+const workerOption = (key: keyof typeof WORKER_LIMITS, name: string, description: string, fallback: number) => {
+  const { flag, min, max } = WORKER_LIMITS[key];
+  return new Option(`${flag} <${name}>`, `${description} (${min} to ${max}; default ${fallback})`).argParser(wholeIn(min, max));
 };
 
 interface CommonFlags {
@@ -65,13 +73,13 @@ export function buildProgram(): Command {
     .addOption(requireOption())
     .addOption(configOption())
     .addOption(databaseOption())
-    .addOption(new Option('--batch-size <n>', 'notifications claimed per listener per transaction').argParser(positiveInt).default(100))
-    .addOption(new Option('--concurrency <n>', 'claiming transactions at once, each on its own connection').argParser(positiveInt).default(1))
-    .addOption(new Option('--poll-interval <ms>', 'look for stored work this often without a wake-up').argParser(positiveInt).default(2000))
+    .addOption(workerOption('batchSize', 'n', 'notifications claimed per listener per transaction', 100))
+    .addOption(workerOption('concurrency', 'n', 'claiming transactions at once, each on its own connection', 1))
+    .addOption(workerOption('pollIntervalMs', 'ms', 'look for stored work this often without a wake-up', 2000))
     .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
     .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
-    .action(async (flags: CommonFlags & { channel?: string[]; batchSize: number; concurrency: number; pollInterval: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
+    .action(async (flags: CommonFlags & { channel?: string[]; batchSize?: number; concurrency?: number; pollInterval?: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
       const file = await loadListeners(flags);
       const worker = await listen({
         channels: flags.channel ?? file.channels,
@@ -79,9 +87,9 @@ export function buildProgram(): Command {
         ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
         listen: flags.listen,
         ...(flags.context && { context: flags.context }),
-        batchSize: flags.batchSize,
-        concurrency: flags.concurrency,
-        pollIntervalMs: flags.pollInterval,
+        batchSize: flags.batchSize ?? file.batchSize ?? 100,
+        concurrency: flags.concurrency ?? file.concurrency ?? 1,
+        pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
         logger: log,
       });
       await new Promise<void>((resolve) => {
@@ -152,7 +160,7 @@ export function buildProgram(): Command {
     if (!id && !flags.all) throw new PubSubError('pubsub.config', 'name a notification id, or pass --all (optionally with --channel/--listener).');
   };
   filterOptions(dead.command('list').description('List dead notifications, oldest first.'))
-    .addOption(new Option('--limit <n>', 'at most this many').argParser(positiveInt).default(100))
+    .addOption(new Option('--limit <n>', 'at most this many (1 to 100000)').argParser(wholeIn(1, 100_000)).default(100))
     .action(async (flags: CommonFlags & { channel?: string; listener?: string; limit: number }) => {
       const rows = await listDead(url(flags), filter(flags), flags.limit);
       if (!rows.length) return log.info('no dead notifications');
