@@ -35,7 +35,7 @@ export interface MigrateResult {
 
 export async function applyMigrations(databaseUrl: string, migrationsDir: string): Promise<MigrateResult> {
   const folders = migrationFolders(migrationsDir);
-  const client = new pg.Client({ connectionString: databaseUrl });
+  const client = new pg.Client({ connectionString: databaseUrl, keepAlive: true });
   await client.connect();
   try {
     await client.query('select pg_advisory_lock($1)', [PRISMA_ADVISORY_LOCK]);

@@ -53,7 +53,7 @@ let defaultPool: pg.Pool | undefined;
 /** The pool `notify()` uses when given no client, created on first use from DATABASE_URL. */
 export function getDefaultPool(): pg.Pool {
   if (!defaultPool) {
-    defaultPool = new pg.Pool({ connectionString: requireDatabaseUrl(), allowExitOnIdle: true });
+    defaultPool = new pg.Pool({ connectionString: requireDatabaseUrl(), allowExitOnIdle: true, keepAlive: true });
     // A closed idle connection is replaced on next use; without a listener the 'error' would kill the process.
     defaultPool.on('error', () => {});
   }
