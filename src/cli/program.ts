@@ -5,7 +5,7 @@ import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startEmbeddedPostgres } from '../embedded.js';
 import { generateMigration, resolvePrismaPaths } from '../generate.js';
-import { applyMigrations } from '../migrate.js';
+import { applyMigrations, markApplied, markRolledBack } from '../migrate.js';
 import { getRegistry } from '../registry.js';
 import { listen } from '../worker.js';
 import { loadModules } from './load.js';
@@ -61,10 +61,11 @@ const log = {
 };
 
 export function buildProgram(): Command {
-  const program = new Command('pubsub').description('Typed, durable publish/subscribe on PostgreSQL.').exitOverride();
+  const program = new Command('pubsub').description('Typed, durable publish/subscribe on PostgreSQL.').exitOverride().enablePositionalOptions();
   const requireOption = () => new Option('-r, --require <module>', 'compiled module that declares listeners (repeatable)').argParser(collect);
   const configOption = () => new Option('-c, --config <file>', 'config file (default pubsub.config.json, or "pubsub" in package.json)');
   const databaseOption = () => new Option('--database-url <url>', 'PostgreSQL URL (default DATABASE_URL)');
+  const url = (flags: CommonFlags) => requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv());
 
   program
     .command('listen')
@@ -129,20 +130,43 @@ export function buildProgram(): Command {
       log.info(`wrote ${result.folder}/migration.sql; apply it with \`prisma migrate deploy\` (or \`pubsub migrate\`)`);
     });
 
-  program
-    .command('migrate')
-    .description('Apply pending Prisma migrations and record them as `prisma migrate deploy` would (for machines without Prisma\'s engine).')
-    .addOption(configOption())
-    .addOption(databaseOption())
-    .option('--schema <file>', 'Prisma schema file or folder (to find the migrations folder)')
-    .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)')
-    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
-      const file = loadFileConfig(process.cwd(), flags.config);
-      const { migrationsDir } = await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations });
-      const result = await applyMigrations(requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()), migrationsDir);
-      for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
-      log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
-    });
+  const migrationsOptions = (c: Command) =>
+    c
+      .addOption(configOption())
+      .addOption(databaseOption())
+      .option('--schema <file>', 'Prisma schema file or folder (to find the migrations folder)')
+      .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)');
+  const migrationsDirOf = async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
+    const file = loadFileConfig(process.cwd(), flags.config);
+    return (await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations })).migrationsDir;
+  };
+  const migrate = migrationsOptions(
+    program
+      .command('migrate')
+      .description('Apply pending Prisma migrations and record them as `prisma migrate deploy` would (for machines without Prisma\'s engine).')
+      // Options after `resolve` belong to `resolve` (this needs the same setting on the program).
+      .enablePositionalOptions(),
+  ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
+    const result = await applyMigrations(url(flags), await migrationsDirOf(flags));
+    for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
+    log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
+  });
+  migrationsOptions(
+    migrate
+      .command('resolve')
+      .description('Mark a failed migration rolled back (so `pubsub migrate` runs it again), or a migration applied without running it, as `prisma migrate resolve` does.')
+      .option('--rolled-back <name>', 'the failed migration to mark rolled back; undo what it did first')
+      .option('--applied <name>', 'the migration folder to record as applied, without running it'),
+  ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; rolledBack?: string; applied?: string }) => {
+    if (!flags.rolledBack === !flags.applied) throw new PubSubError('pubsub.config', 'migrate resolve: pass either --rolled-back <name> or --applied <name>.');
+    if (flags.rolledBack) {
+      await markRolledBack(url(flags), flags.rolledBack);
+      log.info(`migration ${flags.rolledBack} is marked rolled back; \`pubsub migrate\` will apply it again`);
+    } else {
+      await markApplied(url(flags), await migrationsDirOf(flags), flags.applied!);
+      log.info(`migration ${flags.applied} is recorded as applied (it was not run)`);
+    }
+  });
 
   const dead = program.command('dead').description('Inspect and act on dead-lettered notifications (failed maxAttempts times).');
   const filterOptions = (c: Command) =>
@@ -150,7 +174,6 @@ export function buildProgram(): Command {
       .addOption(databaseOption())
       .option('--channel <name>', 'only this channel')
       .option('--listener <name>', 'only this listener (Class.method or its name option)');
-  const url = (flags: CommonFlags) => requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv());
   const filter = (flags: { channel?: string; listener?: string }, id?: string): DeadFilter => ({
     ...(id && { id }),
     ...(flags.channel && { channel: flags.channel }),
