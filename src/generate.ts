@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PubSubError } from './errors.js';
-import { planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration } from './migration.js';
+import { channelModes, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration } from './migration.js';
 import { readPrismaSchema } from './prisma-schema.js';
 import { getRegistry, type Registry } from './registry.js';
 
@@ -72,7 +72,7 @@ export async function generateMigration(options: GenerateOptions = {}): Promise<
   const { schema, migrationsDir } = await resolvePrismaPaths(options);
   const registry = options.registry ?? getRegistry();
   const defs = triggerDefinitions(registry, readPrismaSchema(schema));
-  const plan = planMigration(defs, readMigrationState(migrationsDir), subscriptions(registry));
+  const plan = planMigration(defs, readMigrationState(migrationsDir), subscriptions(registry), channelModes(registry));
   if (!plan) return { upToDate: true, summary: [], migrationsDir };
   if (options.check) return { upToDate: false, summary: plan.summary, migrationsDir };
   const folder = writeMigration(migrationsDir, plan, options.name);

@@ -10,7 +10,9 @@ import { PubSubError } from './errors.js';
 import type { PrismaModel } from './prisma-schema.js';
 import type { Registry } from './registry.js';
 import {
+  CHANNEL_DDL_V3,
   LIBRARY_SCHEMA_VERSION,
+  channelsSql,
   createTriggerSql,
   dropTriggerSql,
   librarySchemaSql,
@@ -43,6 +45,8 @@ export interface MigrationState {
   subscriptions?: string[];
   /** Model name → version of the shape its triggers send (since library version 2). */
   models?: Record<string, string>;
+  /** Channel name → durable, as recorded in pubsub.channel (since library version 3). */
+  channels?: Record<string, boolean>;
 }
 
 export interface MigrationPlan {
@@ -88,6 +92,16 @@ export function subscriptions(registry: Registry): string[] {
     .sort();
 }
 
+/** The mode of every registered channel (custom and trigger), by name. */
+export function channelModes(registry: Registry): Record<string, boolean> {
+  return Object.fromEntries(
+    registry
+      .list()
+      .map((c) => [c.name, c.durable] as const)
+      .sort(([a], [b]) => (a < b ? -1 : 1)),
+  );
+}
+
 const pair = (s: string) => {
   const at = s.indexOf(' ');
   return { channel: s.slice(0, at), listener: s.slice(at + 1) };
@@ -98,14 +112,24 @@ function triggerDdl(def: TriggerDefinition): string {
 }
 
 /** The migration that takes the database from `previous` (null: nothing installed) to `defs`, or null if none is needed. */
-export function planMigration(defs: TriggerDefinition[], previous: MigrationState | null, subscribed: string[] = []): MigrationPlan | null {
+export function planMigration(
+  defs: TriggerDefinition[],
+  previous: MigrationState | null,
+  subscribed: string[] = [],
+  channels: Record<string, boolean> = {},
+): MigrationPlan | null {
   const before = previous ?? { library: 0, triggers: {} };
-  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {} };
+  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {}, channels };
   const sections: string[] = [];
   const summary: string[] = [];
   if (before.library < LIBRARY_SCHEMA_VERSION) {
     sections.push(librarySchemaSql(before.library));
     summary.push(before.library === 0 ? 'create the pubsub schema' : `upgrade the pubsub schema to version ${LIBRARY_SCHEMA_VERSION}`);
+  }
+  // Until CHANNEL_DDL_V3 is part of LIBRARY_SCHEMA (version 3): a state without channels predates it.
+  if (!before.channels && !librarySchemaSql(0).includes(CHANNEL_DDL_V3)) {
+    sections.push(CHANNEL_DDL_V3);
+    summary.push('record channel modes in the database (pubsub.channel)');
   }
   for (const def of defs) {
     const { functionName, triggerName } = triggerNames(def);
@@ -131,6 +155,16 @@ export function planMigration(defs: TriggerDefinition[], previous: MigrationStat
     sections.push(`-- Listeners of durable channels: each notification is stored once for each of them.\n${subscriptionsSql(added.map(pair), removed.map(pair))}`);
     for (const s of added) summary.push(`subscribe ${pair(s).listener} to ${pair(s).channel}`);
     for (const s of removed) summary.push(`unsubscribe ${pair(s).listener} from ${pair(s).channel} (its stored notifications are kept)`);
+  }
+  const hadModes = before.channels ?? {};
+  const set = Object.entries(channels)
+    .filter(([name, durable]) => hadModes[name] !== durable)
+    .map(([name, durable]) => ({ name, durable }));
+  const forgotten = Object.keys(hadModes).filter((name) => !(name in channels)).sort();
+  if (set.length || forgotten.length) {
+    sections.push(`-- The mode of each channel: every publisher stores or broadcasts as its listeners expect.\n${channelsSql(set, forgotten)}`);
+    for (const c of set) summary.push(`${c.name in hadModes ? 'make' : 'declare'} channel ${c.name} ${c.durable ? 'durable' : 'non-durable'}`);
+    for (const name of forgotten) summary.push(`forget channel ${name} (its notifications are stored from now on)`);
   }
   for (const model of [...new Map(defs.map((d) => [d.model.name, d.model])).values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const version = modelVersion(model);
