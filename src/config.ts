@@ -14,6 +14,60 @@ export interface FileConfig {
   channels?: string[];
   /** Roles that make-migration grants EXECUTE on pubsub.notify() (durable notify()). */
   grantNotify?: string[];
+  /** `pubsub listen --batch-size`. */
+  batchSize?: number;
+  /** `pubsub listen --concurrency`. */
+  concurrency?: number;
+  /** `pubsub listen --poll-interval`, in milliseconds. */
+  pollIntervalMs?: number;
+}
+
+/**
+ * Bounds of the worker's numeric settings, the same for flags and the config file. The upper bounds
+ * catch typos (an extra zero or two) before they become a claim of millions of rows, a pool of
+ * thousands of connections, or a timer past setInterval's 2^31-1 ms limit, which Node turns into 1 ms.
+ */
+export const WORKER_LIMITS = {
+  batchSize: { flag: '--batch-size', min: 1, max: 10_000 },
+  concurrency: { flag: '--concurrency', min: 1, max: 1_000 },
+  pollIntervalMs: { flag: '--poll-interval', min: 10, max: 86_400_000 },
+} as const;
+
+/** `value` as a whole number from `min` to `max`; anything but a number (such as "100" in quotes) is refused. */
+export function wholeNumber(value: unknown, where: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new PubSubError('pubsub.config', `${where} must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}.`);
+  }
+  return value;
+}
+
+const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number'> = {
+  require: 'strings',
+  schema: 'string',
+  migrations: 'string',
+  channels: 'strings',
+  grantNotify: 'strings',
+  batchSize: 'number',
+  concurrency: 'number',
+  pollIntervalMs: 'number',
+};
+
+/** Checks every key and value of a config file: a typo or a wrong type fails here, not silently later. */
+function checkFileConfig(raw: unknown, where: string): FileConfig {
+  if (raw === undefined) return {};
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new PubSubError('pubsub.config', `${where} must be a JSON object.`);
+  for (const [key, value] of Object.entries(raw)) {
+    const kind = FILE_KEYS[key as keyof FileConfig];
+    const at = `${where}: "${key}"`;
+    if (!kind) throw new PubSubError('pubsub.config', `${at} is not a setting; the settings are ${Object.keys(FILE_KEYS).join(', ')}.`);
+    if (kind === 'number') {
+      const { min, max } = WORKER_LIMITS[key as keyof typeof WORKER_LIMITS];
+      wholeNumber(value, at, min, max);
+    } else if (kind === 'string' ? typeof value !== 'string' || !value : !Array.isArray(value) || !value.every((v) => typeof v === 'string' && v)) {
+      throw new PubSubError('pubsub.config', `${at} must be ${kind === 'string' ? 'a non-empty string' : 'an array of non-empty strings'}, got ${JSON.stringify(value)}.`);
+    }
+  }
+  return raw as FileConfig;
 }
 
 /** The database URL: DATABASE_URL, else PUBSUB_DATABASE_URL. */
@@ -36,7 +90,7 @@ export function requireDatabaseUrl(url: string | undefined = databaseUrlFromEnv(
  * absolute. Returns {} when there is neither.
  */
 export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: string } {
-  let raw: FileConfig | undefined;
+  let raw: FileConfig;
   let base = dir;
   const candidate = file ? path.resolve(dir, file) : path.join(dir, 'pubsub.config.json');
   if (fs.existsSync(candidate)) {
@@ -45,11 +99,15 @@ export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: 
     } catch (cause) {
       throw new PubSubError('pubsub.config', `${candidate} is not valid JSON: ${(cause as Error).message}`, { cause });
     }
+    raw = checkFileConfig(raw, candidate);
     base = path.dirname(candidate);
   } else if (file) {
     throw new PubSubError('pubsub.config', `Config file ${candidate} does not exist.`);
   } else if (fs.existsSync(path.join(dir, 'package.json'))) {
-    raw = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).pubsub;
+    const pkg = path.join(dir, 'package.json');
+    raw = checkFileConfig(JSON.parse(fs.readFileSync(pkg, 'utf8')).pubsub, `${pkg} "pubsub"`);
+  } else {
+    raw = {};
   }
   const abs = (p: string) => path.resolve(base, p);
   if (raw?.grantNotify !== undefined && !(Array.isArray(raw.grantNotify) && raw.grantNotify.every((r) => typeof r === 'string'))) {
@@ -57,10 +115,9 @@ export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: 
   }
   return {
     dir: base,
-    ...(raw?.require && { require: raw.require.map(abs) }),
-    ...(raw?.schema && { schema: abs(raw.schema) }),
-    ...(raw?.migrations && { migrations: abs(raw.migrations) }),
-    ...(raw?.channels && { channels: raw.channels }),
-    ...(raw?.grantNotify && { grantNotify: raw.grantNotify }),
+    ...raw,
+    ...(raw.require && { require: raw.require.map(abs) }),
+    ...(raw.schema && { schema: abs(raw.schema) }),
+    ...(raw.migrations && { migrations: abs(raw.migrations) }),
   };
 }

@@ -22,9 +22,9 @@ export interface ListenConnectionOptions {
   onConnected(): void;
   /** A connection was lost or could not be made; a retry is already scheduled. */
   onDisconnected(error: Error, retryInMs: number): void;
-  /** The server refused LISTEN itself (a hot standby, a proxy): no more attempts are made. */
+  /** The server refused LISTEN itself (a hot standby, a proxy without LISTEN): no more attempts are made. */
   onListenRefused(error: Error): void;
-  /** @defaultValue 30000 */
+  /** How often an idle connection is checked; every statement on it must answer within a third of this. @defaultValue 30000 */
   healthCheckMs?: number;
   /** @defaultValue 10000 */
   maxBackoffMs?: number;
@@ -36,8 +36,20 @@ export interface ListenConnection {
   close(): Promise<void>;
 }
 
+/**
+ * SQLSTATEs with which a server refuses LISTEN for good: 25006 on a hot standby ("cannot execute LISTEN
+ * during recovery"), 0A000 from a server or proxy without it. Every other error of the LISTEN statement,
+ * above all classes 08 (connection exception) and 57 (admin shutdown, crash shutdown, cannot connect
+ * now: a terminated backend or a restarting server), means this connection is gone: reconnect.
+ */
+const LISTEN_REFUSED = new Set(['25006', '0A000']);
+
+/** Keepalive probes start after this much silence, so the OS notices a dead peer long before its 2-hour default. */
+const KEEPALIVE_DELAY_MS = 10_000;
+
 export function createListenConnection(options: ListenConnectionOptions): ListenConnection {
   const { healthCheckMs = 30_000, maxBackoffMs = 10_000 } = options;
+  const answerWithinMs = healthCheckMs / 3;
   let client: pg.Client | undefined;
   let closed = false;
   let failures = 0;
@@ -60,7 +72,7 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
   async function connect(): Promise<void> {
     reconnectTimer = undefined;
     if (closed) return;
-    const c = new pg.Client({ connectionString: options.connectionString, keepAlive: true, connectionTimeoutMillis: 10_000, application_name: 'pubsub:listen' });
+    const c = new pg.Client({ connectionString: options.connectionString, keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS, connectionTimeoutMillis: 10_000, application_name: 'pubsub:listen' });
     c.on('error', (err) => drop(c, err));
     c.on('end', () => drop(c, new Error('connection closed by the server')));
     c.on('notification', (m) => {
@@ -73,10 +85,9 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
       return;
     }
     try {
-      await c.query(listenSql(options.channels));
+      await bounded(c, c.query(listenSql(options.channels)));
     } catch (err) {
-      // An error from the server (it has a SQLSTATE) will not go away by reconnecting.
-      if ((err as { code?: string }).code && !(err as { code: string }).code.startsWith('08')) {
+      if (LISTEN_REFUSED.has((err as { code?: string }).code ?? '')) {
         closed = true;
         clearInterval(health);
         dropped.add(c);
@@ -98,16 +109,30 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
     options.onConnected();
   }
 
+  /**
+   * `work` on connection `c`, or a rejection once it has gone unanswered for `answerWithinMs`: then `c`
+   * is dropped (its socket destroyed), because a half-open socket answers neither this nor anything after.
+   */
+  async function bounded<T>(c: pg.Client, work: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new Error(`the LISTEN connection did not answer within ${answerWithinMs} ms`);
+        drop(c, error);
+        reject(error);
+      }, answerWithinMs);
+    });
+    try {
+      return await Promise.race([work, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   const health = setInterval(() => {
     const c = client;
     if (!c) return;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`health check got no answer in ${healthCheckMs / 3} ms`)), healthCheckMs / 3);
-    });
-    Promise.race([c.query('select 1'), timeout])
-      .catch((err) => drop(c, err as Error))
-      .finally(() => clearTimeout(timer));
+    bounded(c, c.query('select 1')).catch((err) => drop(c, err as Error));
   }, healthCheckMs);
   health.unref();
 
@@ -118,7 +143,7 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
       const c = client;
       if (!c) return undefined;
       try {
-        return (await c.query<R>(text, values)).rows;
+        return (await bounded(c, c.query<R>(text, values))).rows;
       } catch (error) {
         if (!dropped.has(c)) throw error;
         return undefined; // the connection went away meanwhile; so did its session locks

@@ -24,7 +24,7 @@ export interface DeadNotification {
 const params = (f: DeadFilter) => [f.id ?? null, f.channel ?? null, f.listener ?? null];
 
 async function withClient<T>(databaseUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: databaseUrl });
+  const client = new pg.Client({ connectionString: databaseUrl, keepAlive: true });
   await client.connect();
   try {
     return await fn(client);

@@ -13,6 +13,7 @@ export type PubSubErrorCode =
   | 'pubsub.schemaMissing'
   | 'pubsub.migrationDrift'
   | 'pubsub.migrationFailed'
+  | 'pubsub.migrationState'
   | 'pubsub.config'
   | 'pubsub.invalidCondition'
   | 'pubsub.invalidClient'

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { PubSubError } from './errors.js';
-import { planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration } from './migration.js';
+import { channelModes, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration } from './migration.js';
 import { readPrismaSchema } from './prisma-schema.js';
 import { getRegistry, type Registry } from './registry.js';
 import { conditionCheckSql, scratchTableSql, tableColumnsSql, tableReference, type TriggerDefinition } from './sql.js';
@@ -87,7 +87,7 @@ export async function generateMigration(options: GenerateOptions = {}): Promise<
   const { schema, migrationsDir } = await resolvePrismaPaths(options);
   const registry = options.registry ?? getRegistry();
   const defs = triggerDefinitions(registry, readPrismaSchema(schema));
-  const plan = planMigration(defs, readMigrationState(migrationsDir), subscriptions(registry), options.grantNotify);
+  const plan = planMigration(defs, readMigrationState(migrationsDir), subscriptions(registry), channelModes(registry), options.grantNotify);
   const notes = await checkConditions(defs, options.databaseUrl);
   if (!plan) return { upToDate: true, summary: [], migrationsDir, notes };
   if (options.check) return { upToDate: false, summary: plan.summary, migrationsDir, notes };

@@ -11,6 +11,7 @@ import type { PrismaModel } from './prisma-schema.js';
 import type { Registry } from './registry.js';
 import {
   LIBRARY_SCHEMA_VERSION,
+  channelsSql,
   createTriggerSql,
   dropTriggerSql,
   librarySchemaSql,
@@ -46,6 +47,8 @@ export interface MigrationState {
   models?: Record<string, string>;
   /** Roles granted EXECUTE on pubsub.notify() by `grantNotify`. */
   notifyRoles?: string[];
+  /** Channel name → durable, as recorded in pubsub.channel (since library version 3). */
+  channels?: Record<string, boolean>;
 }
 
 export interface MigrationPlan {
@@ -98,6 +101,16 @@ export function subscriptions(registry: Registry): string[] {
     .sort();
 }
 
+/** The mode of every registered channel (custom and trigger), by name. */
+export function channelModes(registry: Registry): Record<string, boolean> {
+  return Object.fromEntries(
+    registry
+      .list()
+      .map((c) => [c.name, c.durable] as const)
+      .sort(([a], [b]) => (a < b ? -1 : 1)),
+  );
+}
+
 const pair = (s: string) => {
   const at = s.indexOf(' ');
   return { channel: s.slice(0, at), listener: s.slice(at + 1) };
@@ -109,10 +122,16 @@ function triggerDdl(def: TriggerDefinition): string {
 
 /**
  * The migration that takes the database from `previous` (null: nothing installed) to `defs`, or null
- * if none is needed. `notifyRoles`: roles that may call pubsub.notify() (granted, and revoked when
- * dropped from the list).
+ * if none is needed. `channels`: each channel's mode; `notifyRoles`: roles that may call
+ * pubsub.notify() (granted, and revoked when dropped from the list).
  */
-export function planMigration(defs: TriggerDefinition[], previous: MigrationState | null, subscribed: string[] = [], notifyRoles: string[] = []): MigrationPlan | null {
+export function planMigration(
+  defs: TriggerDefinition[],
+  previous: MigrationState | null,
+  subscribed: string[] = [],
+  channels: Record<string, boolean> = {},
+  notifyRoles: string[] = [],
+): MigrationPlan | null {
   const before = previous ?? { library: 0, triggers: {} };
   const roles = [...new Set(notifyRoles)].sort();
   for (const role of roles) {
@@ -120,7 +139,7 @@ export function planMigration(defs: TriggerDefinition[], previous: MigrationStat
       throw new PubSubError('pubsub.config', 'grantNotify names PUBLIC, which would let every role store notifications as the migration\'s owner. Name the application\'s roles.');
     }
   }
-  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {}, ...(roles.length > 0 && { notifyRoles: roles }) };
+  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {}, channels, ...(roles.length > 0 && { notifyRoles: roles }) };
   const sections: string[] = [];
   const summary: string[] = [];
   if (before.library < LIBRARY_SCHEMA_VERSION) {
@@ -159,6 +178,16 @@ export function planMigration(defs: TriggerDefinition[], previous: MigrationStat
     sections.push(`-- Roles that may call pubsub.notify() (durable notify()).\n${notifyGrantSql(grant, revoke)}`);
     for (const r of grant) summary.push(`grant execute on pubsub.notify() to ${r}`);
     for (const r of revoke) summary.push(`revoke execute on pubsub.notify() from ${r}`);
+  }
+  const hadModes = before.channels ?? {};
+  const set = Object.entries(channels)
+    .filter(([name, durable]) => hadModes[name] !== durable)
+    .map(([name, durable]) => ({ name, durable }));
+  const forgotten = Object.keys(hadModes).filter((name) => !(name in channels)).sort();
+  if (set.length || forgotten.length) {
+    sections.push(`-- The mode of each channel: every publisher stores or broadcasts as its listeners expect.\n${channelsSql(set, forgotten)}`);
+    for (const c of set) summary.push(`${c.name in hadModes ? 'make' : 'declare'} channel ${c.name} ${c.durable ? 'durable' : 'non-durable'}`);
+    for (const name of forgotten) summary.push(`forget channel ${name} (its notifications are stored from now on)`);
   }
   for (const model of [...new Map(defs.map((d) => [d.model.name, d.model])).values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const version = modelVersion(model);

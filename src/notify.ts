@@ -1,12 +1,12 @@
 /** Publishing: `notify()` through the default pool, a pg client or a Prisma client/transaction. */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
-import { MAX_NOTIFY_PAYLOAD_BYTES, assertChannelName } from './channels.js';
+import { assertChannelName } from './channels.js';
 import { requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
 import { encodePayload } from './payload.js';
 import { getRegistry } from './registry.js';
-import { notifyDurableSql, notifySql, setContextSql } from './sql.js';
+import { SQLSTATE_CHANNEL_CONFLICT, SQLSTATE_PAYLOAD_TOO_LARGE, notifySql, setContextSql } from './sql.js';
 import type { Channel, Queryable } from './types.js';
 
 export interface NotifyOptions {
@@ -16,7 +16,12 @@ export interface NotifyOptions {
    * Default: a pool on DATABASE_URL.
    */
   client?: Queryable;
-  /** Store it until processed (default: the channel's setting, else true). */
+  /**
+   * Require this mode: a channel that the database (its generated migrations) records with the other
+   * mode makes notify() throw `pubsub.channelConflict`. Default: the channel's mode in the database;
+   * for a channel it does not record, the channel's setting here (defineChannel, or the listeners
+   * loaded in this process), else durable.
+   */
   durable?: boolean;
   /** Context to attach (request id, tenant, …); default the one of `withContext()`, else the transaction's `setContext()`. */
   context?: Record<string, unknown>;
@@ -53,7 +58,7 @@ let defaultPool: pg.Pool | undefined;
 /** The pool `notify()` uses when given no client, created on first use from DATABASE_URL. */
 export function getDefaultPool(): pg.Pool {
   if (!defaultPool) {
-    defaultPool = new pg.Pool({ connectionString: requireDatabaseUrl(), allowExitOnIdle: true });
+    defaultPool = new pg.Pool({ connectionString: requireDatabaseUrl(), allowExitOnIdle: true, keepAlive: true });
     // A closed idle connection is replaced on next use; without a listener the 'error' would kill the process.
     defaultPool.on('error', () => {});
   }
@@ -84,10 +89,39 @@ export async function query<R>(client: Queryable, text: string, values: unknown[
   return rows as R[];
 }
 
+/** SQLSTATE and message of a database error from pg, or from Prisma, which wraps it (P2010 + meta.driverAdapterError). */
+function databaseError(error: unknown): { code?: string; message: string } {
+  const e = error as { code?: unknown; message?: unknown; meta?: { driverAdapterError?: { cause?: { originalCode?: string; code?: string; originalMessage?: string; message?: string } } } };
+  const cause = e?.meta?.driverAdapterError?.cause;
+  if (cause) return { code: cause.originalCode ?? cause.code, message: cause.originalMessage ?? cause.message ?? '' };
+  return { code: typeof e?.code === 'string' ? e.code : undefined, message: typeof e?.message === 'string' ? e.message : '' };
+}
+
+/** The PubSubError for a failed pubsub.notify() call, or the error itself when it is not pgpubsub's. */
+function notifyError(error: unknown, channel: string): unknown {
+  const { code, message } = databaseError(error);
+  const where = `notify("${channel}")`;
+  const migrate = 'Run `pubsub make-migration`, then apply the migration it writes with `prisma migrate deploy` (or `pubsub migrate`).';
+  if (code === '3F000' && message.includes('"pubsub"')) {
+    return new PubSubError('pubsub.schemaMissing', `${where}: the pubsub tables are missing from this database. ${migrate}`, { cause: error });
+  }
+  if (code === '42883' && message.includes('pubsub.notify')) {
+    return new PubSubError('pubsub.schemaMissing', `${where}: the pubsub tables in this database are older than this pgpubsub. ${migrate} Notifications already stored are kept.`, { cause: error });
+  }
+  if (code === SQLSTATE_PAYLOAD_TOO_LARGE) {
+    return new PubSubError('pubsub.payloadTooLarge', `${where}: ${message}. Send less (an id to look up), or make the channel durable, which has no such limit.`, { cause: error });
+  }
+  if (code === SQLSTATE_CHANNEL_CONFLICT) {
+    return new PubSubError('pubsub.channelConflict', `${where}: ${message}. Leave the durable option out to use the channel's mode, or change the listeners and run \`pubsub make-migration\`.`, { cause: error });
+  }
+  return error;
+}
+
 /**
- * Publishes `payload` on `channel`. Durable (default): stored in `pubsub.notification` and processed
- * exactly once by one worker; resolves to the notification id. Non-durable: a NOTIFY received by every
- * listening worker, at most once; the JSON must be under 8000 bytes.
+ * Publishes `payload` on `channel`, in the channel's mode as the database records it (see
+ * `NotifyOptions.durable`). Durable: stored in `pubsub.notification` and processed once by each
+ * listener; resolves to the notification id. Non-durable: a NOTIFY received by every listening worker,
+ * at most once, that must be under 8000 bytes as JSON; resolves to undefined. One round trip either way.
  *
  * @example
  * await notify('post_reads_per_date', { postId: 12, date: new Date() });
@@ -98,22 +132,16 @@ export function notify(channel: string, payload: unknown, options?: NotifyOption
 export async function notify(channel: Channel<unknown> | string, payload: unknown, options: NotifyOptions = {}): Promise<string | undefined> {
   const name: unknown = typeof channel === 'string' ? channel : (channel as Channel<unknown> | null | undefined)?.name;
   assertChannelName(name, 'notify()');
-  const durable = options.durable ?? (typeof channel === 'string' ? getRegistry().get(name)?.durable : channel.durable) ?? true;
+  // The database decides (pubsub.channel); this process's idea of the mode only fills in for a channel it does not record.
+  const declared = options.durable ?? (typeof channel === 'string' ? getRegistry().get(name)?.durable : channel.durable) ?? null;
   const context = options.context ?? contextStorage.getStore();
-  let text = encodePayload(payload, name);
+  const text = encodePayload(payload, name);
   const client = options.client ?? getDefaultPool();
-  if (durable) {
-    const rows = await query<{ id: string }>(client, notifyDurableSql, [name, text, context ? encodePayload(context, name, 'context') : null]);
-    return rows[0]?.id;
+  let rows: Array<{ id: string | null }>;
+  try {
+    rows = await query<{ id: string | null }>(client, notifySql, [name, text, context ? encodePayload(context, name, 'context') : null, declared, options.durable !== undefined]);
+  } catch (error) {
+    throw notifyError(error, name);
   }
-  if (context) text = `${ENVELOPE_MARK}{"payload":${text},"context":${encodePayload(context, name, 'context')}}`;
-  const bytes = Buffer.byteLength(text);
-  if (bytes > MAX_NOTIFY_PAYLOAD_BYTES) {
-    throw new PubSubError(
-      'pubsub.payloadTooLarge',
-      `notify("${name}"): the payload is ${bytes} bytes as JSON; a non-durable notification must be at most ${MAX_NOTIFY_PAYLOAD_BYTES}. Send less (an id to look up), or use a durable channel, which has no such limit.`,
-    );
-  }
-  await query(client, notifySql, [name, text]);
-  return undefined;
+  return rows[0]?.id ?? undefined;
 }

@@ -27,6 +27,70 @@ export function ident(name: string): string {
 
 export const literal = (value: string) => escapeLiteral(value);
 
+/** SQLSTATEs that pubsub.notify() raises, so that every client can tell its errors apart. */
+export const SQLSTATE_PAYLOAD_TOO_LARGE = 'PSB01';
+export const SQLSTATE_CHANNEL_CONFLICT = 'PSB02';
+
+/**
+ * Channel modes. Idempotent, so that it can also run after a schema that
+ * already has it. Every publisher then uses a channel's real mode, whatever listeners it loaded: before,
+ * a process that had not loaded a channel's non-durable listeners stored its notifications for nobody.
+ */
+const CHANNEL_DDL_V3 = `-- The mode of each channel, written by the generated migrations from the listeners.
+create table if not exists pubsub.channel (
+  name text primary key,
+  durable boolean not null,
+  updated_at timestamptz not null default now()
+);
+
+-- Publish in the channel's mode. Durable (or unknown to pubsub.channel): one row per subscribed listener
+-- (one unassigned row if none yet), then a wake-up. Non-durable: the payload itself goes out with NOTIFY,
+-- as {"payload":…,"context":…} behind chr(30) when it has a context (as notify() in TypeScript did); returns null.
+-- declared_durable: the publisher's own idea of the mode, used for channels pubsub.channel lacks; with
+-- strict, a disagreement with pubsub.channel is an error instead of being overruled by it.
+drop function if exists pubsub.notify(text, jsonb, jsonb);
+create or replace function pubsub.notify(channel_name text, payload_json jsonb, context_json jsonb default null,
+    declared_durable boolean default null, strict boolean default false) returns bigint
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  first_id bigint;
+  ctx jsonb := coalesce(context_json, nullif(current_setting('pubsub.context', true), '')::jsonb);
+  stored_durable boolean;
+  message text;
+begin
+  select c.durable into stored_durable from pubsub.channel c where c.name = channel_name;
+  if strict and stored_durable <> declared_durable then
+    raise exception using errcode = '${SQLSTATE_CHANNEL_CONFLICT}',
+      message = format('channel %s is %s in this database (pubsub.channel, written by the generated migrations), but the notification was sent as %s',
+        channel_name, case when stored_durable then 'durable' else 'non-durable' end, case when declared_durable then 'durable' else 'non-durable' end),
+      hint = 'Leave the durable option out to use the channel''s mode, or change the listeners and generate a migration.';
+  end if;
+  if not coalesce(stored_durable, declared_durable, true) then
+    message := case when ctx is null then payload_json::text
+      else chr(30) || '{"payload":' || payload_json::text || ',"context":' || ctx::text || '}' end;
+    if octet_length(message) > 7999 then
+      raise exception using errcode = '${SQLSTATE_PAYLOAD_TOO_LARGE}',
+        message = format('the payload of a notification on non-durable channel %s is %s bytes as JSON, over the 7999 that NOTIFY takes',
+          channel_name, octet_length(message)),
+        hint = 'Send less (an id to look up), or make the channel durable, which has no such limit.';
+    end if;
+    perform pg_notify(channel_name, message);
+    return null;
+  end if;
+  with stored as (
+    insert into pubsub.notification (channel, listener, payload, context)
+      select channel_name, s.listener, payload_json, ctx from pubsub.subscription s where s.channel = channel_name
+      returning id
+  ) select min(id) into first_id from stored;
+  if first_id is null then
+    insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
+      returning id into first_id;
+  end if;
+  perform pubsub.wake(channel_name);
+  return first_id;
+end
+$$;`;
+
 /**
  * Library-level privileges, for version 3 of the library schema. PostgreSQL grants EXECUTE on every
  * new function to PUBLIC, so without this any role with USAGE on schema pubsub could store forged
@@ -36,7 +100,7 @@ export const literal = (value: string) => escapeLiteral(value);
  * non-public too (each trigger function also revokes its own EXECUTE, whoever creates it).
  */
 const SECURITY_DDL_V3 = `revoke all on schema pubsub from public;
-revoke all on function pubsub.notify(text, jsonb, jsonb) from public;
+revoke all on function pubsub.notify(text, jsonb, jsonb, boolean, boolean) from public;
 revoke all on function pubsub.wake(text) from public;
 alter default privileges in schema pubsub revoke execute on functions from public;`;
 
@@ -190,6 +254,8 @@ begin
 end
 $$;
 
+${CHANNEL_DDL_V3}
+
 ${SECURITY_DDL_V3}`,
 };
 
@@ -197,12 +263,13 @@ ${SECURITY_DDL_V3}`,
 export function notifyGrantSql(roles: string[], removed: string[] = []): string {
   const lines: string[] = [];
   for (const role of roles) {
-    lines.push(`grant usage on schema pubsub to ${ident(role)};`, `grant execute on function pubsub.notify(text, jsonb, jsonb) to ${ident(role)};`);
+    lines.push(`grant usage on schema pubsub to ${ident(role)};`, `grant execute on function pubsub.notify(text, jsonb, jsonb, boolean, boolean) to ${ident(role)};`);
   }
   // USAGE is left in place: the role may have it for other reasons, and alone it reads nothing.
-  for (const role of removed) lines.push(`revoke execute on function pubsub.notify(text, jsonb, jsonb) from ${ident(role)};`);
+  for (const role of removed) lines.push(`revoke execute on function pubsub.notify(text, jsonb, jsonb, boolean, boolean) from ${ident(role)};`);
   return lines.join('\n');
 }
+
 
 /** Upgrade script from version `from` (0 = nothing installed) to the current version. */
 export function librarySchemaSql(from: number): string {
@@ -447,6 +514,16 @@ export function subscriptionsSql(add: Array<{ channel: string; listener: string 
   return lines.join('\n');
 }
 
+/** Records the mode of each channel (pubsub.channel), as the generated migration installs them. */
+export function channelsSql(set: Array<{ name: string; durable: boolean }>, remove: string[]): string {
+  const lines: string[] = [];
+  if (set.length) {
+    lines.push(`insert into pubsub.channel (name, durable) values\n  ${set.map((c) => `(${literal(c.name)}, ${c.durable})`).join(',\n  ')}\n  on conflict (name) do update set durable = excluded.durable, updated_at = now();`);
+  }
+  if (remove.length) lines.push(`delete from pubsub.channel where name in (${remove.map(literal).join(', ')});`);
+  return lines.join('\n');
+}
+
 export function modelSql(model: PrismaModel): string {
   const fields = model.fields.map((f) => ({ name: f.name, type: f.type, list: f.list, optional: f.optional }));
   return `insert into pubsub.model (name, version, fields) values (${literal(model.name)}, ${literal(modelVersion(model))}, ${literal(JSON.stringify(fields))})
@@ -576,8 +653,8 @@ export const settleClaimSql = (xid: string | null) => (xid && /^\d+$/.test(xid) 
 
 
 
-export const notifyDurableSql = `select pubsub.notify($1, $2::jsonb, $3::jsonb)::text as id`;
-export const notifySql = `select 1 as sent from pg_notify($1, $2)`;
+/** $1 channel, $2 payload JSON, $3 context JSON, $4 the publisher's idea of the mode, $5 whether it must match. */
+export const notifySql = `select pubsub.notify($1, $2::jsonb, $3::jsonb, $4::boolean, $5::boolean)::text as id`;
 export const setContextSql = `select set_config('pubsub.context', $1, true) is not null as ok`;
 
 /** The worker's side of pubsub.wake()'s handshake, on its LISTEN session (autocommit). */

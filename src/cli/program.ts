@@ -1,11 +1,11 @@
 /** The `pubsub` command: parses flags, resolves config, calls the library, maps errors to exit codes. */
-import { Command, CommanderError, Option } from 'commander';
-import { databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl } from '../config.js';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { WORKER_LIMITS, databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, wholeNumber } from '../config.js';
 import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startEmbeddedPostgres } from '../embedded.js';
 import { generateMigration, resolvePrismaPaths } from '../generate.js';
-import { applyMigrations } from '../migrate.js';
+import { applyMigrations, markApplied, markRolledBack } from '../migrate.js';
 import { getRegistry } from '../registry.js';
 import { listen } from '../worker.js';
 import { loadModules } from './load.js';
@@ -18,13 +18,21 @@ const jsonObject = (value: string) => {
   } catch {
     parsed = undefined;
   }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new CommanderError(1, 'pubsub.config', `expected a JSON object such as '{"tenant":"acme"}', got ${value}`);
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new InvalidArgumentError(`Expected a JSON object such as '{"tenant":"acme"}'.`);
   return parsed as Record<string, unknown>;
 };
-const positiveInt = (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new CommanderError(1, 'pubsub.config', `expected a positive whole number, got "${value}"`);
-  return n;
+/** Commander prints an InvalidArgumentError with the option's name and exits 1; any other error would pass unreported. */
+const wholeIn = (min: number, max: number) => (value: string) => {
+  try {
+    // Digits only: "1e3", "0x10" or "1.0" would be numbers to Number(), and are typos more often than not.
+    return wholeNumber(/^\d+$/.test(value) ? Number(value) : value, 'it', min, max);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message.replace(/^it /, 'It '));
+  }
+};
+const workerOption = (key: keyof typeof WORKER_LIMITS, name: string, description: string, fallback: number) => {
+  const { flag, min, max } = WORKER_LIMITS[key];
+  return new Option(`${flag} <${name}>`, `${description} (${min} to ${max}; default ${fallback})`).argParser(wholeIn(min, max));
 };
 
 interface CommonFlags {
@@ -53,10 +61,11 @@ const log = {
 };
 
 export function buildProgram(): Command {
-  const program = new Command('pubsub').description('Typed, durable publish/subscribe on PostgreSQL.').exitOverride();
+  const program = new Command('pubsub').description('Typed, durable publish/subscribe on PostgreSQL.').exitOverride().enablePositionalOptions();
   const requireOption = () => new Option('-r, --require <module>', 'compiled module that declares listeners (repeatable)').argParser(collect);
   const configOption = () => new Option('-c, --config <file>', 'config file (default pubsub.config.json, or "pubsub" in package.json)');
   const databaseOption = () => new Option('--database-url <url>', 'PostgreSQL URL (default DATABASE_URL)');
+  const url = (flags: CommonFlags) => requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv());
 
   program
     .command('listen')
@@ -65,13 +74,13 @@ export function buildProgram(): Command {
     .addOption(requireOption())
     .addOption(configOption())
     .addOption(databaseOption())
-    .addOption(new Option('--batch-size <n>', 'notifications claimed per listener per transaction').argParser(positiveInt).default(100))
-    .addOption(new Option('--concurrency <n>', 'claiming transactions at once, each on its own connection').argParser(positiveInt).default(1))
-    .addOption(new Option('--poll-interval <ms>', 'look for stored work this often without a wake-up').argParser(positiveInt).default(2000))
+    .addOption(workerOption('batchSize', 'n', 'notifications claimed per listener per transaction', 100))
+    .addOption(workerOption('concurrency', 'n', 'claiming transactions at once, each on its own connection', 1))
+    .addOption(workerOption('pollIntervalMs', 'ms', 'look for stored work this often without a wake-up', 2000))
     .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
     .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
-    .action(async (flags: CommonFlags & { channel?: string[]; batchSize: number; concurrency: number; pollInterval: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
+    .action(async (flags: CommonFlags & { channel?: string[]; batchSize?: number; concurrency?: number; pollInterval?: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
       const file = await loadListeners(flags);
       const worker = await listen({
         channels: flags.channel ?? file.channels,
@@ -79,9 +88,9 @@ export function buildProgram(): Command {
         ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
         listen: flags.listen,
         ...(flags.context && { context: flags.context }),
-        batchSize: flags.batchSize,
-        concurrency: flags.concurrency,
-        pollIntervalMs: flags.pollInterval,
+        batchSize: flags.batchSize ?? file.batchSize ?? 100,
+        concurrency: flags.concurrency ?? file.concurrency ?? 1,
+        pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
         logger: log,
       });
       await new Promise<void>((resolve) => {
@@ -127,20 +136,43 @@ export function buildProgram(): Command {
       log.info(`wrote ${result.folder}/migration.sql; apply it with \`prisma migrate deploy\` (or \`pubsub migrate\`)`);
     });
 
-  program
-    .command('migrate')
-    .description('Apply pending Prisma migrations and record them as `prisma migrate deploy` would (for machines without Prisma\'s engine).')
-    .addOption(configOption())
-    .addOption(databaseOption())
-    .option('--schema <file>', 'Prisma schema file or folder (to find the migrations folder)')
-    .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)')
-    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
-      const file = loadFileConfig(process.cwd(), flags.config);
-      const { migrationsDir } = await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations });
-      const result = await applyMigrations(requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()), migrationsDir);
-      for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
-      log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
-    });
+  const migrationsOptions = (c: Command) =>
+    c
+      .addOption(configOption())
+      .addOption(databaseOption())
+      .option('--schema <file>', 'Prisma schema file or folder (to find the migrations folder)')
+      .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)');
+  const migrationsDirOf = async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
+    const file = loadFileConfig(process.cwd(), flags.config);
+    return (await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations })).migrationsDir;
+  };
+  const migrate = migrationsOptions(
+    program
+      .command('migrate')
+      .description('Apply pending Prisma migrations and record them as `prisma migrate deploy` would (for machines without Prisma\'s engine).')
+      // Options after `resolve` belong to `resolve` (this needs the same setting on the program).
+      .enablePositionalOptions(),
+  ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
+    const result = await applyMigrations(url(flags), await migrationsDirOf(flags));
+    for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
+    log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
+  });
+  migrationsOptions(
+    migrate
+      .command('resolve')
+      .description('Mark a failed migration rolled back (so `pubsub migrate` runs it again), or a migration applied without running it, as `prisma migrate resolve` does.')
+      .option('--rolled-back <name>', 'the failed migration to mark rolled back; undo what it did first')
+      .option('--applied <name>', 'the migration folder to record as applied, without running it'),
+  ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; rolledBack?: string; applied?: string }) => {
+    if (!flags.rolledBack === !flags.applied) throw new PubSubError('pubsub.config', 'migrate resolve: pass either --rolled-back <name> or --applied <name>.');
+    if (flags.rolledBack) {
+      await markRolledBack(url(flags), flags.rolledBack);
+      log.info(`migration ${flags.rolledBack} is marked rolled back; \`pubsub migrate\` will apply it again`);
+    } else {
+      await markApplied(url(flags), await migrationsDirOf(flags), flags.applied!);
+      log.info(`migration ${flags.applied} is recorded as applied (it was not run)`);
+    }
+  });
 
   const dead = program.command('dead').description('Inspect and act on dead-lettered notifications (failed maxAttempts times).');
   const filterOptions = (c: Command) =>
@@ -148,7 +180,6 @@ export function buildProgram(): Command {
       .addOption(databaseOption())
       .option('--channel <name>', 'only this channel')
       .option('--listener <name>', 'only this listener (Class.method or its name option)');
-  const url = (flags: CommonFlags) => requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv());
   const filter = (flags: { channel?: string; listener?: string }, id?: string): DeadFilter => ({
     ...(id && { id }),
     ...(flags.channel && { channel: flags.channel }),
@@ -158,7 +189,7 @@ export function buildProgram(): Command {
     if (!id && !flags.all) throw new PubSubError('pubsub.config', 'name a notification id, or pass --all (optionally with --channel/--listener).');
   };
   filterOptions(dead.command('list').description('List dead notifications, oldest first.'))
-    .addOption(new Option('--limit <n>', 'at most this many').argParser(positiveInt).default(100))
+    .addOption(new Option('--limit <n>', 'at most this many (1 to 100000)').argParser(wholeIn(1, 100_000)).default(100))
     .action(async (flags: CommonFlags & { channel?: string; listener?: string; limit: number }) => {
       const rows = await listDead(url(flags), filter(flags), flags.limit);
       if (!rows.length) return log.info('no dead notifications');

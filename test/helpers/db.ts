@@ -1,9 +1,9 @@
 /** One fresh database per test file on the server named by DATABASE_URL (the runner starts an embedded one when it is unset). */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { subscriptions } from '../../src/migration.js';
+import { channelModes, subscriptions } from '../../src/migration.js';
 import { getRegistry } from '../../src/registry.js';
-import { librarySchemaSql, subscriptionsSql } from '../../src/sql.js';
+import { channelsSql, librarySchemaSql, subscriptionsSql } from '../../src/sql.js';
 
 export interface TestDatabase {
   url: string;
@@ -20,7 +20,8 @@ function serverUrl(): string {
 
 /**
  * Creates an empty database; with `library: true` the pubsub tables are installed too, and with
- * `subscribe: true` the durable listeners registered so far are subscribed, as a generated migration does.
+ * `subscribe: true` the durable listeners registered so far are subscribed and the modes of their
+ * channels recorded, as a generated migration does.
  */
 export async function createTestDatabase(options: { library?: boolean; subscribe?: boolean } = {}): Promise<TestDatabase> {
   const name = `pubsub_test_${randomBytes(5).toString('hex')}`;
@@ -36,6 +37,8 @@ export async function createTestDatabase(options: { library?: boolean; subscribe
   if (options.subscribe) {
     const pairs = subscriptions(getRegistry()).map((p) => ({ channel: p.slice(0, p.indexOf(' ')), listener: p.slice(p.indexOf(' ') + 1) }));
     if (pairs.length) await pool.query(subscriptionsSql(pairs, []));
+    const modes = Object.entries(channelModes(getRegistry())).map(([name, durable]) => ({ name, durable }));
+    if (modes.length) await pool.query(channelsSql(modes, []));
   }
   return {
     url: url.toString(),

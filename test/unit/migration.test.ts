@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { planMigration, readMigrationState, triggerDefinitions, writeMigration } from '../../src/migration.js';
+import { channelModes, planMigration, readMigrationState, triggerDefinitions, writeMigration } from '../../src/migration.js';
 import { parsePrismaSchema } from '../../src/prisma-schema.js';
 import { Registry } from '../../src/registry.js';
 import { createTriggerSql, triggerFunctionSql } from '../../src/sql.js';
@@ -88,4 +88,29 @@ test('writeMigration adds a new folder after the existing ones and never touches
   assert.deepEqual(readMigrationState(dir), plan.state);
   assert.ok(fs.existsSync(path.join(dir, 'migration_lock.toml')));
   assert.throws(() => writeMigration(dir, plan, 'bad name'), /may only contain/);
+});
+
+test('channel modes are recorded by the migration and diffed: added, changed, removed', () => {
+  const r = registry({ id: 'A.a', events: ['INSERT'] }, { id: 'B.b', events: ['DELETE'], durable: false, channel: 'author.gone' });
+  assert.deepEqual(channelModes(r), { 'author.gone': false, 'model.Author': true });
+  const first = planMigration(triggerDefinitions(r, models), null, [], channelModes(r))!;
+  assert.match(first.sql, /create table if not exists pubsub\.channel/);
+  assert.match(first.sql, /insert into pubsub\.channel \(name, durable\) values\n  \('author\.gone', false\),\n  \('model\.Author', true\)\n  on conflict \(name\) do update set durable = excluded\.durable/);
+  assert.deepEqual(first.state.channels, { 'author.gone': false, 'model.Author': true });
+  assert.ok(first.summary.includes('declare channel author.gone non-durable'));
+  assert.equal(planMigration(triggerDefinitions(r, models), first.state, [], channelModes(r)), null, 'nothing changed');
+
+  const next = planMigration([], first.state, [], { 'author.gone': true, pings: false })!;
+  assert.doesNotMatch(next.sql, /create table/);
+  assert.match(next.sql, /\('author\.gone', true\),\n  \('pings', false\)/);
+  assert.match(next.sql, /delete from pubsub\.channel where name in \('model\.Author'\);/);
+  assert.deepEqual(next.summary.filter((l) => /channel/.test(l)), ['make channel author.gone durable', 'declare channel pings non-durable', 'forget channel model.Author (its notifications are stored from now on)']);
+});
+
+test('a state written before channel modes existed gets the pubsub.channel table and the new pubsub.notify()', () => {
+  const old = { library: 2, triggers: {}, subscriptions: [], models: {} };
+  const plan = planMigration([], old, [], {})!;
+  assert.match(plan.sql, /create table if not exists pubsub\.channel/);
+  assert.match(plan.sql, /drop function if exists pubsub\.notify\(text, jsonb, jsonb\);/);
+  assert.equal(planMigration([], plan.state, [], {}), null);
 });

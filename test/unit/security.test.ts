@@ -79,22 +79,22 @@ test('trigger functions and library functions are not executable by PUBLIC', () 
   const fn = triggerFunctionSql(defsFor({})[0]!);
   const { functionName } = triggerNames(defsFor({})[0]!);
   assert.ok(fn.endsWith(`revoke all on function pubsub."${functionName}"() from public;`));
-  assert.match(LIBRARY_SCHEMA[3]!, /revoke all on function pubsub\.notify\(text, jsonb, jsonb\) from public;/);
+  assert.match(LIBRARY_SCHEMA[3]!, /revoke all on function pubsub\.notify\(text, jsonb, jsonb, boolean, boolean\) from public;/);
   assert.match(LIBRARY_SCHEMA[3]!, /revoke all on function pubsub\.wake\(text\) from public;/);
 });
 
 test('make-migration grants pubsub.notify() to the named roles, revokes it from dropped ones, and refuses PUBLIC', () => {
   const defs = defsFor({});
-  const first = planMigration(defs, null, [], ['app', 'App Two'])!;
-  assert.match(first.sql, /grant usage on schema pubsub to "app";\ngrant execute on function pubsub\.notify\(text, jsonb, jsonb\) to "app";/);
+  const first = planMigration(defs, null, [], {}, ['app', 'App Two'])!;
+  assert.match(first.sql, /grant usage on schema pubsub to "app";\ngrant execute on function pubsub\.notify\(text, jsonb, jsonb, boolean, boolean\) to "app";/);
   assert.match(first.sql, /to "App Two";/);
   assert.ok(first.sql.indexOf('create table pubsub.notification') < first.sql.indexOf('grant usage'));
-  assert.equal(planMigration(defs, first.state, [], ['App Two', 'app']), null, 'unchanged grants: no migration');
-  const dropped = planMigration(defs, first.state, [], ['app'])!;
-  assert.match(dropped.sql, /revoke execute on function pubsub\.notify\(text, jsonb, jsonb\) from "App Two";/);
+  assert.equal(planMigration(defs, first.state, [], {}, ['App Two', 'app']), null, 'unchanged grants: no migration');
+  const dropped = planMigration(defs, first.state, [], {}, ['app'])!;
+  assert.match(dropped.sql, /revoke execute on function pubsub\.notify\(text, jsonb, jsonb, boolean, boolean\) from "App Two";/);
   assert.doesNotMatch(dropped.sql, /grant/);
-  assert.throws(() => planMigration(defs, null, [], ['PUBLIC']), /names PUBLIC/);
-  assert.throws(() => planMigration(defs, null, [], ['x'.repeat(64)]), /not a valid PostgreSQL identifier/);
+  assert.throws(() => planMigration(defs, null, [], {}, ['PUBLIC']), /names PUBLIC/);
+  assert.throws(() => planMigration(defs, null, [], {}, ['x'.repeat(64)]), /not a valid PostgreSQL identifier/);
 });
 
 test('a dollar-quote tag that the body does not contain, with hostile @map names', () => {
