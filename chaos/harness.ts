@@ -181,6 +181,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadStats> {
       let client: pg.PoolClient | undefined;
       try {
         client = await pool.connect();
+        // A checked-out client between two statements has no pool listener: a cut connection would throw.
+        if (!client.listenerCount('error')) client.on('error', () => {});
         await client.query('begin');
         for (const n of ns) {
           const kind = Math.random() < 0.5 ? 'order' : 'job';

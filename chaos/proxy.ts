@@ -12,8 +12,12 @@ interface Pair {
   frozen: boolean;
 }
 
-/** ReadyForQuery with transaction status 'T': the server finished a statement inside an open transaction. */
-const READY_IN_TRANSACTION = Buffer.from([0x5a, 0, 0, 0, 5, 0x54]);
+/**
+ * A DELETE that removed rows, immediately followed by ReadyForQuery with transaction status 'T': the
+ * worker's claim (begin; delete … returning) came back non-empty and its transaction is open. Read as
+ * latin1 so that every byte is one character.
+ */
+const CLAIMED_IN_TRANSACTION = /DELETE [1-9][0-9]*\x00Z\x00\x00\x00\x05T/;
 
 export class HalfOpenProxy {
   private readonly pairs = new Set<Pair>();
@@ -42,7 +46,7 @@ export class HalfOpenProxy {
     upstream.on('data', (d) => {
       if (pair.frozen) return;
       client.write(d);
-      if (this.armed && d.includes(READY_IN_TRANSACTION)) this.armed();
+      if (this.armed && CLAIMED_IN_TRANSACTION.test(d.toString('latin1'))) this.armed();
     });
     const end = () => {
       if (pair.frozen) return; // half-open: nobody learns that the other side went away
@@ -66,8 +70,8 @@ export class HalfOpenProxy {
   }
 
   /**
-   * Freezes right after the server reports a statement done inside an open transaction (the worker
-   * holds claimed rows), or after `timeoutMs` regardless. Resolves with whether a transaction was caught.
+   * Freezes right after the server answers a claim that took rows, inside its open transaction (the
+   * worker holds claimed rows and will never be heard again), or after `timeoutMs` regardless. Resolves with whether a transaction was caught.
    */
   freezeInTransaction(timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
