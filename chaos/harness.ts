@@ -175,7 +175,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadStats> {
   let next = 1;
   const writer = async () => {
     while (stats.acked < options.items && now() - started < options.maxMs) {
-      await sleep(started + stats.sent / perMs - now());
+      // Paced on the work done, so that a stretch of failures (server down) is caught up afterwards.
+      await sleep(started + (stats.acked + stats.rolledBack) / perMs - now());
       const ns = Array.from({ length: 1 + Math.floor(Math.random() * 4) }, () => next++);
       stats.sent += ns.length;
       let client: pg.PoolClient | undefined;

@@ -7,7 +7,7 @@
  * Flags (comma-separated, see chaos/run.ts for who sets them):
  * - fail: throw on attempt 0 (a transient failure; the retry succeeds)
  * - slow: sleep 3 s on attempt 0, longer than the database's idle_in_transaction_session_timeout
- * - swallow: on attempt 0, make a statement on ctx.tx fail (duplicate key), catch the error and go on
+ * - swallow: on attempt 0, make a statement on ctx.tx fail (duplicate key), catch the error and return
  * - kill: ChaosJobs.fragile SIGKILLs its own process on every attempt (a poison message)
  */
 import fs from 'node:fs';
@@ -34,8 +34,11 @@ async function act(listener: string, n: number, flags: string, ctx: Notification
   if (has('fail') && ctx.attempt === 0) throw new Error(`chaos: transient failure of ${listener} ${n}`);
   if (has('slow') && ctx.attempt === 0) await sleep(3000);
   if (has('swallow') && ctx.attempt === 0) {
-    // chaos_unique holds 0 from the start: this fails, and the listener pretends nothing happened.
+    // chaos_unique holds 0 from the start: this fails, and the listener returns as if it had worked.
+    // Its transaction is aborted, so this attempt must count as failed (and be retried, when the
+    // attempt after it writes the effect), not commit nothing or take the rest of the batch down.
     await ctx.tx!.query('insert into chaos_unique (n) values (0)').catch(() => {});
+    return;
   }
   if (sideFile) fs.appendFileSync(sideFile, `${listener} ${n} ${process.pid}\n`); // O_APPEND: one line per write
   await ctx.tx!.query('insert into chaos_effect (listener, n, attempt, pid) values ($1, $2, $3, $4)', [listener, n, ctx.attempt, process.pid]);

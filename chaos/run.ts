@@ -26,7 +26,7 @@ const onlyArg = args.find((a) => a.startsWith('--only'));
 const only = onlyArg ? (onlyArg.split('=')[1] ?? args[args.indexOf(onlyArg) + 1] ?? '').split(',') : undefined;
 
 const size = quick
-  ? { items: 2000, loadMs: 5000, holdMs: 20_000, allMs: 10_000, drainMs: 20_000, slow: 4, kill: 5, swallow: 10, runMs: 6 * 60_000 }
+  ? { items: 2000, loadMs: 4000, holdMs: 20_000, allMs: 8000, drainMs: 15_000, slow: 4, kill: 5, swallow: 10, runMs: 6 * 60_000 }
   : { items: 10_000, loadMs: 40_000, holdMs: 120_000, allMs: 60_000, drainMs: 60_000, slow: 20, kill: 20, swallow: 50, runMs: 20 * 60_000 };
 const WORKERS = 3;
 const ROLLBACK_RATE = 0.05;
@@ -66,6 +66,19 @@ interface Scenario {
   faults?(ctx: FaultContext): Promise<void>;
 }
 
+/** An admin query that waits out a server restart (retries for up to 30 s). */
+async function query<R extends pg.QueryResultRow = any>(ctx: FaultContext, text: string, values?: unknown[]): Promise<R[]> {
+  const deadline = now() + 30_000;
+  for (;;) {
+    try {
+      return (await ctx.admin.query<R>(text, values)).rows;
+    } catch (error) {
+      if (now() > deadline) throw error;
+      await sleep(200);
+    }
+  }
+}
+
 /** Runs `fn` every 1–3 s until the load is over. */
 async function every1to3s(ctx: FaultContext, fn: () => Promise<void> | void): Promise<void> {
   for (;;) {
@@ -99,7 +112,7 @@ async function restartServer(ctx: FaultContext): Promise<void> {
     const t0 = now();
     await ctx.server.restart(mode);
     const upMs = now() - t0;
-    const up = await ctx.admin.query('select now() as t').then((r) => r.rows[0].t as Date, () => new Date());
+    const [{ t: up }] = await query(ctx, 'select now() as t');
     const t1 = now();
     const recovered = await until(async () => (await ctx.admin.query('select exists(select 1 from chaos_effect where at > $1) as yes', [up])).rows[0].yes, 30_000, 50);
     recoveries[mode] = recovered ? Math.round(now() - t1) : null;
@@ -121,7 +134,7 @@ async function halfOpen(ctx: FaultContext): Promise<void> {
   const caught = await ctx.proxy.freezeInTransaction(5000);
   const frozenAt = ctx.proxy.frozenAt!;
   await sleep(200);
-  const { rows } = await ctx.admin.query<{ pid: number }>(`select pid from pg_stat_activity where client_port = any($1) and xact_start is not null`, [ctx.proxy.frozenPorts]);
+  const rows = await query<{ pid: number }>(ctx, `select pid from pg_stat_activity where client_port = any($1) and xact_start is not null`, [ctx.proxy.frozenPorts]);
   const pids = rows.map((r) => r.pid);
   ctx.notes.half_open = { caughtInTransaction: caught, frozenSessions: ctx.proxy.frozenPorts.length, frozenInTransaction: pids.length };
   if (!pids.length) {
@@ -179,7 +192,10 @@ const scenarios: Scenario[] = [
     flags: ['slow', 'kill', 'swallow'],
     loadMs: size.allMs,
     faults: async (ctx) => {
-      await Promise.all([killWorkers(ctx), terminateBackends(ctx), restartServer(ctx), halfOpen(ctx), holdXmin(ctx)]);
+      const errors: string[] = [];
+      // Each fault alone: one that fails (its query hit the restart) must not hide the others.
+      await Promise.all([killWorkers, terminateBackends, restartServer, halfOpen, holdXmin].map((f) => f(ctx).catch((e: Error) => void errors.push(`${f.name}: ${e.message}`))));
+      if (errors.length) throw new Error(errors.join('; '));
     },
   },
 ];
@@ -288,7 +304,7 @@ async function runScenario(server: EmbeddedPostgres, migrations: string, s: Scen
     const faults = s.faults?.(ctx).catch((error: Error) => {
       ctx.notes.fault_error = error.message;
     });
-    const load = await runLoad({ url, items: size.items, durationMs: loadMs, maxMs: loadMs * 3, rollbackRate: ROLLBACK_RATE, flags });
+    const load = await runLoad({ url, items: size.items, durationMs: loadMs, maxMs: loadMs * 3 + 30_000, rollbackRate: ROLLBACK_RATE, flags });
     loadOver = true;
     await Promise.race([faults, sleep(60_000)]); // every fault loop returns within seconds of loadOver
     const drainStart = now();
