@@ -97,9 +97,9 @@ export class Workers {
       if (!proc.ready && d.includes('listening on')) proc.ready = true;
       log.write(d);
     });
-    child.stderr!.pipe(log);
-    child.on('exit', (code, signal) => {
-      log.write(`--- pid ${child.pid} exited: ${signal ?? code}\n`);
+    child.stderr!.pipe(log, { end: false });
+    child.on('close', (code, signal) => log.end(`--- pid ${child.pid} exited: ${signal ?? code}\n`));
+    child.on('exit', () => {
       if (this.planned.delete(child)) this.killed++;
       else if (!this.stopping) this.died++;
       if (this.procs[i] === proc) this.procs[i] = undefined;
