@@ -120,7 +120,7 @@ async function restartServer(ctx: FaultContext): Promise<void> {
   }
   ctx.notes.recovery_ms = recoveries;
   const times = Object.values(recoveries);
-  ctx.notes.detection = times.some((t) => t === null) ? 'no effect within 30 s of a restart' : `first effect ${Math.max(...(times as number[]))} ms after the server was up`;
+  ctx.notes.recovery = times.some((t) => t === null) ? 'no effect within 30 s of a restart' : `first effect ${Math.max(...(times as number[]))} ms after the server was up`;
 }
 
 /**
@@ -157,22 +157,31 @@ async function halfOpen(ctx: FaultContext): Promise<void> {
   );
 }
 
-/** One session holds a snapshot (xmin) for the whole load: vacuum cannot remove the deleted notifications. */
+/** One session holds a snapshot (xmin) for the whole load: vacuum cannot remove the deleted notifications. Reopened after a restart. */
 async function holdXmin(ctx: FaultContext): Promise<void> {
-  const client = new pg.Client({ connectionString: ctx.admin.options.connectionString, application_name: 'chaos:xmin' });
-  client.on('error', () => {});
-  await client.connect();
-  try {
-    await client.query(`set idle_in_transaction_session_timeout = 0`);
-    await client.query('begin isolation level repeatable read');
-    await client.query('select txid_current(), count(*) from chaos_ledger');
+  let heldMs = 0;
+  while (!ctx.stopped()) {
+    const client = new pg.Client({ connectionString: ctx.admin.options.connectionString, application_name: 'chaos:xmin' });
+    client.on('error', () => {});
     const started = now();
-    while (!ctx.stopped()) await sleep(200);
-    ctx.notes.xmin_held_ms = Math.round(now() - started);
-    await client.query('commit');
-  } finally {
-    await client.end().catch(() => {});
+    try {
+      await client.connect();
+      await client.query(`set idle_in_transaction_session_timeout = 0`);
+      await client.query('begin isolation level repeatable read');
+      await client.query('select txid_current(), count(*) from chaos_ledger');
+      while (!ctx.stopped()) {
+        await sleep(500);
+        await client.query('select 1'); // notices a restart that ended the session
+      }
+      await client.query('commit');
+    } catch {
+      await sleep(500);
+    } finally {
+      heldMs += now() - started;
+      await client.end().catch(() => {});
+    }
   }
+  ctx.notes.xmin_held_ms = Math.round(heldMs);
 }
 
 const scenarios: Scenario[] = [
@@ -361,7 +370,7 @@ function table(results: Result[]): string {
     String(r.outcome.phantom),
     `${r.outcome.expectedDead} / ${r.outcome.unexpectedDead}`,
     r.drained ? seconds(r.drainMs) : `> ${size.drainMs / 1000} s (${r.outcome.pending} pending)`,
-    String(r.notes.detection ?? '—'),
+    String(r.notes.detection ?? r.notes.recovery ?? '—'),
     `${r.outcome.outsideDuplicates} (${r.outcome.outsideDuplicatesPct}%)`,
     r.passed ? 'pass' : `FAIL: ${r.failures.join(', ')}`,
   ]);
