@@ -20,6 +20,12 @@ export interface EmbeddedPostgres {
   /** URL of another database on the same server. */
   urlFor(database: string): string;
   stop(): Promise<void>;
+  /**
+   * Stops the server as `pg_ctl stop -m <mode>` does (immediate: SIGQUIT, no checkpoint, crash
+   * recovery on the next start; fast: SIGINT, sessions are ended and rolled back), then starts it
+   * again on the same port and data. For fault-injection runs (`npm run chaos`).
+   */
+  restart(mode: 'immediate' | 'fast'): Promise<void>;
 }
 
 const PASSWORD = 'pubsub';
@@ -34,22 +40,34 @@ function freePort(): Promise<number> {
   });
 }
 
+/** The postmaster's process id from the data folder's lock file, when one is running. */
+export function postmasterPid(dir: string): number | undefined {
+  const pidFile = path.join(dir, 'postmaster.pid');
+  if (!fs.existsSync(pidFile)) return undefined;
+  const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
+  return pid && alive(pid) ? pid : undefined;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Signals the postmaster (SIGINT fast, SIGQUIT immediate shutdown) and waits up to 30 s for it to exit. */
+async function shutDown(dir: string, signal: 'SIGINT' | 'SIGQUIT'): Promise<void> {
+  const pid = postmasterPid(dir);
+  if (!pid) return;
+  process.kill(pid, signal);
+  for (let i = 0; i < 300 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+}
+
 /** A server left running by a process that was killed still holds the data folder: stop it first. */
 async function stopOrphan(dir: string): Promise<void> {
-  const pidFile = path.join(dir, 'postmaster.pid');
-  if (!fs.existsSync(pidFile)) return;
-  const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
-  const alive = () => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  if (!pid || !alive()) return;
-  process.kill(pid, 'SIGINT'); // fast shutdown
-  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100));
+  await shutDown(dir, 'SIGINT');
 }
 
 /** Whether every existing folder above `dir` lets other users through (the server runs as `postgres`). */
@@ -179,5 +197,9 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: (line
     throw new PubSubError('pubsub.config', `The embedded PostgreSQL in ${dir} did not start${cause ? `: ${String(cause)}` : ''}.`, { cause });
   });
   const urlFor = (database: string) => `postgresql://postgres:${PASSWORD}@127.0.0.1:${port}/${database}`;
-  return { url: urlFor('postgres'), port, dir, urlFor, stop: () => server.stop() };
+  const restart = async (mode: 'immediate' | 'fast') => {
+    await shutDown(dir, mode === 'immediate' ? 'SIGQUIT' : 'SIGINT');
+    await server.start(); // both kinds of server spawn a fresh postmaster on each start()
+  };
+  return { url: urlFor('postgres'), port, dir, urlFor, stop: () => server.stop(), restart };
 }
