@@ -1,7 +1,7 @@
 /** Publishing: `notify()` through the default pool, a pg client or a Prisma client/transaction. */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
-import { assertChannelName } from './channels.js';
+import { MAX_NOTIFY_PAYLOAD_BYTES, assertChannelName } from './channels.js';
 import { requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
 import { encodePayload } from './payload.js';
@@ -136,10 +136,22 @@ export async function notify(channel: Channel<unknown> | string, payload: unknow
   const declared = options.durable ?? (typeof channel === 'string' ? getRegistry().get(name)?.durable : channel.durable) ?? null;
   const context = options.context ?? contextStorage.getStore();
   const text = encodePayload(payload, name);
+  const contextText = context ? encodePayload(context, name, 'context') : null;
+  if (declared === false) {
+    // Expected to go out as a NOTIFY: refuse here what cannot fit rather than ship megabytes to be refused
+    // (the server measures its own printing of the JSON, a few bytes longer, and has the last word).
+    const bytes = Buffer.byteLength(text) + (contextText ? Buffer.byteLength(contextText) + 24 : 0);
+    if (bytes > MAX_NOTIFY_PAYLOAD_BYTES) {
+      throw new PubSubError(
+        'pubsub.payloadTooLarge',
+        `notify("${name}"): the payload is ${bytes} bytes as JSON; a non-durable notification must be at most ${MAX_NOTIFY_PAYLOAD_BYTES}. Send less (an id to look up), or use a durable channel, which has no such limit.`,
+      );
+    }
+  }
   const client = options.client ?? getDefaultPool();
   let rows: Array<{ id: string | null }>;
   try {
-    rows = await query<{ id: string | null }>(client, notifySql, [name, text, context ? encodePayload(context, name, 'context') : null, declared, options.durable !== undefined]);
+    rows = await query<{ id: string | null }>(client, notifySql, [name, text, contextText, declared, options.durable !== undefined]);
   } catch (error) {
     throw notifyError(error, name);
   }

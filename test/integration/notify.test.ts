@@ -165,7 +165,11 @@ test('a failing listener keeps its notification for a retry and never holds back
   client.release();
   await waitFor(() => ids().includes(10) && ids().includes(12), 'the healthy orders');
   assert.deepEqual(ids(), [10, 12], 'the healthy orders ran once each; the failed one left no trace');
-  const [kept] = await db.query(`select attempts, last_error, payload->>'id' as id from pubsub.notification`);
+  // The listeners ran before their claim committed: wait for the commit that records the failure.
+  const [kept] = await waitFor(async () => {
+    const rows = await db.query(`select attempts, last_error, payload->>'id' as id from pubsub.notification`);
+    return rows.length === 1 && rows[0].attempts === 1 && rows;
+  }, 'the failed attempt to be recorded');
   assert.equal(kept.id, '11');
   assert.equal(kept.attempts, 1);
   assert.match(kept.last_error, /division by zero/);

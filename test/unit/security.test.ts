@@ -157,5 +157,5 @@ test('grantNotify in pubsub.config.json must be a list of role names', async () 
   fs.writeFileSync(path.join(dir, 'pubsub.config.json'), JSON.stringify({ grantNotify: ['app', 'ops'] }));
   assert.deepEqual(loadFileConfig(dir).grantNotify, ['app', 'ops']);
   fs.writeFileSync(path.join(dir, 'pubsub.config.json'), JSON.stringify({ grantNotify: 'app' }));
-  assert.throws(() => loadFileConfig(dir), (e: any) => e.code === 'pubsub.config' && /"grantNotify" .* must be a list of role names/.test(e.message));
+  assert.throws(() => loadFileConfig(dir), (e: any) => e.code === 'pubsub.config' && /"grantNotify" must be an array of non-empty strings/.test(e.message));
 });
