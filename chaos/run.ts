@@ -319,6 +319,15 @@ async function runScenario(server: EmbeddedPostgres, migrations: string, s: Scen
     const drainStart = now();
     drainDeadline = drainStart + size.drainMs;
     const drained = await until(async () => (await admin.query(`select count(*)::int as n from pubsub.notification where dead_at is null`)).rows[0].n === 0, size.drainMs, 200);
+    if (!drained) {
+      // What the rows still pending look like, to tell a wedged worker from a slow retry.
+      const { rows } = await admin.query(`select listener, isolated, attempts, count(*)::int as n, min(run_at - now()) as next_run, max(run_at - now()) as last_run,
+          count(*) filter (where id in (select id from pubsub.notification for update skip locked))::int as unlocked
+        from pubsub.notification where dead_at is null group by 1, 2, 3 order by 1, 2, 3`);
+      const claims = (await admin.query(`select xid, txid_status(xid) as status, cardinality(ids) as ids, worker, now() - claimed_at as age from pubsub.claim`)).rows;
+      const sessions = (await admin.query(`select application_name, state, now() - xact_start as xact_age, left(query, 60) as query from pg_stat_activity where application_name like 'pubsub%'`).catch(() => ({ rows: [] }))).rows;
+      console.log(`(${s.key}) pending: ${JSON.stringify(rows)}\n  claims: ${JSON.stringify(claims)}\n  sessions: ${JSON.stringify(sessions)}`);
+    }
     const drainMs = drained ? Math.round(now() - drainStart) : null;
     await Promise.race([Promise.all(ctx.background), sleep(Math.max(0, drainDeadline - now()) + 1000)]);
     await workers.stop();

@@ -166,10 +166,10 @@ test('a failing listener keeps its notification for a retry and never holds back
   await waitFor(() => ids().includes(10) && ids().includes(12), 'the healthy orders');
   assert.deepEqual(ids(), [10, 12], 'the healthy orders ran once each; the failed one left no trace');
   // The listeners ran before their claim committed: wait for the commit that records the failure.
-  const [kept] = await waitFor(async () => {
+  const [kept] = (await waitFor(async () => {
     const rows = await db.query(`select attempts, last_error, payload->>'id' as id from pubsub.notification`);
-    return rows.length === 1 && rows[0].attempts === 1 && rows;
-  }, 'the failed attempt to be recorded');
+    return rows.length === 1 && rows[0].attempts === 1 ? rows : false;
+  }, 'the failed attempt to be recorded')) as any[];
   assert.equal(kept.id, '11');
   assert.equal(kept.attempts, 1);
   assert.match(kept.last_error, /division by zero/);
