@@ -26,8 +26,8 @@ const onlyArg = args.find((a) => a.startsWith('--only'));
 const only = onlyArg ? (onlyArg.split('=')[1] ?? args[args.indexOf(onlyArg) + 1] ?? '').split(',') : undefined;
 
 const size = quick
-  ? { items: 2000, loadMs: 4000, holdMs: 20_000, allMs: 8000, drainMs: 15_000, slow: 4, kill: 5, swallow: 10, runMs: 6 * 60_000 }
-  : { items: 10_000, loadMs: 40_000, holdMs: 120_000, allMs: 60_000, drainMs: 60_000, slow: 20, kill: 20, swallow: 50, runMs: 20 * 60_000 };
+  ? { items: 2000, loadMs: 4000, holdMs: 20_000, allMs: 8000, drainMs: 30_000, slow: 4, kill: 5, swallow: 10, runMs: 6 * 60_000 }
+  : { items: 10_000, loadMs: 40_000, holdMs: 120_000, allMs: 60_000, drainMs: 120_000, slow: 20, kill: 20, swallow: 50, runMs: 20 * 60_000 };
 const WORKERS = 3;
 const ROLLBACK_RATE = 0.05;
 const TRANSIENT_RATE = 0.02;

@@ -200,6 +200,7 @@ export class Drain {
     // DELETE … RETURNING gives no order: process in id (write) order.
     const rows = (claimed!.rows as Stored[]).sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
+    if (unit.kind === 'isolated' && rows[0]) unit.after.set('', rows[0].id); // one cursor over every listener's isolated rows
     return { rows, xid: xid!.rows[0].xid };
   }
 

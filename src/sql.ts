@@ -545,7 +545,7 @@ export interface ClaimTarget {
   context: string | null;
   /** Claim the head of each key only (ordered listener). */
   ordered?: boolean;
-  /** Claim isolated rows (see version 3), one per transaction, of any of `listeners`. */
+  /** Claim isolated rows (see version 3), one per transaction, of any of `listeners`; its cursor is `after.get('')`. */
   isolated?: boolean;
   /**
    * Per listener: start after this id (the last one claimed in this drain round). Deleted rows leave
@@ -586,8 +586,10 @@ export function claimSql(target: ClaimTarget): string {
   let ids: string;
   if (target.isolated) {
     const unassigned = target.unassigned.length ? ` or (h.listener is null and h.channel = any(array[${target.unassigned.map(literal).join(', ')}]))` : '';
+    const after = target.after?.get('');
+    const from = after && /^\d+$/.test(after) ? ` and h.id > ${after}` : '';
     ids = `select id from pubsub.notification h
-    where isolated and ${ready} and (h.listener = any(array[${names || 'null'}]::text[])${unassigned})
+    where isolated${from} and ${ready} and (h.listener = any(array[${names || 'null'}]::text[])${unassigned})
       and (h.order_key is null or ${headOfKey})
     order by id limit 1 for update skip locked`;
   } else if (target.ordered) {
