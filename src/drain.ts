@@ -24,8 +24,12 @@ const debug = createDebug('pubsub:drain');
 
 /** Plain claims grow up to this multiple of batchSize while full batches finish quickly. */
 const MAX_SCALE = 5;
-/** Slack on top of the longest listener timeout before the server ends an idle claim session. */
-const IDLE_SLACK_MS = 15_000;
+/**
+ * Slack on top of the longest listener timeout before the server ends a claim session idle in its
+ * transaction: covers the worker's own gaps between statements (a timed-out listener's statement is
+ * running, not idle, while it is cancelled).
+ */
+const IDLE_SLACK_MS = 5_000;
 
 interface Unit {
   kind: 'plain' | 'ordered' | 'batch' | 'isolated';
@@ -73,7 +77,7 @@ export class Drain {
   constructor(private readonly o: DrainOptions) {
     const unit = (kind: Unit['kind'], listeners: ListenerDefinition[], limit: number): Unit => {
       const timeouts = listeners.map(timeoutOf);
-      const idleTimeoutMs = timeouts.includes(0) ? 0 : Math.max(0, ...timeouts) + o.roundTripMs + IDLE_SLACK_MS;
+      const idleTimeoutMs = timeouts.includes(0) ? 0 : Math.max(0, ...timeouts) + IDLE_SLACK_MS;
       return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, failures: 0, retryAt: 0, idleTimeoutMs };
     };
     const plain: ListenerDefinition[] = [];

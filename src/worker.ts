@@ -63,7 +63,7 @@ export interface WorkerOptions {
    * Longest wait for an answer to any statement the worker itself sends (claims, commits, records).
    * A connection that does not answer in time is dropped: a half-open socket (a frozen proxy, a dead
    * NAT entry) is detected within this bound, and the server frees its claimed rows once the session
-   * has sat idle in its transaction for the listener's timeout plus this plus 15 s. @defaultValue 10000
+   * has sat idle in its transaction for the listeners' timeout plus 5 s. @defaultValue 10000
    */
   roundTripMs?: number;
 }
