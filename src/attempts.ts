@@ -11,7 +11,7 @@
  * in sql.ts, called by every claim).
  */
 import os from 'node:os';
-import type pg from 'pg';
+import pg from 'pg';
 import { ListenerError } from './dispatch.js';
 import type { ListenerDefinition } from './registry.js';
 import { recordClaimSql, restoreSql } from './sql.js';
@@ -65,21 +65,86 @@ export function describe(error: unknown): string {
   return text.length > 8192 ? `${text.slice(0, 8192)}… (${text.length - 8192} more characters)` : text;
 }
 
+/** A claim record: `sent` when it is already written to the socket, so that no crash of this process can lose it. */
+export interface Recording {
+  sent: boolean;
+  /** Settles when the server has it (committed); wait for it before the claim's own commit. */
+  done: Promise<void>;
+}
+
 export class AttemptLedger {
   /** Names this process in the records, so that a lost attempt's error says whose it was. */
   readonly worker = `${os.hostname()}:${process.pid}`;
+  /** A connection of its own, so that a record goes out at once, without a round trip before the listeners. */
+  private client: pg.Client | undefined;
+  private connecting: Promise<void> | undefined;
+  private busy = false;
+  private closed = false;
 
-  /** `control`: a pool whose round trips are bounded (query_timeout), not the claims' pool. */
-  constructor(private readonly control: pg.Pool) {}
+  /** `control`: a pool whose round trips are bounded (query_timeout), used while the own connection is busy or missing. */
+  constructor(
+    private readonly control: pg.Pool,
+    private readonly connection: pg.ClientConfig,
+  ) {}
 
-  /** Commits the claim's record before any of its listeners runs. */
-  async record(xid: string, rows: Stored[], byId: Map<string, ListenerDefinition>): Promise<void> {
+  /**
+   * Records a claim before any of its listeners runs. On the ledger's idle connection the statement is
+   * written to the socket before this returns (pg writes a query synchronously when the connection is
+   * ready), and a process that dies from then on still has it delivered by its kernel: the listeners
+   * need not wait for the answer. Otherwise (busy, not connected) the caller must wait for `done`.
+   */
+  record(xid: string, rows: Stored[], byId: Map<string, ListenerDefinition>): Recording {
     const policy: Record<string, [number, number, number]> = {};
     for (const n of rows) {
       const l = n.listener ? byId.get(n.listener) : undefined;
       if (l && !policy[l.id]) policy[l.id] = [l.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, l.delivery.backoff?.baseMs ?? 1000, l.delivery.backoff?.maxMs ?? 300_000];
     }
-    await this.control.query(recordClaimSql(xid, rows.map((n) => n.id), policy, this.worker));
+    const sql = recordClaimSql(xid, rows.map((n) => n.id), policy, this.worker);
+    const c = this.client;
+    if (c && !this.busy && (c as unknown as { readyForQuery?: boolean }).readyForQuery === true) {
+      this.busy = true;
+      const done = c.query(sql).then(
+        () => void (this.busy = false),
+        (error) => {
+          this.drop(c);
+          throw error;
+        },
+      );
+      return { sent: true, done };
+    }
+    this.connect();
+    return { sent: false, done: this.control.query(sql).then(() => {}) };
+  }
+
+  private connect(): void {
+    if (this.client || this.connecting || this.closed) return;
+    const c = new pg.Client(this.connection);
+    c.on('error', () => this.drop(c));
+    c.on('end', () => this.drop(c));
+    this.connecting = c.connect().then(
+      () => {
+        this.connecting = undefined;
+        if (this.closed) return void c.end().catch(() => {});
+        this.client = c;
+        this.busy = false;
+      },
+      () => {
+        this.connecting = undefined; // the next record tries again; meanwhile the control pool serves
+      },
+    );
+  }
+
+  private drop(c: pg.Client): void {
+    if (this.client === c) this.client = undefined;
+    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.connecting;
+    const c = this.client;
+    this.client = undefined;
+    await c?.end().catch(() => {});
   }
 }
 

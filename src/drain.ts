@@ -158,8 +158,12 @@ export class Drain {
         return -1;
       }
       unit.waited = false;
-      await this.o.ledger.record(xid, rows, this.o.byId);
+      const recording = this.o.ledger.record(xid, rows, this.o.byId);
+      if (!recording.sent) await recording.done;
       const failed = await this.run(tx, unit, rows);
+      // The record must be in before the commit deletes it. If it failed, it may or may not be there: the
+      // delete below removes it if it is; one still in flight lands as garbage that the next claim drops.
+      await recording.done.catch((error) => debug('claim record of %s failed: %s', xid, (error as Error).message));
       if (failed.length) await tx.run(restoreSql, restoreValues(failed));
       await tx.commit(settleClaimSql(xid));
       if (unit.kind === 'plain') {

@@ -222,7 +222,8 @@ alter table pubsub.notification add column isolated boolean not null default fal
 create index notification_isolated on pubsub.notification (id) where isolated and dead_at is null;
 
 -- Counts the attempts of claims whose transaction aborted (the record is still there, its transaction
--- is over and did not commit; null = too old to tell, which cannot be a commit either): attempts + one
+-- is over and did not commit; null = too old to tell, which cannot be a commit either; a record of a
+-- committed claim, which arrived after that commit, is only dropped): attempts + one
 -- per lost claim, the row isolated, a retry after the listener's backoff, or dead at its maxAttempts
 -- (policy: listener -> [maxAttempts, baseMs, maxMs]). Rows locked right now were claimed again already;
 -- their new attempt settles them, so they are skipped, never waited for. PL/pgSQL so that its plan is
@@ -235,11 +236,11 @@ language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   return query with stale as (
       delete from pubsub.claim where xid in (
-        select xid from pubsub.claim where coalesce(txid_status(xid), 'aborted') = 'aborted' for update skip locked)
-      returning ids, policy, worker, claimed_at
+        select xid from pubsub.claim where txid_status(xid) is distinct from 'in progress' for update skip locked)
+      returning ids, policy, worker, claimed_at, coalesce(txid_status(xid), 'aborted') as status
     ), lost as (
       select u.id, count(*)::int as times, max(s.worker) as worker, max(s.claimed_at) as claimed_at, (array_agg(s.policy))[1] as policy
-      from stale s, unnest(s.ids) u(id) group by u.id
+      from stale s, unnest(s.ids) u(id) where s.status = 'aborted' group by u.id
     ), target as (
       select n.id, n.attempts + l.times as attempts, coalesce(l.policy -> n.listener, '[10, 1000, 300000]') as p, l.worker, l.claimed_at
       from pubsub.notification n join lost l on l.id = n.id where n.dead_at is null for update of n skip locked

@@ -153,6 +153,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     throw error;
   }
 
+  const ledger = new AttemptLedger(control, { connectionString: databaseUrl, application_name: 'pubsub:worker', query_timeout: roundTripMs, ...keepAlive });
   const dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
   const broadcast = new Broadcast(registry, dispatcher, options.context, logger);
   const timers = new Set<NodeJS.Timeout>();
@@ -166,7 +167,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const drain = new Drain({
     pool,
     control,
-    ledger: new AttemptLedger(control),
+    ledger,
     dispatcher,
     registry,
     byId,
@@ -278,6 +279,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       await connection?.close();
       await running;
       await broadcast.settled();
+      await ledger.close();
       await endPools();
     },
   };
