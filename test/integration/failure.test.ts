@@ -12,6 +12,7 @@ import {
   PostInsertListen,
   applyMigrations,
   generateMigration,
+  getRegistry,
   listen,
   notify,
   type NotificationContext,
@@ -136,6 +137,21 @@ class Timeouts {
   }
 }
 
+class Stuck {
+  @Listen('stuck', { maxAttempts: 1000, backoff: { baseMs: 20, maxMs: 40 } })
+  async stuck(e: Ev, ctx: NotificationContext) {
+    bump(`stuck:${e.n}`);
+    // Every attempt loses its transaction: the backend is ended under it.
+    await db.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'pubsub:worker' and state like 'idle in transaction%'`);
+    await ctx.tx!.query('select 1');
+  }
+
+  @Listen('flowing')
+  flowing(e: Ev) {
+    bump(`flowing:${e.n}`);
+  }
+}
+
 class Forged {
   @Listen('forged')
   forged(e: Ev) {
@@ -152,6 +168,8 @@ class Broadcasts {
 
 let worker: Worker;
 let migrationsDir: string;
+/** The registered channel name of a custom channel, or of the model's insert trigger. */
+const channelOf = (name: string) => getRegistry().list().find((c) => c.name === name || c.listeners.some((l) => l.trigger?.model === name))!.name;
 const effects = async (listener: string) =>
   (await db.query<{ n: string; count: number }>('select n, count(*)::int as count from effects where listener = $1 group by n order by n', [listener])).map((r) => `${r.n}:${r.count}`);
 const pending = async (channel: string) => db.query('select id::text, attempts, dead_at, isolated, last_error from pubsub.notification where channel = $1 order by id', [channel]);
@@ -167,7 +185,7 @@ async function sendAll(channel: string, events: Ev[]): Promise<void> {
 }
 
 before(async () => {
-  assert.ok(Typed && Swallowing && Ending && Timeouts && Forged && Broadcasts);
+  assert.ok(Typed && Swallowing && Ending && Timeouts && Stuck && Forged && Broadcasts);
   db = await createTestDatabase();
   migrationsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-failure-'));
   fs.cpSync(path.join(ROOT, 'test/fixtures/prisma/migrations'), migrationsDir, { recursive: true });
@@ -178,7 +196,7 @@ before(async () => {
     create table parent (id int primary key);
     create table child (parent int references parent deferrable initially deferred);
     insert into pubsub.subscription (channel, listener) values ('crash_jobs', 'CrashListeners.run');`);
-  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 100, roundTripMs: 2000, logger });
+  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 100, roundTripMs: 2000, logger, channels: ['Everything', 'swallow', 'recover', 'terminated', 'idle', 'deferred', 'ordered_slow', 'sleepy', 'forged', 'nondurable'].map(channelOf) });
 });
 
 after(async () => {
@@ -263,6 +281,23 @@ test('a timeout while the listener’s statement runs cancels that statement; th
   assert.deepEqual(await effects('sleepy'), ['1:1', '2:1', '3:1']);
   assert.ok(logged.some((l) => /Timeouts.sleepy on notification \d+ timed out after 300 ms/.test(l)), logged.join('\n'));
   assert.equal((await db.query(`select count(*)::int as n from pg_stat_activity where query like '%pg_sleep(30)%' and state = 'active' and pid <> pg_backend_pid()`))[0].n, 0);
+});
+
+test('with --concurrency 4, a unit whose claims keep losing their transaction backs off alone: other channels flow at once', async () => {
+  const w = await listen({ databaseUrl: db.url, channels: ['stuck', 'flowing'], concurrency: 4, pollIntervalMs: 100, roundTripMs: 2000, logger });
+  try {
+    await sendAll('stuck', [1, 2, 3].map((n) => ({ n })));
+    await waitFor(() => callsOf('stuck:1') >= 2, 'the stuck notification to lose attempts');
+    for (let n = 1; n <= 10; n++) {
+      await sendAll('flowing', [{ n }]);
+      await waitFor(() => callsOf(`flowing:${n}`) === 1, `flowing ${n} while the other unit keeps failing`, 3000);
+    }
+    const stuck = await pending('stuck');
+    assert.ok(stuck.every((r) => r.attempts >= 1 && r.isolated && /transaction was lost/.test(r.last_error)), JSON.stringify(stuck));
+  } finally {
+    await w.close();
+    await db.query(`delete from pubsub.notification where channel = 'stuck'`);
+  }
 });
 
 test('on a durable channel a NOTIFY is only a wake-up: a forged payload never reaches the listener', async () => {

@@ -66,9 +66,12 @@ let db: TestDatabase;
 let worker: Worker | undefined;
 const pools: pg.Pool[] = [];
 
+/** Every test role logs in with this password: the embedded server asks for one, trust auth ignores it. */
+const PASSWORD = `pw_${suffix}`;
 const urlAs = (user: string) => {
   const url = new URL(db.url);
   url.username = user;
+  url.password = PASSWORD;
   return url.toString();
 };
 const poolAs = (user: string) => {
@@ -80,7 +83,7 @@ const poolAs = (user: string) => {
 before(async () => {
   assert.ok(SecurityListeners);
   db = await createTestDatabase();
-  for (const r of [OWNER, APP, WORKER, DEAD, SNOOP]) await db.query(`create role ${r} login`);
+  for (const r of [OWNER, APP, WORKER, DEAD, SNOOP]) await db.query(`create role ${r} login password '${PASSWORD}'`);
   // The owner applies every migration (the app's tables and pubsub's), as a non-superuser.
   const dbName = new URL(db.url).pathname.slice(1);
   await db.query(`grant create on database ${dbName} to ${OWNER}`);
@@ -156,7 +159,7 @@ test('without grants a role cannot call pubsub.notify(), pubsub.wake() or a trig
 
 test('a role with only INSERT on the table fires the trigger (EXECUTE on the function is not needed)', async () => {
   const writer = role('writer');
-  await db.query(`create role ${writer} login`);
+  await db.query(`create role ${writer} login password '${PASSWORD}'`);
   try {
     await db.query(`grant insert on accounts to ${writer}`);
     await poolAs(writer).query(`insert into accounts (account_code, "display name") values ('SEC-2', 'Bob')`);
