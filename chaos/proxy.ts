@@ -13,11 +13,11 @@ interface Pair {
 }
 
 /**
- * A DELETE that removed rows, immediately followed by ReadyForQuery with transaction status 'T': the
- * worker's claim (begin; delete … returning) came back non-empty and its transaction is open. Read as
+ * A DELETE that removed rows, then (after the claim script's last statement) ReadyForQuery with
+ * transaction status 'T': the worker's claim came back non-empty and its transaction is open. Read as
  * latin1 so that every byte is one character.
  */
-const CLAIMED_IN_TRANSACTION = /DELETE [1-9][0-9]*\x00Z\x00\x00\x00\x05T/;
+const CLAIMED_IN_TRANSACTION = /DELETE [1-9][0-9]*\x00[\s\S]*Z\x00\x00\x00\x05T/;
 
 export class HalfOpenProxy {
   private readonly pairs = new Set<Pair>();
