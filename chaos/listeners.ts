@@ -28,6 +28,11 @@ const sideFile = process.env.CHAOS_SIDE_FILE;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Small backoff for every listener: retries after faults should not stretch the drain. */
 const backoff = { baseMs: 100, maxMs: 1000 };
+/**
+ * Above the 3 s of the slow listeners, far below the 60 s default: the server frees a half-open claim
+ * after the longest timeout + 5 s, and the drain bound must cover that (scenario d).
+ */
+const timeoutMs = 5000;
 
 async function act(listener: string, n: number, flags: string, ctx: NotificationContext): Promise<void> {
   const has = (flag: string) => flags.split(',').includes(flag);
@@ -45,13 +50,13 @@ async function act(listener: string, n: number, flags: string, ctx: Notification
 }
 
 export class ChaosJobs {
-  @Listen('chaos_jobs', { backoff })
+  @Listen('chaos_jobs', { backoff, timeoutMs })
   async work(job: Job, ctx: NotificationContext) {
     await act('ChaosJobs.work', job.n, job.flags, ctx);
   }
 
   /** The neighbour that crashes its worker on `kill` payloads: they must end dead after 3 attempts. */
-  @Listen('chaos_jobs', { maxAttempts: 3, backoff: { baseMs: 50, maxMs: 200 } })
+  @Listen('chaos_jobs', { maxAttempts: 3, timeoutMs, backoff: { baseMs: 50, maxMs: 200 } })
   async fragile(job: Job, ctx: NotificationContext) {
     if (job.flags.split(',').includes('kill')) process.kill(process.pid, 'SIGKILL');
     await act('ChaosJobs.fragile', job.n, job.flags, ctx);
@@ -59,7 +64,7 @@ export class ChaosJobs {
 }
 
 export class ChaosOrders {
-  @PostInsertListen('Order', { backoff })
+  @PostInsertListen('Order', { backoff, timeoutMs })
   async onInsert(p: TriggerPayload<OrderRow>, ctx: NotificationContext) {
     await act('ChaosOrders.onInsert', p.new!.n, p.new!.flags, ctx);
   }

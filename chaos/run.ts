@@ -342,6 +342,8 @@ async function runScenario(server: EmbeddedPostgres, migrations: string, s: Scen
     if (outcome.unexpectedDead) failures.push(`${outcome.unexpectedDead} dead that should not be`);
     if (!drained) failures.push(`not drained within ${size.drainMs / 1000} s (${outcome.pending} pending)`);
     if (load.acked < size.items) failures.push(`the writers committed only ${load.acked} of ${size.items} items`);
+    // Only a listener that kills its own worker may end a worker; any other death is a crash of ours (see the worker logs).
+    if (workers.died && !s.flags?.includes('kill')) failures.push(`${workers.died} worker(s) died on their own (see ${dir}/worker-*.log)`);
     return {
       key: s.key,
       fault: s.fault,

@@ -110,10 +110,14 @@ export class AttemptLedger {
           throw error;
         },
       );
+      // The claim may end before anyone awaits this (its transaction lost): its failure must not be unhandled.
+      done.catch(() => {});
       return { sent: true, done };
     }
     this.connect();
-    return { sent: false, done: this.control.query(sql).then(() => {}) };
+    const done = this.control.query(sql).then(() => {});
+    done.catch(() => {});
+    return { sent: false, done };
   }
 
   private connect(): void {
