@@ -12,6 +12,7 @@
  */
 import os from 'node:os';
 import pg from 'pg';
+import { destroySocket } from './connection.js';
 import { ListenerError } from './dispatch.js';
 import type { ListenerDefinition } from './registry.js';
 import { recordClaimSql, restoreSql } from './sql.js';
@@ -140,7 +141,7 @@ export class AttemptLedger {
 
   private drop(c: pg.Client): void {
     if (this.client === c) this.client = undefined;
-    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    destroySocket(c);
   }
 
   async close(): Promise<void> {

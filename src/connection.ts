@@ -45,7 +45,15 @@ export interface ListenConnection {
 const LISTEN_REFUSED = new Set(['25006', '0A000']);
 
 /** Keepalive probes start after this much silence, so the OS notices a dead peer long before its 2-hour default. */
-const KEEPALIVE_DELAY_MS = 10_000;
+export const KEEPALIVE_DELAY_MS = 10_000;
+
+/**
+ * Closes a client's socket at once: unlike `end()`, this also ends a half-open connection that would
+ * never answer. pg has no public way to do it; its `connection.stream` is the socket.
+ */
+export function destroySocket(c: pg.Client): void {
+  (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
 
 export function createListenConnection(options: ListenConnectionOptions): ListenConnection {
   const { healthCheckMs = 30_000, maxBackoffMs = 10_000 } = options;
@@ -60,8 +68,7 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
     if (dropped.has(c)) return;
     dropped.add(c);
     if (client === c) client = undefined;
-    // Destroying the socket also ends a half-open connection that would never answer `end()`.
-    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    destroySocket(c);
     if (closed) return;
     const delay = Math.min(maxBackoffMs, 100 * 2 ** failures) * (0.5 + Math.random() / 2);
     failures++;

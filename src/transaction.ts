@@ -13,6 +13,7 @@
  * Once lost, every later call fails with the loss; the caller hands the claim to the attempt ledger.
  */
 import type pg from 'pg';
+import { destroySocket } from './connection.js';
 import { PubSubError } from './errors.js';
 import type { Transaction } from './types.js';
 
@@ -47,7 +48,7 @@ export class ClaimTransaction {
   lose(error: Error): void {
     if (this.lost) return;
     this.lost = error;
-    (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    destroySocket(this.client);
   }
 
   /**

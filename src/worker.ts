@@ -12,8 +12,8 @@
 import pg from 'pg';
 import { AttemptLedger } from './attempts.js';
 import { Broadcast } from './broadcast.js';
-import { requireDatabaseUrl } from './config.js';
-import { createListenConnection, type ListenConnection } from './connection.js';
+import { requireDatabaseUrl, wholeNumber } from './config.js';
+import { KEEPALIVE_DELAY_MS, createListenConnection, type ListenConnection } from './connection.js';
 import { Dispatcher } from './dispatch.js';
 import { Drain } from './drain.js';
 import { PubSubError } from './errors.js';
@@ -98,13 +98,9 @@ function selectChannels(registry: Registry, names?: string[]): ChannelDefinition
   });
 }
 
-function wholeNumber(name: string, value: number | undefined, min: number, max: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new PubSubError('pubsub.config', `listen(): ${name} must be a whole number from ${min} to ${max}; got ${String(value)}.`);
-  }
-  return value;
-}
+/** An option of listen(): `fallback` when unset, else a whole number from `min` to `max`. */
+const option = (name: keyof WorkerOptions, min: number, max: number, fallback: number, value: unknown) =>
+  value === undefined ? fallback : wholeNumber(value, `listen(): ${name}`, min, max);
 
 /** Errors that mean "the server is not (yet) reachable", as opposed to a refusal that will not go away. */
 function unreachable(error: unknown): boolean {
@@ -124,18 +120,20 @@ function unreachable(error: unknown): boolean {
 export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const registry = options.registry ?? getRegistry();
   const logger = options.logger ?? consoleLogger;
-  const batchSize = wholeNumber('batchSize', options.batchSize, 1, 10_000, 100);
-  const concurrency = wholeNumber('concurrency', options.concurrency, 1, 100, 1);
-  const pollIntervalMs = wholeNumber('pollIntervalMs', options.pollIntervalMs, 10, 3_600_000, 2000);
-  const roundTripMs = wholeNumber('roundTripMs', options.roundTripMs, 100, 3_600_000, 10_000);
+  const batchSize = option('batchSize', 1, 10_000, 100, options.batchSize);
+  const concurrency = option('concurrency', 1, 100, 1, options.concurrency);
+  const pollIntervalMs = option('pollIntervalMs', 10, 3_600_000, 2000, options.pollIntervalMs);
+  const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
   const channels = selectChannels(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
   const durable = channels.filter((c) => c.durable);
   const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
 
-  const keepAlive = { keepAlive: true, keepAliveInitialDelayMillis: 10_000, connectionTimeoutMillis: roundTripMs };
-  const pool = options.pool ?? new pg.Pool({ connectionString: databaseUrl, max: concurrency + 1, application_name: 'pubsub:worker', ...keepAlive });
-  const control = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'pubsub:worker', query_timeout: roundTripMs, ...keepAlive });
+  const settings = { connectionString: databaseUrl, application_name: 'pubsub:worker', keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS, connectionTimeoutMillis: roundTripMs };
+  /** Connections whose every statement is the worker's own, so pg's query_timeout bounds them (never a listener's). */
+  const bounded = { ...settings, query_timeout: roundTripMs };
+  const pool = options.pool ?? new pg.Pool({ ...settings, max: concurrency + 1 });
+  const control = new pg.Pool({ ...bounded, max: 2 });
   // An idle pooled connection that the server closes emits 'error' on the pool; without a listener that kills the process.
   const idleClosed = (error: Error) => logger.warn(`an idle database connection was closed (${error.message}); it will be replaced`);
   if (!options.pool) pool.on('error', idleClosed);
@@ -153,7 +151,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     throw error;
   }
 
-  const ledger = new AttemptLedger(control, { connectionString: databaseUrl, application_name: 'pubsub:worker', query_timeout: roundTripMs, ...keepAlive });
+  const ledger = new AttemptLedger(control, bounded);
   const dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
   const broadcast = new Broadcast(registry, dispatcher, options.context, logger);
   const timers = new Set<NodeJS.Timeout>();
