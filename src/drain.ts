@@ -218,29 +218,30 @@ export class Drain {
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
     if (unit.kind === 'batch' || single?.delivery.batch) {
       const l = single ?? unit.listeners[0]!;
-      const error = await this.attempt(tx, rows, l, (ctx) => this.o.dispatcher.call(l, rows.map((n) => this.o.dispatcher.argument(l, n.payload)?.value), ctx));
-      if (error !== undefined) for (const n of rows) failed.push({ n, error, listener: l });
+      const failure = await this.attempt(tx, rows, l, (ctx) => this.o.dispatcher.call(l, rows.map((n) => this.o.dispatcher.argument(l, n.payload)?.value), ctx));
+      if (failure) for (const n of rows) failed.push({ n, error: failure.error, listener: l });
       return failed;
     }
     for (const n of rows) {
       const own = n.listener ? this.o.byId.get(n.listener) : undefined;
       const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id));
-      const error = await this.attempt(tx, [n], own, async (ctx) => {
+      const failure = await this.attempt(tx, [n], own, async (ctx) => {
         for (const l of listeners) {
           const arg = this.o.dispatcher.argument(l, n.payload);
           if (arg) await this.o.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
         }
       });
-      if (error !== undefined) failed.push({ n, error, ...(own && { listener: own }) });
+      if (failure) failed.push({ n, error: failure.error, ...(own && { listener: own }) });
     }
     return failed;
   }
 
   /**
    * One attempt of one listener call (or of a batch): its own `ctx`, savepoint and time limit. Returns
-   * its error, or undefined when it succeeded. Throws when the claim's transaction is lost meanwhile.
+   * its failure (whatever was thrown, even `undefined`), or nothing when it succeeded. Throws when the
+   * claim's transaction is lost meanwhile.
    */
-  private async attempt(tx: ClaimTransaction, ns: Stored[], l: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>): Promise<unknown> {
+  private async attempt(tx: ClaimTransaction, ns: Stored[], l: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>): Promise<{ error: unknown } | undefined> {
     const n = ns[0]!;
     const what = `${l?.id ?? `the listeners of "${n.channel}"`} on notification ${n.id}${ns.length > 1 ? ` (and ${ns.length - 1} more)` : ''}`;
     const scope = tx.scope(what);
@@ -272,7 +273,7 @@ export class Drain {
       if (!(await tx.drained())) tx.lose(new TransactionLostError(`the statement of ${what} did not stop after its timeout and cancel`));
     }
     await scope.undo(); // throws if the transaction is lost
-    return error;
+    return { error };
   }
 
   /** Gives newly stored notifications of an ordered listener their key, in id order, one worker at a time. */
