@@ -271,7 +271,6 @@ export function notifyGrantSql(roles: string[], removed: string[] = []): string 
   return lines.join('\n');
 }
 
-
 /** Upgrade script from version `from` (0 = nothing installed) to the current version. */
 export function librarySchemaSql(from: number): string {
   const steps: string[] = [];
@@ -569,11 +568,12 @@ const headOfKey = `not exists (select 1 from pubsub.notification e where e.liste
  * One simple-protocol round trip that begins the claim transaction and deletes, in it, up to `limit`
  * ready notifications of each listener, in id order, skipping locked ones; results: [begin, session
  * (server pid; idle limit), the rows of lost claims counted now (pubsub.reap_lost_claims()), whether
- * isolated rows wait, the claimed rows, the transaction id (null when nothing was claimed: no xid is spent on empty claims)]. Counting lost
- * claims first, in the same transaction, means a claim never takes a row whose lost attempt is not
- * counted yet (it is isolated by then): a row that kills its worker cannot take its neighbours along
- * again. If this transaction is lost too, so is the count, and the next claim makes it. The rows stay invisible to other workers until commit; a failed one
- * is put back by `restoreSql`. The statement is built from the worker's own configuration (listener
+ * isolated rows wait, the claimed rows, the transaction id (null when nothing was claimed: no xid is
+ * spent on empty claims)]. Counting lost claims first, in the same transaction, means a claim never
+ * takes a row whose lost attempt is not counted yet (it is isolated by then): a row that kills its
+ * worker cannot take its neighbours along again. If this transaction is lost too, so is the count, and
+ * the next claim makes it. The rows stay invisible to other workers until commit; a failed one is put
+ * back by `restoreSql`. The statement is built from the worker's own configuration (listener
  * and channel names, limit, context filter, cursors read from the database), quoted with escapeLiteral:
  * the simple protocol takes no bind parameters, and it saves a round trip on every wake-up. Each
  * listener gets its own subquery with its name as a constant, so the planner walks (listener, id) in
@@ -584,13 +584,17 @@ export function claimSql(target: ClaimTarget): string {
   const ready = `dead_at is null and run_at <= now()${target.context === null ? '' : ` and context @> ${literal(target.context)}::jsonb`}`;
   const limit = Math.trunc(target.limit);
   const names = target.listeners.map(literal).join(', ');
+  const channels = target.unassigned.map(literal).join(', ');
+  /** Start after the cursor of `key` (ids read from the database, checked to be integers). */
+  const from = (key: string) => {
+    const after = target.after?.get(key);
+    return after && /^\d+$/.test(after) ? ` and id > ${after}` : '';
+  };
   let ids: string;
   if (target.isolated) {
-    const unassigned = target.unassigned.length ? ` or (h.listener is null and h.channel = any(array[${target.unassigned.map(literal).join(', ')}]))` : '';
-    const after = target.after?.get('');
-    const from = after && /^\d+$/.test(after) ? ` and h.id > ${after}` : '';
+    const unassigned = channels ? ` or (h.listener is null and h.channel = any(array[${channels}]))` : '';
     ids = `select id from pubsub.notification h
-    where isolated${from} and ${ready} and (h.listener = any(array[${names || 'null'}]::text[])${unassigned})
+    where isolated${from('')} and ${ready} and (h.listener = any(array[${names || 'null'}]::text[])${unassigned})
       and (h.order_key is null or ${headOfKey})
     order by id limit 1 for update skip locked`;
   } else if (target.ordered) {
@@ -599,13 +603,10 @@ export function claimSql(target: ClaimTarget): string {
     where listener = ${literal(target.listeners[0]!)} and order_key is not null and not isolated and ${ready} and ${headOfKey}
     order by id limit ${limit} for update skip locked`;
   } else {
-    const parts = target.listeners.map((name, i) => {
-      const after = target.after?.get(name);
-      const from = after && /^\d+$/.test(after) ? ` and id > ${after}` : '';
-      return `select * from (select id from pubsub.notification where listener = ${literal(name)}${from} and not isolated and ${ready} order by id limit ${limit} for update skip locked) l${i}`;
-    });
-    if (target.unassigned.length) {
-      const channels = target.unassigned.map(literal).join(', ');
+    const parts = target.listeners.map(
+      (name, i) => `select * from (select id from pubsub.notification where listener = ${literal(name)}${from(name)} and not isolated and ${ready} order by id limit ${limit} for update skip locked) l${i}`,
+    );
+    if (channels) {
       parts.push(`select * from (select id from pubsub.notification where listener is null and channel = any(array[${channels}]) and not isolated and ${ready} order by id limit ${limit} for update skip locked) unassigned`);
     }
     ids = parts.join('\n  union all ') || 'select null::bigint where false';
@@ -653,8 +654,6 @@ commit`;
 
 /** Settles a claim: its record goes with the transaction that commits its outcomes. */
 export const settleClaimSql = (xid: string | null) => (xid && /^\d+$/.test(xid) ? `delete from pubsub.claim where xid = ${xid};\ncommit` : 'commit');
-
-
 
 /** $1 channel, $2 payload JSON, $3 context JSON, $4 the publisher's idea of the mode, $5 whether it must match. */
 export const notifySql = `select pubsub.notify($1, $2::jsonb, $3::jsonb, $4::boolean, $5::boolean)::text as id`;
