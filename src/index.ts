@@ -36,6 +36,7 @@ export type {
   Logger,
   NotificationContext,
   Queryable,
+  Register,
   TriggerOperation,
   TriggerPayload,
   TriggerTiming,

@@ -85,6 +85,15 @@ export type Queryable =
   | { query(text: string, values?: unknown[]): Promise<unknown> }
   | { $queryRawUnsafe(query: string, ...values: unknown[]): Promise<unknown> };
 
+/**
+ * Augment this interface to type pgpubsub with your own Prisma client and models (README, "Typed
+ * models"), e.g.
+ *   declare module 'pgpubsub' { interface Register { client: PrismaClient } }
+ * Left empty, model names are plain strings and `ctx.prisma` is untyped.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface Register {}
+
 export interface Logger {
   info(message: string): void;
   warn(message: string): void;
