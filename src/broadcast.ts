@@ -6,6 +6,7 @@
  */
 import type { Dispatcher } from './dispatch.js';
 import { ENVELOPE_MARK } from './notify.js';
+import { nonDurablePrisma, withPrisma } from './prisma.js';
 import type { Registry } from './registry.js';
 import type { Logger, NotificationContext } from './types.js';
 
@@ -34,7 +35,7 @@ export class Broadcast {
           context = (JSON.parse(text) as { context?: unknown } | null)?.context; // trigger payloads carry it inside
         }
         if (!contains(context, this.filter)) return;
-        const ctx: NotificationContext = { channel, durable: false, attempt: 0, ...(context != null && { context }) };
+        const ctx: NotificationContext = withPrisma({ channel, durable: false, attempt: 0, ...(context != null && { context }) }, () => nonDurablePrisma(channel));
         for (const l of def.listeners) {
           const arg = this.dispatcher.argument(l, payload);
           if (arg) await this.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);

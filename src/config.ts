@@ -20,6 +20,8 @@ export interface FileConfig {
   concurrency?: number;
   /** `pubsub listen --poll-interval`, in milliseconds. */
   pollIntervalMs?: number;
+  /** `pubsub listen --prisma`: a compiled module exporting the `prisma` factory (default or named `prisma`). */
+  prisma?: string;
 }
 
 /**
@@ -50,6 +52,7 @@ const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number'> = {
   batchSize: 'number',
   concurrency: 'number',
   pollIntervalMs: 'number',
+  prisma: 'string',
 };
 
 /** Checks every key and value of a config file: a typo or a wrong type fails here, not silently later. */
@@ -119,5 +122,6 @@ export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: 
     ...(raw.require && { require: raw.require.map(abs) }),
     ...(raw.schema && { schema: abs(raw.schema) }),
     ...(raw.migrations && { migrations: abs(raw.migrations) }),
+    ...(raw.prisma && { prisma: abs(raw.prisma) }),
   };
 }

@@ -17,6 +17,7 @@ import { AttemptLedger, describe, isLastAttempt, ownError, restoreSql, restoreVa
 import { Dispatcher, ListenerTimeoutError, timeoutOf, withTimeout } from './dispatch.js';
 import type { ListenerDefinition, Registry } from './registry.js';
 import { claimSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
+import { noPrisma, withPrisma, type PrismaBinding } from './prisma.js';
 import { ClaimTransaction, TransactionLostError } from './transaction.js';
 import type { Logger, NotificationContext } from './types.js';
 
@@ -64,6 +65,8 @@ export interface DrainOptions {
   batchSize: number;
   roundTripMs: number;
   logger: Logger;
+  /** `ctx.prisma`'s clients, when the worker has the `prisma` option. */
+  prisma?: PrismaBinding;
   /** Called when a unit's backoff is over. */
   retry(ms: number): void;
 }
@@ -246,15 +249,19 @@ export class Drain {
     const what = `${l?.id ?? `the listeners of "${n.channel}"`} on notification ${n.id}${ns.length > 1 ? ` (and ${ns.length - 1} more)` : ''}`;
     const scope = tx.scope(what);
     const controller = new AbortController();
-    const ctx: NotificationContext = {
-      channel: n.channel,
-      id: n.id,
-      durable: true,
-      attempt: Math.min(...ns.map((x) => x.attempts)),
-      tx: scope,
-      signal: controller.signal,
-    };
-    if (n.context !== null) ctx.context = JSON.parse(n.context);
+    const prisma = this.o.prisma;
+    const ctx: NotificationContext = withPrisma(
+      {
+        channel: n.channel,
+        id: n.id,
+        durable: true,
+        attempt: Math.min(...ns.map((x) => x.attempts)),
+        tx: scope,
+        signal: controller.signal,
+        ...(n.context !== null && { context: JSON.parse(n.context) }),
+      },
+      () => (prisma ? prisma.client(scope) : noPrisma()),
+    );
     let error: unknown;
     try {
       await withTimeout(fn(ctx), timeoutOf(l), what, (e) => {

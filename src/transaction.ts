@@ -7,8 +7,10 @@
  *   listener's concurrent queries, its savepoint and ours never interleave.
  * - Every round trip the library makes is bounded: a connection that does not answer in `roundTripMs`
  *   (a frozen proxy, a dead NAT entry) is destroyed, and the transaction is lost.
- * - Every listener call that touches `ctx.tx` runs in its own savepoint, released only when the
- *   listener left its transaction usable: a listener that swallowed a failed query fails its attempt.
+ * - Every listener call that touches `ctx.tx` (or `ctx.prisma`, prisma.ts) runs in its own savepoint,
+ *   released only when the listener left its transaction usable: a listener that swallowed a failed
+ *   query fails its attempt. Transactions the listener opens itself (Prisma's `$transaction`) are
+ *   savepoints nested inside it.
  * - COMMIT is checked: an aborted transaction that COMMIT silently rolls back is a lost batch.
  * Once lost, every later call fails with the loss; the caller hands the claim to the attempt ledger.
  */
@@ -144,13 +146,23 @@ export class ListenerScope implements Transaction {
   private active = true;
   private savepoint = false;
   private inFlight = 0;
+  /** Savepoints of transactions the listener opened inside this call (`nested()`), innermost last. */
+  private readonly open: string[] = [];
+  private opened = 0;
+  private readonly closers: Array<() => void> = [];
   /** The first query of this call that failed (the listener may have swallowed it). */
   failure: unknown;
 
   constructor(
     private readonly tx: ClaimTransaction,
-    private readonly what: string,
+    /** Names the listener call in errors. */
+    readonly what: string,
   ) {}
+
+  /** False once the attempt is over: every further query is refused. */
+  get usable(): boolean {
+    return this.active;
+  }
 
   query<R extends pg.QueryResultRow = any>(text: Query, values?: unknown[]): Promise<pg.QueryResult<R>> {
     if (!this.active) {
@@ -176,23 +188,58 @@ export class ListenerScope implements Transaction {
     );
   }
 
+  /**
+   * Opens a transaction of the listener's own, as a savepoint inside this call's (Prisma's BEGIN).
+   * Its `end(keep)` releases it (COMMIT) or rolls it back (ROLLBACK); callers nest them strictly.
+   */
+  async nested(): Promise<{ end(keep: boolean): Promise<void> }> {
+    const name = `pubsub_nested_${this.opened++}`;
+    await this.query(`savepoint ${name}`);
+    this.open.push(name);
+    return {
+      end: async (keep) => {
+        if (this.open.at(-1) !== name) throw new PubSubError('pubsub.invalidClient', `${this.what}: a transaction ended out of order (${name} is not the innermost open one).`);
+        // A release refused (the savepoint is aborted) leaves it open, for the rollback that follows.
+        await this.query(keep ? `release savepoint ${name}` : `rollback to savepoint ${name}; release savepoint ${name}`);
+        this.open.pop();
+      },
+    };
+  }
+
   /** True while a statement of this listener is running on the server. */
   get busy(): boolean {
     return this.inFlight > 0;
   }
 
+  /** Runs `fn` once, when the attempt is over (returned, failed or timed out). */
+  onClose(fn: () => void): void {
+    if (this.active) this.closers.push(fn);
+    else fn();
+  }
+
   /** Refuses further queries (the attempt is over, whatever the listener still does). */
   close(): void {
+    if (!this.active) return;
     this.active = false;
+    for (const fn of this.closers.splice(0)) fn();
   }
 
   /**
    * The listener returned: keep its writes if its transaction is usable. Throws when a query it made
-   * failed and left the transaction aborted (after rolling its writes back).
+   * failed and left the transaction aborted, or when it returned with a transaction of its own still
+   * open (after rolling its writes back).
    */
   async finish(): Promise<void> {
     this.close();
     if (!this.savepoint) return;
+    if (this.open.length) {
+      const open = this.open.length;
+      await this.undo();
+      throw new PubSubError(
+        'pubsub.transactionAborted',
+        `${this.what} returned while ${open === 1 ? 'a transaction it opened was' : `${open} transactions it opened were`} still open (a ctx.prisma.$transaction(…) not awaited?), so its writes were rolled back and the attempt counts as failed. Await every transaction before returning.`,
+      );
+    }
     this.savepoint = false; // settled here, one way or the other
     try {
       await this.tx.run(`release savepoint ${SAVEPOINT}`);
@@ -204,14 +251,15 @@ export class ListenerScope implements Transaction {
     const reason = this.failure instanceof Error ? this.failure.message : String(this.failure);
     throw new PubSubError(
       'pubsub.transactionAborted',
-      `${this.what} returned normally, but a query it made through ctx.tx failed ("${reason}") and left its transaction aborted, so its writes could not be kept and the attempt counts as failed. Let the error propagate, avoid it in SQL (e.g. \`insert … on conflict do nothing\`), or recover with your own savepoint around the statement.`,
+      `${this.what} returned normally, but a query it made through ctx.tx or ctx.prisma failed ("${reason}") and left its transaction aborted, so its writes could not be kept and the attempt counts as failed. Let the error propagate, avoid it in SQL (e.g. \`insert … on conflict do nothing\`), or recover with a savepoint around the statement (ctx.prisma.$transaction does that).`,
       { cause: this.failure },
     );
   }
 
-  /** The attempt failed: undo this call's writes. */
+  /** The attempt failed: undo this call's writes (and with them every savepoint opened inside). */
   async undo(): Promise<void> {
     this.close();
+    this.open.length = 0;
     if (!this.savepoint) return;
     this.savepoint = false;
     await this.tx.runScript(`rollback to savepoint ${SAVEPOINT}; release savepoint ${SAVEPOINT}`);

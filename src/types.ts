@@ -55,6 +55,15 @@ export interface NotificationContext {
    * the transaction aborted, which fails the attempt (see README, "Delivery guarantees").
    */
   tx?: Transaction;
+  /**
+   * Durable channels: your own PrismaClient (from the worker's `prisma` option), bound to the same
+   * transaction as `tx`: its writes commit with the removal of the notification or roll back with
+   * the attempt; its `$transaction` is a savepoint inside it. Typed as `Register['client']`. Made on
+   * first use (a listener that never reads it pays nothing); usable only while the attempt runs.
+   * Throws `pubsub.config` when the worker has no `prisma` option, `pubsub.invalidClient` on a
+   * non-durable channel.
+   */
+  readonly prisma: RegisteredPrismaClient;
   /** How many earlier attempts failed (0 on the first run). */
   attempt: number;
   /** Context stored with the notification, if any (see `setContext()` and `withContext()`). */
@@ -93,6 +102,30 @@ export type Queryable =
  */
 // eslint-disable-next-line @typescript-eslint/no-empty-interface
 export interface Register {}
+
+/** `ctx.prisma` of an app that registered no client: any property, any call. */
+export interface LoosePrismaClient {
+  [key: string]: any;
+}
+
+/** The client type registered in `R` (`R['client']`), else a loose one. */
+export type PrismaClientOf<R> = R extends { client: infer C } ? C : LoosePrismaClient;
+
+/** The type of `ctx.prisma`: your `Register['client']`. */
+export type RegisteredPrismaClient = PrismaClientOf<Register>;
+
+/**
+ * What pgpubsub passes to the `prisma` factory: a `@prisma/adapter-pg` adapter (a Prisma
+ * `SqlDriverAdapterFactory`) whose pool is the worker's transaction. Give it to `new PrismaClient({ adapter })`.
+ */
+export interface PrismaAdapter {
+  readonly provider: 'postgres';
+  readonly adapterName: string;
+  connect(): Promise<any>;
+}
+
+/** The worker's `prisma` option: builds your client on the adapter it is given; called a few times per worker, not per notification. */
+export type PrismaFactory = (adapter: PrismaAdapter) => Register extends { client: infer C } ? C : object;
 
 export interface Logger {
   info(message: string): void;

@@ -18,9 +18,10 @@ import { Dispatcher } from './dispatch.js';
 import { Drain } from './drain.js';
 import { PubSubError } from './errors.js';
 import type { ModelShape } from './payload.js';
+import { PrismaBinding } from './prisma.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
 import { LIBRARY_SCHEMA_VERSION, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
-import type { Logger } from './types.js';
+import type { Logger, PrismaFactory } from './types.js';
 import { Wakeup } from './wakeup.js';
 
 export { retryDelaySeconds } from './attempts.js';
@@ -66,6 +67,14 @@ export interface WorkerOptions {
    * has sat idle in its transaction for the listeners' timeout plus 5 s. @defaultValue 10000
    */
   roundTripMs?: number;
+  /**
+   * Your PrismaClient, built on the adapter pgpubsub passes (`@prisma/adapter-pg`, an optional peer
+   * dependency), for `ctx.prisma`: `(adapter) => new PrismaClient({ adapter })`. Called once at start
+   * (a check without the database) and then once per listener call running at the same time, not per
+   * notification. Register the client's type with `declare module 'pgpubsub' { interface Register { client: PrismaClient } }`.
+   * The schema of a `?schema=` in `databaseUrl` is passed to the adapter, as Prisma does.
+   */
+  prisma?: PrismaFactory;
 }
 
 export interface Worker {
@@ -101,6 +110,15 @@ function selectChannels(registry: Registry, names?: string[]): ChannelDefinition
 /** An option of listen(): `fallback` when unset, else a whole number from `min` to `max`. */
 const option = (name: keyof WorkerOptions, min: number, max: number, fallback: number, value: unknown) =>
   value === undefined ? fallback : wholeNumber(value, `listen(): ${name}`, min, max);
+
+/** Prisma's `?schema=` in a database URL, which its adapter needs as an option. */
+function schemaOf(url: string): string | undefined {
+  try {
+    return new URL(url).searchParams.get('schema') ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Errors that mean "the server is not (yet) reachable", as opposed to a refusal that will not go away. */
 function unreachable(error: unknown): boolean {
@@ -144,9 +162,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   };
 
   let models = new Map<string, ModelShape>();
+  let prisma: PrismaBinding | undefined;
   try {
+    if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
     if (durable.length) models = await prepare(control, [...byId.values()], logger);
   } catch (error) {
+    await prisma?.close();
     await endPools();
     throw error;
   }
@@ -174,6 +195,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     batchSize,
     roundTripMs,
     logger,
+    ...(prisma && { prisma }),
     retry: (ms) => later(kick, ms),
   });
 
@@ -277,6 +299,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       await connection?.close();
       await running;
       await broadcast.settled();
+      await prisma?.close();
       await ledger.close();
       await endPools();
     },

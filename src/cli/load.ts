@@ -1,22 +1,40 @@
-/** Imports the user's listener modules named by --require, so that their decorators run. */
+/** Imports the user's modules named on the command line or in the config file: listeners (--require) and the Prisma factory (--prisma). */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PubSubError } from '../errors.js';
+import type { PrismaFactory } from '../types.js';
+
+/** Imports one compiled module; `flag` names where it was given, for the error. */
+async function importModule(module: string, flag: string): Promise<Record<string, unknown>> {
+  const file = path.resolve(module);
+  if (/\.(c|m)?tsx?$/.test(file) && !file.endsWith('.d.ts')) {
+    throw new PubSubError(
+      'pubsub.config',
+      `${flag} ${module}: pubsub loads compiled JavaScript. Compile with tsc (emitDecoratorMetadata on) and give the .js file; esbuild and tsx drop the metadata listeners need.`,
+    );
+  }
+  try {
+    return await import(pathToFileURL(file).href);
+  } catch (cause) {
+    if (cause instanceof PubSubError) throw cause;
+    throw new PubSubError('pubsub.config', `${flag} ${module}: cannot load it: ${(cause as Error).message}`, { cause });
+  }
+}
 
 export async function loadModules(modules: string[]): Promise<void> {
-  for (const module of modules) {
-    const file = path.resolve(module);
-    if (/\.(c|m)?tsx?$/.test(file) && !file.endsWith('.d.ts')) {
-      throw new PubSubError(
-        'pubsub.config',
-        `--require ${module}: pubsub loads compiled JavaScript. Compile with tsc (emitDecoratorMetadata on) and require the .js file; esbuild and tsx drop the metadata listeners need.`,
-      );
-    }
-    try {
-      await import(pathToFileURL(file).href);
-    } catch (cause) {
-      if (cause instanceof PubSubError) throw cause;
-      throw new PubSubError('pubsub.config', `--require ${module}: cannot load it: ${(cause as Error).message}`, { cause });
-    }
+  for (const module of modules) await importModule(module, '--require');
+}
+
+/** The `prisma` factory of a module: its export named `prisma`, else its default export (CommonJS `module.exports` too). */
+export async function loadPrismaFactory(module: string): Promise<PrismaFactory> {
+  const exports = await importModule(module, '--prisma');
+  const fallback = exports.default as Record<string, unknown> | undefined;
+  const factory = exports.prisma ?? fallback?.prisma ?? fallback;
+  if (typeof factory !== 'function') {
+    throw new PubSubError(
+      'pubsub.config',
+      `--prisma ${module}: export the function that builds your client, as \`export const prisma = (adapter) => new PrismaClient({ adapter })\` or \`export default\`; the module exports ${Object.keys(exports).join(', ') || 'nothing'}.`,
+    );
   }
+  return factory as PrismaFactory;
 }

@@ -8,7 +8,7 @@ import { generateMigration, resolvePrismaPaths } from '../generate.js';
 import { applyMigrations, markApplied, markRolledBack } from '../migrate.js';
 import { getRegistry } from '../registry.js';
 import { listen } from '../worker.js';
-import { loadModules } from './load.js';
+import { loadModules, loadPrismaFactory } from './load.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const jsonObject = (value: string) => {
@@ -80,14 +80,17 @@ export function buildProgram(): Command {
     .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
     .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
-    .action(async (flags: CommonFlags & { channel?: string[]; batchSize?: number; concurrency?: number; pollInterval?: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown> }) => {
+    .option('--prisma <module>', 'compiled module exporting `prisma = (adapter) => new PrismaClient({ adapter })`, for ctx.prisma (default "prisma" of the config file)')
+    .action(async (flags: CommonFlags & { channel?: string[]; batchSize?: number; concurrency?: number; pollInterval?: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown>; prisma?: string }) => {
       const file = await loadListeners(flags);
+      const prismaModule = flags.prisma ?? file.prisma;
       const worker = await listen({
         channels: flags.channel ?? file.channels,
         databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
         ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
         listen: flags.listen,
         ...(flags.context && { context: flags.context }),
+        ...(prismaModule && { prisma: await loadPrismaFactory(prismaModule) }),
         batchSize: flags.batchSize ?? file.batchSize ?? 100,
         concurrency: flags.concurrency ?? file.concurrency ?? 1,
         pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
