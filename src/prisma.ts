@@ -104,7 +104,13 @@ function claimPoolClass(Base: PoolClass) {
 
     async connect(): Promise<object> {
       const done = await this.take();
-      const sink = this.target(); // bound for good: this connection never serves another call
+      let sink: Sink;
+      try {
+        sink = this.target(); // bound for good: this connection never serves another call
+      } catch (error) {
+        done();
+        throw error;
+      }
       this.busy = true;
       let tx: { end(keep: boolean): Promise<void> } | undefined;
       let released = false;
