@@ -1,5 +1,6 @@
-// The listeners the benchmark's workers run: no-ops, and latency probes that record when they start.
-import { Listen, PostInsertListen, type TriggerPayload } from 'pgpubsub';
+// The listeners the benchmark's workers run: no-ops, latency probes that record when they start, and one
+// insert per call through ctx.tx or ctx.prisma (W7).
+import { Listen, PostInsertListen, type NotificationContext, type TriggerPayload } from 'pgpubsub';
 
 export class Item {
   n!: number;
@@ -28,6 +29,16 @@ export class BenchListeners {
   fast(sample: Sample) {
     observed.latencies.push(now() - (observed.sentAt || sample.sentAt));
     observed.received++;
+  }
+
+  @Listen('bench_tx_insert')
+  async sqlInsert(item: Item, ctx: NotificationContext) {
+    await ctx.tx!.query('insert into authors (name) values ($1)', [`tx-${item.n}`]);
+  }
+
+  @Listen('bench_prisma_insert')
+  async prismaInsert(item: Item, ctx: NotificationContext) {
+    await ctx.prisma.author.create({ data: { name: `prisma-${item.n}` } });
   }
 
   @PostInsertListen('Reading')

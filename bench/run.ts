@@ -28,8 +28,8 @@ const onlyAt = args.findIndex((a) => a.startsWith('--only'));
 const only = onlyAt < 0 ? undefined : (args[onlyAt]!.split('=')[1] ?? args[onlyAt + 1] ?? '').split(',');
 const runs = (w: string) => !only || only.includes(w);
 const size = smoke
-  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000 }
-  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000 };
+  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 200 }
+  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 5000 };
 
 const results: Record<string, unknown> = {};
 const table: Array<[string, string, string, string]> = [];
@@ -62,7 +62,8 @@ fs.writeFileSync(
   path.join(migrations, '00000000000000_tables', 'migration.sql'),
   `create table readings (id serial primary key, value int not null, note text not null);
 create table readings_plain (id serial primary key, value int not null, note text not null);
-create table bare_jobs (id bigint generated always as identity primary key, payload jsonb not null);`,
+create table bare_jobs (id bigint generated always as identity primary key, payload jsonb not null);
+create table authors (id serial primary key, name text not null, created_at timestamp(3) not null default current_timestamp);`,
 );
 await generateMigration({ schema: path.join(benchDir, 'schema.prisma'), migrationsDir: migrations });
 await applyMigrations(db, migrations);
@@ -379,6 +380,40 @@ if (runs('W6')) {
   results.W6 = { client: hasPgbench ? 'pgbench' : 'node-postgres', ...w6 };
 }
 
+// ---- W7 ctx.prisma: the cost per listener call of one insert through the app's PrismaClient, beside ctx.tx and a no-op
+if (runs('W7')) {
+  const w7: Record<string, unknown> = {};
+  const prismaModule = path.join(here, 'prisma.js');
+  const variants = [
+    ['noop', 'bench_drain', 'BenchListeners.noop', [], size.drain, 'no-op listener'],
+    ['noopWithPrisma', 'bench_drain', 'BenchListeners.noop', ['--prisma', prismaModule], size.drain, 'no-op listener, worker with --prisma'],
+    ['tx', 'bench_tx_insert', 'BenchListeners.sqlInsert', [], size.writes, 'one insert through ctx.tx'],
+    ['prisma', 'bench_prisma_insert', 'BenchListeners.prismaInsert', ['--prisma', prismaModule], size.writes, 'one author.create through ctx.prisma'],
+  ] as const;
+  const rates: Record<string, number[]> = {};
+  for (let rep = 0; rep < (smoke ? 1 : 3); rep++) {
+    for (const [key, channel, listener, extra, n] of variants) {
+      await q('truncate authors');
+      await fillNotifications(channel, listener, n);
+      const worker = startWorker(['--channel', channel, ...extra]);
+      const start = await worker.ready;
+      const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = '${channel}') as left`);
+      await worker.stop();
+      (rates[key] ??= []).push(round(n / ((end - start) / 1000), 0));
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  const perCallUs = (key: string) => round(1e6 / median(rates[key]!), 1);
+  for (const [key, , , , n, name] of variants) {
+    w7[key] = { notifications: n, perSecond: median(rates[key]!), runs: rates[key], perCallUs: perCallUs(key) };
+    const ratio = key === 'prisma' ? `${round(perCallUs('prisma') / perCallUs('tx'))}× ctx.tx per call` : key === 'noopWithPrisma' ? `${round(perCallUs(key) / perCallUs('noop'))}× without` : '';
+    row('W7', name, `${median(rates[key]!)}/s, ${perCallUs(key)} µs per call (runs: ${rates[key]!.join(', ')})`, ratio);
+  }
+  w7.prismaExtraUsPerCall = round(perCallUs('prisma') - perCallUs('tx'), 1);
+  row('W7', 'ctx.prisma − ctx.tx, per call', `${w7.prismaExtraUsPerCall} µs`);
+  results.W7 = w7;
+}
+
 // ---- Memory: peak RSS of the worker while draining
 if (runs('RSS')) {
   await q('delete from pubsub.notification');
@@ -400,6 +435,7 @@ results.method = {
   W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload. 3 runs per receiver, interleaved; the median run is reported.',
   W6: 'pgbench (or node-postgres) single-row INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger; the trigger is measured once with no worker running (its own cost for writers) and once with a `pubsub listen` worker consuming on the same machine.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
+  W7: 'N durable notifications stored first, drained by `pubsub listen` (default batch size, concurrency 1) as W1; listeners: a no-op (without and with --prisma), one `insert` through ctx.tx, one `author.create` through ctx.prisma (the demo PrismaClient, --prisma bench/dist/prisma.js). 3 runs each, interleaved; median reported; per call = 1 / rate.',
 };
 results.table = table;
 fs.mkdirSync(path.join(benchDir, 'results'), { recursive: true });

@@ -291,9 +291,14 @@ export class PrismaBinding {
     const run = <T>(work: () => Promise<T>): Promise<T> => {
       if (!active) return Promise.reject(leaked(scope.what));
       slot.running++;
-      return Promise.resolve()
-        .then(work)
-        .finally(() => slot.running--);
+      let started: Promise<T>;
+      try {
+        started = work(); // now, not a tick later: a batch $transaction runs its operations in lock step
+      } catch (error) {
+        slot.running--;
+        return Promise.reject(error);
+      }
+      return started.finally(() => slot.running--);
     };
     const guard = (client: Client): unknown =>
       new Proxy(client, {
