@@ -69,6 +69,10 @@ class PrismaListeners {
         throw new Error('undo the top one');
       }),
     );
+    // A savepoint runs at the worker's isolation level: asking for it is fine, asking for another is refused by PostgreSQL.
+    await prisma.$transaction(async (tx) => tx.author.count(), { isolationLevel: 'ReadCommitted' });
+    await assert.rejects(prisma.$transaction(async (tx) => tx.author.count(), { isolationLevel: 'Serializable' }), /SET TRANSACTION ISOLATION LEVEL must/);
+    await prisma.author.create({ data: { name: `itx-${e.n}-after-refused-isolation` } });
   }
 
   @Listen('p_parallel')
@@ -243,7 +247,7 @@ test('a listener that throws after a Prisma write: the write is rolled back, the
 test('Prisma transactions are savepoints: interactive, nested, batch; a failing one is undone alone', async () => {
   await notify('p_nested', { n: 1 }, { client: db.pool });
   await drained('p_nested');
-  assert.deepEqual(await names('itx-1'), ['itx-1']);
+  assert.deepEqual(await names('itx-1'), ['itx-1', 'itx-1-after-refused-isolation']);
   assert.deepEqual(await names('batch-1'), ['batch-1-a', 'batch-1-b']);
   assert.deepEqual(await names('top-1'), []);
   const [{ count }] = await db.query(`select count(*)::int as count from posts p join authors a on a.id = p.author_id where a.name = 'itx-1'`);
