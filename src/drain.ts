@@ -273,7 +273,10 @@ export class Drain {
     } catch (e) {
       error = e;
     }
-    if (tx.lost) throw tx.lost;
+    if (tx.lost) {
+      scope.close(); // the attempt is over: ctx.tx and ctx.prisma refuse from now on (and ctx.prisma's client is freed)
+      throw tx.lost;
+    }
     if (error instanceof ListenerTimeoutError && scope.busy) {
       // Its statement is still running: cancel it (by the server pid read in the claim, right behind PgBouncer too).
       if (tx.serverPid) await this.o.control.query('select pg_cancel_backend($1)', [tx.serverPid]).catch(() => {});

@@ -158,6 +158,17 @@ class PrismaListeners {
     }
   }
 
+  @Listen('p_killed', { backoff: { baseMs: 50, maxMs: 50 } })
+  async killed(e: Ev, ctx: NotificationContext) {
+    bump(`killed:${e.n}`);
+    const prisma = prismaOf(ctx);
+    await prisma.author.create({ data: { name: `killed-${e.n}-attempt-${ctx.attempt}` } });
+    if (ctx.attempt === 0) {
+      await db.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'pubsub:worker' and state like 'idle in transaction%'`);
+      await prisma.author.count(); // the claim's connection is gone
+    }
+  }
+
   @Listen('p_unawaited', { maxAttempts: 1 })
   async unawaited(e: Ev, ctx: NotificationContext) {
     const prisma = prismaOf(ctx);
@@ -214,7 +225,7 @@ before(async () => {
   db = await createTestDatabase({ library: true, subscribe: true });
   await db.query(fs.readFileSync(path.join(ROOT, 'prisma/migrations/20261124000000_init/migration.sql'), 'utf8'));
   await db.query(`insert into authors (id, name) values (1000000, 'taken')`);
-  const channels = ['p_commit', 'p_throw', 'p_nested', 'p_parallel', 'p_related', 'p_unique', 'p_swallow', 'p_recover', 'p_leak', 'p_later', 'p_timeout', 'p_unawaited', 'p_control', 'p_broadcast', 'p_drain'];
+  const channels = ['p_commit', 'p_throw', 'p_nested', 'p_parallel', 'p_related', 'p_unique', 'p_swallow', 'p_recover', 'p_leak', 'p_later', 'p_timeout', 'p_killed', 'p_unawaited', 'p_control', 'p_broadcast', 'p_drain'];
   worker = await listen({ databaseUrl: db.url, channels, concurrency: 3, pollIntervalMs: 100, logger, prisma: factory });
 });
 
@@ -324,6 +335,13 @@ test('a listener that times out while a Prisma query runs: the query is cancelle
   assert.ok(logged.some((l) => /PrismaListeners.timeout .*timed out after 500 ms/s.test(l)), logged.join('\n'));
   const [{ count }] = await db.query(`select count(*)::int as count from pg_stat_activity where query like '%pg_sleep(30)%' and pid <> pg_backend_pid()`);
   assert.equal(count, 0, 'nothing left sleeping on the server');
+});
+
+test('the claim\'s connection killed while a listener uses ctx.prisma: the attempt is counted, the retry commits once, the worker goes on', async () => {
+  await notify('p_killed', { n: 1 }, { client: db.pool });
+  await drained('p_killed');
+  assert.equal(callsOf('killed:1'), 2);
+  assert.deepEqual(await names('killed-1'), ['killed-1-attempt-1']);
 });
 
 test('a listener that returns with its $transaction still open fails, and none of it is kept', async () => {
