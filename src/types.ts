@@ -113,8 +113,8 @@ export interface Logger {
 /** The registered client, or never; `any` counts as none. */
 type RegisteredClient = Register extends { client: infer C } ? (0 extends 1 & C ? never : C) : never;
 
-/** `prisma.author` → what the delegate says of its model, under its symbol key: `{ types: { payload: { name, scalars } } }`. */
-type PayloadOf<D> = (D extends { [key: symbol]: infer T } ? T : never) extends { types: { payload: infer P } } ? P : never;
+/** `prisma.author` → what the delegate says of its model, under its symbol key: `{ payload: { name, scalars }, fields }`. */
+type ModelTypes<D> = (D extends { [key: symbol]: infer T } ? T : never) extends { types: infer X } ? X : never;
 
 type Simplify<T> = { [K in keyof T]: T[K] } & {};
 
@@ -122,9 +122,15 @@ type Simplify<T> = { [K in keyof T]: T[K] } & {};
  * A Prisma client's models, by the schema's model name (not the camelCase delegate, not the
  * `@@map`ped table) → the scalar fields a query returns. Read from the generated client's types, so
  * every `prisma generate` updates it. String keys only: the client's own symbol key describes no model.
+ * Only the schema's fields (`fields`): an extended client's computed fields are not in the table.
  */
 export type ModelsOf<C> = {
-  [K in keyof C & string as PayloadOf<C[K]> extends { name: infer N extends string } ? N : never]: PayloadOf<C[K]> extends { scalars: infer S } ? Simplify<S> : never;
+  [K in keyof C & string as ModelTypes<C[K]> extends { payload: { name: infer N extends string } } ? N : never]: ModelTypes<C[K]> extends {
+    payload: { scalars: infer S };
+    fields: infer F;
+  }
+    ? Simplify<Pick<S, keyof F & keyof S>>
+    : never;
 };
 
 type Models = ModelsOf<RegisteredClient>;

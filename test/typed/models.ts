@@ -16,7 +16,7 @@ import {
   type TriggerPayload,
 } from 'pgpubsub';
 import type { ModelsOf } from '../../src/types.js';
-import type { Account, Everything, Prisma } from '../fixtures/generated/prisma/client.js';
+import type { Account, Everything, Prisma, PrismaClient } from '../fixtures/generated/prisma/client.js';
 import type { PrismaClient as TypedClient } from '../fixtures/generated/typed/client.js';
 import type { JsonValue } from '@prisma/client/runtime/client';
 
@@ -27,6 +27,11 @@ const same = <A, B>(ok: Equal<A, B>) => ok;
 same<ModelName, 'Everything' | 'Account' | 'Membership' | 'Article'>(true);
 same<keyof ModelsOf<TypedClient>, 'order_line' | 'Shipment'>(true);
 same<ModelsOf<TypedClient>['Shipment'], { id: number; shippedAt: Date }>(true);
+
+// An extended client has the same models; its computed fields are not in the table, so not in the rows.
+declare const prisma: PrismaClient;
+const extended = prisma.$extends({ result: { account: { label: { needs: { name: true }, compute: (a) => a.name.toUpperCase() } } } });
+same<ModelsOf<typeof extended>['Account'], Account>(true);
 
 // Rows say what the worker decodes: bigint, Prisma's Decimal, Date, Uint8Array, enums as string unions.
 same<ModelRow<'Everything'>, Everything>(true);
