@@ -56,9 +56,14 @@ export interface TriggerListenOptions<M extends string = string, Op extends Trig
 
 type Batch = { size: number; waitMs?: number };
 
-/** The options whose values shape the payload's type: the decorators infer them from the call. */
-type Shaping = 'select' | 'durable' | 'batch';
-type Shaped<S, D, B> = { select?: S; durable?: D; batch?: B };
+/** The options whose values shape the payload's type (the decorators infer them from the call), and `orderKey`, which sees that payload. */
+type Shaping = 'select' | 'durable' | 'batch' | 'orderKey';
+type Shaped<M extends string, Op extends TriggerOperation, S, D, B> = {
+  select?: S;
+  durable?: D;
+  batch?: B;
+  orderKey?: (payload: TriggerPayload<M, Op, DeliveredRow<M, S, D>>) => string;
+};
 type Selection<M extends string> = readonly ModelField<M>[] | '*' | undefined;
 
 /**
@@ -236,7 +241,7 @@ export function TriggerListen<
   const S extends Selection<M> = undefined,
   D extends boolean = true,
   B extends Batch | undefined = undefined,
->(spec: Omit<TriggerListenSpec<M, Op>, Shaping> & Shaped<S, D, B>): MethodDecoratorFor<Delivered<M, Op, S, D, B>>;
+>(spec: Omit<TriggerListenSpec<M, Op>, Shaping> & Shaped<M, Op, S, D, B>): MethodDecoratorFor<Delivered<M, Op, S, D, B>>;
 export function TriggerListen(spec: TriggerListenSpec): MethodDecoratorFor<any> {
   return triggerListener(spec);
 }
@@ -294,9 +299,9 @@ type ShortcutOptions<M extends string, Op extends TriggerOperation> = Omit<Trigg
 function shortcut<Op extends TriggerOperation>(when: TriggerTiming, events: Op[]) {
   function decorator<M extends ModelName, const S extends Selection<M> = undefined, D extends boolean = true, B extends Batch | undefined = undefined>(
     model: M,
-    options?: ShortcutOptions<M, Op> & Shaped<S, D, B>,
+    options?: ShortcutOptions<M, Op> & Shaped<M, Op, S, D, B>,
   ): MethodDecoratorFor<Delivered<M, Op, S, D, B>>;
-  function decorator(model: string, options: TriggerListenOptions = {}): MethodDecoratorFor<any> {
+  function decorator(model: string, options: Omit<TriggerListenOptions, 'orderKey'> & Pick<DeliveryOptions, 'orderKey'> = {}): MethodDecoratorFor<any> {
     return (target, key, descriptor) => {
       checkShape(listenerId(target, key), options, SHORTCUT_KEYS, 'the options of the trigger listener');
       triggerListener({ ...options, model, when, events })(target, key, descriptor);

@@ -127,9 +127,13 @@ export class Payloads {
 
   @PostInsertListen('Account', { ordered: true, orderKey: (p) => p.new.code })
   ordered(_p: TriggerPayload<'Account'>) {}
+
+  // @ts-expect-error orderKey sees the payload the listener gets: here only the key and `name`
+  @PostUpdateListen('Account', { select: ['name'], ordered: true, orderKey: (p) => p.new.balance.toFixed() })
+  orderedPartial(_p: TriggerPayload<'Account', 'UPDATE', Partial<Account>>) {}
 }
 
-export class Partial {
+export class Selections {
   @PostUpdateListen('Account', { select: ['name'] })
   selected(p: TriggerPayload<'Account', 'UPDATE', { name: string; code?: string; balance?: number }>) {
     same<typeof p.new.name, string>(true);
