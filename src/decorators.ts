@@ -3,7 +3,7 @@ import 'reflect-metadata';
 import { assertChannelName } from './channels.js';
 import { PubSubError } from './errors.js';
 import { getRegistry, type DeliveryOptions, type TriggerSpec } from './registry.js';
-import type { Channel, NotificationContext, TriggerOperation, TriggerPayload, TriggerTiming } from './types.js';
+import type { Channel, ModelField, ModelName, ModelRow, NotificationContext, TriggerOperation, TriggerPayload, TriggerTiming } from './types.js';
 
 type MethodDecoratorFor<T> = <F extends (payload: T, ctx: NotificationContext) => unknown>(
   target: object,
@@ -28,7 +28,11 @@ export interface ListenOptions<T = any> extends CommonOptions<T> {
   type?: new (...args: any[]) => T;
 }
 
-export interface TriggerListenOptions extends CommonOptions<TriggerPayload<any>> {
+/**
+ * Options of the trigger listeners. `M` is the model, `Op` the operations the listener fires on; with
+ * a client registered (README, "Typed models"), `select` and `columns` take only the model's fields.
+ */
+export interface TriggerListenOptions<M extends string = string, Op extends TriggerOperation = TriggerOperation> extends CommonOptions<TriggerPayload<M, Op>> {
   /** Channel name; default `model.<Model>` (one channel per model). */
   channel?: string;
   /**
@@ -42,8 +46,54 @@ export interface TriggerListenOptions extends CommonOptions<TriggerPayload<any>>
    * can read it), only the primary key on non-durable ones, whose NOTIFY any role that can connect
    * may LISTEN to, whatever its rights on the table.
    */
-  select?: string[] | '*';
+  select?: readonly ModelField<M>[] | '*';
+  /**
+   * Fire on UPDATE only when one of these fields is in the statement's SET list (`UPDATE OF`), even
+   * if its value does not change; other events are unaffected. Only where UPDATE is one of the events.
+   */
+  columns?: 'UPDATE' extends Op ? readonly ModelField<M>[] : never;
 }
+
+type Batch = { size: number; waitMs?: number };
+
+/** The options whose values shape the payload's type (the decorators infer them from the call), and `orderKey`, which sees that payload. */
+type Shaping = 'select' | 'durable' | 'batch' | 'orderKey';
+type Shaped<M extends string, Op extends TriggerOperation, S, D, B> = {
+  select?: S;
+  durable?: D;
+  batch?: B;
+  orderKey?: (payload: TriggerPayload<M, Op, DeliveredRow<M, S, D>>) => string;
+};
+type Selection<M extends string> = readonly ModelField<M>[] | '*' | undefined;
+
+/**
+ * The rows a listener receives, as its options shape them: the whole row; the `select`ed fields plus
+ * the primary key (which the type cannot name, so the other fields are optional); or, on non-durable
+ * channels without `select`, only the key. Unregistered models stay `any`.
+ */
+type DeliveredRow<M extends string, S, D> =
+  0 extends 1 & ModelRow<M>
+    ? any
+    : [S] extends [readonly (infer F)[]]
+      ? { [K in keyof ModelRow<M>]?: ModelRow<M>[K] } & Pick<ModelRow<M>, F & keyof ModelRow<M>>
+      : [S] extends ['*']
+        ? ModelRow<M>
+        : [D] extends [true]
+          ? ModelRow<M>
+          : Partial<ModelRow<M>>;
+
+/** What the decorated method is called with: one payload, or an array of them with `batch`. */
+type Delivered<M extends string, Op extends TriggerOperation, S, D, B> = [B] extends [Batch]
+  ? TriggerPayload<M, Op, DeliveredRow<M, S, D>>[]
+  : TriggerPayload<M, Op, DeliveredRow<M, S, D>>;
+
+/** What TriggerListen() takes: the options plus the model, timing and events. */
+export type TriggerListenSpec<M extends string = string, Op extends TriggerOperation = TriggerOperation> = TriggerListenOptions<M, Op> & {
+  /** The Prisma model name, as written in schema.prisma. */
+  model: M;
+  when: TriggerTiming;
+  events: readonly Op[];
+};
 
 const LISTENER_NAME = /^[A-Za-z0-9_.:\-]{1,200}$/;
 /** setTimeout fires at once for longer delays (32-bit overflow), so a longer timeout would cut every attempt short. */
@@ -52,8 +102,8 @@ const DEFAULT_BACKOFF = { baseMs: 1000, maxMs: 300_000 };
 
 const COMMON_KEYS = ['durable', 'name', 'orderKey', 'maxAttempts', 'backoff', 'timeoutMs', 'ordered', 'batch'];
 const LISTEN_KEYS = [...COMMON_KEYS, 'type'];
-const SHORTCUT_KEYS = [...COMMON_KEYS, 'channel', 'condition', 'select'];
-const TRIGGER_KEYS = [...SHORTCUT_KEYS, 'model', 'when', 'events', 'columns'];
+const SHORTCUT_KEYS = [...COMMON_KEYS, 'channel', 'condition', 'select', 'columns'];
+const TRIGGER_KEYS = [...SHORTCUT_KEYS, 'model', 'when', 'events'];
 
 /** A value as it would be written in code, for messages (short, never the whole of something huge). */
 function show(value: unknown): string {
@@ -180,16 +230,24 @@ export function Listen<T = any>(channel: Channel<T> | string, options: ListenOpt
 /**
  * Subscribes a method to a trigger on a Prisma model's table. The method receives a
  * `TriggerPayload<Model>`. Run `pubsub make-migration` to create or update the trigger.
+ *
+ * @example
+ * @TriggerListen({ model: 'Order', when: 'AFTER', events: ['UPDATE'], columns: ['status'] })
+ * async statusChanged(p: TriggerPayload<'Order', 'UPDATE'>) {}
  */
-export function TriggerListen(
-  spec: TriggerListenOptions & { model: string; when: TriggerTiming; events: TriggerOperation[]; columns?: string[] } & { batch: { size: number; waitMs?: number } },
-): MethodDecoratorFor<TriggerPayload<any>[]>;
-export function TriggerListen(
-  spec: TriggerListenOptions & { model: string; when: TriggerTiming; events: TriggerOperation[]; columns?: string[] },
-): MethodDecoratorFor<TriggerPayload<any>>;
-export function TriggerListen(
-  spec: TriggerListenOptions & { model: string; when: TriggerTiming; events: TriggerOperation[]; columns?: string[] },
-): MethodDecoratorFor<any> {
+export function TriggerListen<
+  M extends ModelName,
+  const Op extends TriggerOperation,
+  const S extends Selection<M> = undefined,
+  D extends boolean = true,
+  B extends Batch | undefined = undefined,
+>(spec: Omit<TriggerListenSpec<M, Op>, Shaping> & Shaped<M, Op, S, D, B>): MethodDecoratorFor<Delivered<M, Op, S, D, B>>;
+export function TriggerListen(spec: TriggerListenSpec): MethodDecoratorFor<any> {
+  return triggerListener(spec);
+}
+
+/** TriggerListen() and the shortcuts, past their compile-time types. */
+function triggerListener(spec: TriggerListenSpec): MethodDecoratorFor<any> {
   return (target, key) => {
     const id = listenerId(target, key);
     checkShape(id, spec, TRIGGER_KEYS, 'the options of the trigger listener');
@@ -208,7 +266,10 @@ export function TriggerListen(
       throw new PubSubError('pubsub.schema', `${id}: columns must be a list of field names such as ['title'], got ${show(spec.columns)}.`);
     }
     if (spec.columns && !events.includes('UPDATE')) {
-      throw new PubSubError('pubsub.schema', `${id}: columns only apply to UPDATE events.`);
+      throw new PubSubError(
+        'pubsub.schema',
+        `${id}: columns only apply to UPDATE events, and this listener fires on ${events.join(' and ')}. Listen to UPDATE as well (PostUpdateListen, PostSaveListen, PreUpdateListen, PreSaveListen, or 'UPDATE' in events), or remove columns.`,
+      );
     }
     if (spec.condition !== undefined && typeof spec.condition !== 'string') {
       throw new PubSubError('pubsub.schema', `${id}: condition must be an SQL boolean expression as a string such as "NEW.published", got ${show(spec.condition)}.`);
@@ -232,13 +293,18 @@ function selection(select: unknown, id: string): string[] | '*' {
   return [...new Set(select as string[])].sort();
 }
 
-function shortcut(when: TriggerTiming, events: TriggerOperation[]) {
-  function decorator(model: string, options: TriggerListenOptions & { batch: { size: number; waitMs?: number } }): MethodDecoratorFor<TriggerPayload<any>[]>;
-  function decorator(model: string, options?: TriggerListenOptions): MethodDecoratorFor<TriggerPayload<any>>;
-  function decorator(model: string, options: TriggerListenOptions = {}): MethodDecoratorFor<any> {
+/** A shortcut's options: `columns` only where UPDATE is one of its events. */
+type ShortcutOptions<M extends string, Op extends TriggerOperation> = Omit<TriggerListenOptions<M, Op>, Shaping | ('UPDATE' extends Op ? never : 'columns')>;
+
+function shortcut<Op extends TriggerOperation>(when: TriggerTiming, events: Op[]) {
+  function decorator<M extends ModelName, const S extends Selection<M> = undefined, D extends boolean = true, B extends Batch | undefined = undefined>(
+    model: M,
+    options?: ShortcutOptions<M, Op> & Shaped<M, Op, S, D, B>,
+  ): MethodDecoratorFor<Delivered<M, Op, S, D, B>>;
+  function decorator(model: string, options: Omit<TriggerListenOptions, 'orderKey'> & Pick<DeliveryOptions, 'orderKey'> = {}): MethodDecoratorFor<any> {
     return (target, key, descriptor) => {
       checkShape(listenerId(target, key), options, SHORTCUT_KEYS, 'the options of the trigger listener');
-      TriggerListen({ ...options, model, when, events })(target, key, descriptor);
+      triggerListener({ ...options, model, when, events })(target, key, descriptor);
     };
   }
   return decorator;

@@ -23,7 +23,7 @@ export { getRegistry } from './registry.js';
 export { listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
 
-export type { ListenOptions, TriggerListenOptions } from './decorators.js';
+export type { ListenOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
 export type { DeliveryOptions } from './registry.js';
 export type { DeadFilter, DeadNotification } from './dead.js';
 export type { PubSubErrorCode } from './errors.js';
@@ -35,6 +35,9 @@ export type {
   Listener,
   Logger,
   LoosePrismaClient,
+  ModelField,
+  ModelName,
+  ModelRow,
   NotificationContext,
   PrismaAdapter,
   PrismaClientOf,

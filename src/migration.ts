@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PubSubError } from './errors.js';
+import { PubSubError, closestName } from './errors.js';
 import type { PrismaModel } from './prisma-schema.js';
 import type { Registry } from './registry.js';
 import {
@@ -67,19 +67,23 @@ export function triggerDefinitions(registry: Registry, models: Map<string, Prism
       if (!spec) continue;
       const model = models.get(spec.model);
       if (!model) {
+        const close = closestName(spec.model, models.keys());
         throw new PubSubError(
-          'pubsub.schema',
-          `${listener.id} listens to model "${spec.model}", which the Prisma schema does not define. Models: ${[...models.keys()].join(', ') || '(none)'}.`,
+          'pubsub.unknownModel',
+          `${listener.id} listens to model "${spec.model}", which the Prisma schema does not define.${close ? ` Did you mean "${close}"?` : ''} Models: ${[...models.keys()].join(', ') || '(none)'}. Use the model's name as schema.prisma writes it (not its table name), or add the model to the schema.`,
         );
       }
       if (!channel.durable && model.primaryKey.length === 0) {
         throw new PubSubError('pubsub.schema', `${listener.id}: model ${model.name} has no @id or @@id, which non-durable trigger channels need.`);
       }
-      const unknown = Array.isArray(spec.select) ? spec.select.filter((name) => !model.fields.some((f) => f.name === name)) : [];
-      if (unknown.length) {
+      for (const [option, names] of [['select', spec.select], ['columns', spec.columns]] as const) {
+        const unknown = Array.isArray(names) ? names.filter((name) => !model.fields.some((f) => f.name === name)) : [];
+        if (!unknown.length) continue;
+        const fields = model.fields.map((f) => f.name);
+        const close = unknown.length === 1 ? closestName(unknown[0]!, fields) : undefined;
         throw new PubSubError(
           'pubsub.schema',
-          `${listener.id}: select names ${unknown.map((n) => `"${n}"`).join(', ')}, which ${unknown.length > 1 ? 'are not fields' : 'is not a field'} of ${model.name}. Fields: ${model.fields.map((f) => f.name).join(', ')}.`,
+          `${listener.id}: ${option} names ${unknown.map((n) => `"${n}"`).join(', ')}, which ${unknown.length > 1 ? 'are not fields' : 'is not a field'} of ${model.name}.${close ? ` Did you mean "${close}"?` : ''} Fields: ${fields.join(', ')} (Prisma field names, not @map'ped columns).`,
         );
       }
       const key = triggerKey(spec, channel.name, channel.durable);

@@ -18,16 +18,21 @@ import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
 export type TriggerOperation = 'INSERT' | 'UPDATE' | 'DELETE';
 export type TriggerTiming = 'BEFORE' | 'AFTER';
 
-/** What a trigger listener receives: the row images shaped like the Prisma model type. */
-export interface TriggerPayload<T = Record<string, unknown>> {
-  op: TriggerOperation;
+/**
+ * What a trigger listener receives. `T` is a model name (`TriggerPayload<'Author'>`: the rows are typed
+ * from the client registered through `Register`) or a row type (`TriggerPayload<Author>`). `Op` narrows
+ * the rows to what the operation writes: `old` is null on INSERT, `new` is null on DELETE. `Row` is
+ * the row type when it differs from the model's, e.g. `Partial<…>` for a listener with `select`.
+ */
+export interface TriggerPayload<T = Record<string, unknown>, Op extends TriggerOperation = TriggerOperation, Row = RowOf<T>> {
+  op: Op;
   when: TriggerTiming;
   /** The Prisma model name, e.g. `Author`. */
   model: string;
   /** The row before the change; null on INSERT. */
-  old: T | null;
+  old: RowImage<Row, Op, 'INSERT'>;
   /** The row after the change; null on DELETE. */
-  new: T | null;
+  new: RowImage<Row, Op, 'DELETE'>;
   /**
    * Only on non-durable trigger channels: true when the row images did not fit in a NOTIFY
    * (8000 bytes), so `old`/`new` carry only the primary key fields. Fetch the row if you need more.
@@ -41,6 +46,11 @@ export interface TriggerPayload<T = Record<string, unknown>> {
   /** Non-durable trigger channels: the writing transaction's context (durable ones have it in ctx.context). */
   context?: unknown;
 }
+
+/** A row image: null for the operation that has none (`Absent`), so possibly null when `Op` includes it. */
+export type RowImage<Row, Op extends TriggerOperation, Absent extends TriggerOperation> = Op extends Absent ? null : Row;
+
+type RowOf<T> = T extends string ? ModelRow<T> : T;
 
 /** The second argument of every listener. */
 export interface NotificationContext {
@@ -132,3 +142,43 @@ export interface Logger {
   warn(message: string): void;
   error(message: string, error?: unknown): void;
 }
+
+/** The registered client, or never; `any` counts as none. */
+type RegisteredClient = Register extends { client: infer C } ? (0 extends 1 & C ? never : C) : never;
+
+/** `prisma.author` → what the delegate says of its model, under its symbol key: `{ payload: { name, scalars }, fields }`. */
+type ModelTypes<D> = (D extends { [key: symbol]: infer T } ? T : never) extends { types: infer X } ? X : never;
+
+type Simplify<T> = { [K in keyof T]: T[K] } & {};
+
+/**
+ * A Prisma client's models, by the schema's model name (not the camelCase delegate, not the
+ * `@@map`ped table) → the scalar fields a query returns. Read from the generated client's types, so
+ * every `prisma generate` updates it. String keys only: the client's own symbol key describes no model.
+ * Only the schema's fields (`fields`): an extended client's computed fields are not in the table.
+ */
+export type ModelsOf<C> = {
+  [K in keyof C & string as ModelTypes<C[K]> extends { payload: { name: infer N extends string } } ? N : never]: ModelTypes<C[K]> extends {
+    payload: { scalars: infer S };
+    fields: infer F;
+  }
+    ? Simplify<Pick<S, keyof F & keyof S>>
+    : never;
+};
+
+type Models = ModelsOf<RegisteredClient>;
+/** Whether model names are checked: a client is registered and its models could be read from it. */
+type Typed = [RegisteredClient] extends [never] ? false : [keyof Models] extends [never] ? false : true;
+
+/** A model name of the registered Prisma client; any string when none is registered. */
+export type ModelName = Typed extends true ? keyof Models & string : string;
+
+/**
+ * A row of model `M` as a trigger listener receives it: the scalar fields, typed as Prisma returns
+ * them (the worker decodes DateTime to Date, BigInt to bigint, Decimal to Prisma's Decimal, Bytes to
+ * Uint8Array, Float's NaN/±Infinity to numbers). `any` when no client is registered.
+ */
+export type ModelRow<M extends string> = Typed extends true ? (M extends keyof Models ? Models[M] : Record<string, unknown>) : any;
+
+/** A scalar field of model `M` (for `select` and `columns`); any string when no client is registered. */
+export type ModelField<M extends string> = Typed extends true ? (M extends keyof Models ? keyof Models[M] & string : string) : string;

@@ -16,7 +16,7 @@ import { requireDatabaseUrl, wholeNumber } from './config.js';
 import { KEEPALIVE_DELAY_MS, createListenConnection, type ListenConnection } from './connection.js';
 import { Dispatcher } from './dispatch.js';
 import { Drain } from './drain.js';
-import { PubSubError } from './errors.js';
+import { PubSubError, closestName } from './errors.js';
 import type { ModelShape } from './payload.js';
 import { PrismaBinding } from './prisma.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
@@ -161,11 +161,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     if (!options.pool) await pool.end().catch(() => {});
   };
 
+  const triggers = channels.flatMap((c) => c.listeners.filter((l) => l.trigger));
   let models = new Map<string, ModelShape>();
   let prisma: PrismaBinding | undefined;
   try {
     if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
-    if (durable.length) models = await prepare(control, [...byId.values()], logger);
+    if (durable.length || triggers.length) models = await prepare(control, [...byId.values()], triggers, logger);
   } catch (error) {
     await prisma?.close();
     await endPools();
@@ -308,9 +309,10 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
 
 /**
  * Waits for the server (retrying with backoff while it is unreachable: starting, restarting,
- * recovering), then checks the library's tables and this worker's subscriptions, and reads the models' shapes.
+ * recovering), then checks the library's tables and the subscriptions of `listeners` (durable), and
+ * reads the models' shapes, which every model of `triggers` must have.
  */
-async function prepare(db: pg.Pool, listeners: ListenerDefinition[], logger: Logger): Promise<Map<string, ModelShape>> {
+async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: ListenerDefinition[], logger: Logger): Promise<Map<string, ModelShape>> {
   for (let failures = 0; ; failures++) {
     try {
       const version = (await db.query<{ version: number }>(schemaVersionSql)).rows[0]!.version;
@@ -328,7 +330,9 @@ async function prepare(db: pg.Pool, listeners: ListenerDefinition[], logger: Log
           logger.warn(`${l.id} is not subscribed to "${l.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
         }
       }
-      return new Map((await db.query(modelsSql)).rows.map((r) => [r.name, r]));
+      const models = new Map<string, ModelShape>((await db.query(modelsSql)).rows.map((r) => [r.name, r]));
+      checkModels(triggers, models);
+      return models;
     } catch (error) {
       if (error instanceof PubSubError || !unreachable(error)) throw error instanceof PubSubError ? error : new PubSubError('pubsub.config', `The database refused the worker: ${(error as Error).message}`, { cause: error });
       const ms = Math.round(Math.min(10_000, 100 * 2 ** failures) * (0.5 + Math.random() / 2));
@@ -336,4 +340,23 @@ async function prepare(db: pg.Pool, listeners: ListenerDefinition[], logger: Log
       await new Promise((r) => setTimeout(r, ms));
     }
   }
+}
+
+/**
+ * Every model a trigger listener names must have its shape recorded (pubsub.model), which the migration
+ * that installs its triggers does: a model missing there is misspelt, or its migration was never
+ * made or applied, and the listener would wait forever for a trigger that does not exist.
+ */
+function checkModels(triggers: ListenerDefinition[], models: Map<string, ModelShape>): void {
+  const unknown = triggers.filter((l) => !models.has(l.trigger!.model));
+  if (!unknown.length) return;
+  const known = [...models.keys()].sort();
+  const which = unknown.map((l) => {
+    const close = closestName(l.trigger!.model, known);
+    return `${l.id} listens to model "${l.trigger!.model}"${close ? ` (did you mean "${close}"?)` : ''}`;
+  });
+  throw new PubSubError(
+    'pubsub.unknownModel',
+    `${which.join('; ')}, but no trigger migration applied to this database has installed ${unknown.length > 1 ? 'these models' : 'that model'}. Models its migrations recorded: ${known.join(', ') || '(none)'}. Fix the model name as schema.prisma writes it, or run \`pubsub make-migration\` and apply the migration it writes (prisma migrate deploy, or pubsub migrate) before starting the worker.`,
+  );
 }

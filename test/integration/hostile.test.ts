@@ -94,6 +94,8 @@ const errors: string[] = [];
 before(async () => {
   assert.ok(HostileListeners);
   db = await createTestDatabase({ library: true, subscribe: true });
+  // The worker serves only models that a migration recorded; no trigger writes these payloads, so record them here.
+  await db.query(`insert into pubsub.model (name, version, fields) values ('Hostile', 'forged', '[]'), ('Retried', 'forged', '[]')`);
   worker = await listen({ databaseUrl: db.url, pollIntervalMs: 100, logger: { info() {}, warn() {}, error: (m) => errors.push(m) } });
 });
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 import fc from 'fast-check';
-import { Listen, PostInsertListen, PostUpdateListen, PubSubError, TriggerListen, defineChannel, notify, type TriggerPayload } from '../../src/index.js';
+import { Listen, PostInsertListen, PostUpdateListen, PreDeleteListen, PubSubError, TriggerListen, defineChannel, notify, type TriggerPayload } from '../../src/index.js';
 import { assertChannelName } from '../../src/channels.js';
 import { encodePayload } from '../../src/payload.js';
 import { getRegistry } from '../../src/registry.js';
@@ -256,7 +256,9 @@ test('trigger listener options: shape and types are checked at decoration time',
   refuses(declare(TriggerListen(null as never)), 'pubsub.config', /T\.on: the options of the trigger listener must be an object/);
   refuses(declare(PostInsertListen('Author', { maxAttempts: 0 })), 'pubsub.config', /T\.on: maxAttempts must be a whole number ≥ 1/);
   refuses(declare(PostInsertListen('Author', { model: 'Other' } as never)), 'pubsub.config', /unknown option "model"/);
-  refuses(declare(PostUpdateListen('Author', { columns: ['title'] } as never)), 'pubsub.config', /unknown option "columns" in the options of the trigger listener; the options are durable, name, orderKey, maxAttempts, backoff, timeoutMs, ordered, batch, channel, condition, select/);
+  refuses(declare(PostInsertListen('Author', { colums: ['title'] } as never)), 'pubsub.config', /unknown option "colums" in the options of the trigger listener; the options are durable, name, orderKey, maxAttempts, backoff, timeoutMs, ordered, batch, channel, condition, select, columns/);
+  refuses(declare(PostInsertListen('Author', { columns: ['title'] } as never)), 'pubsub.schema', /T\.on: columns only apply to UPDATE events, and this listener fires on INSERT\. Listen to UPDATE as well/);
+  refuses(declare(PreDeleteListen('Author', { columns: ['title'] } as never)), 'pubsub.schema', /columns only apply to UPDATE events, and this listener fires on DELETE/);
   refuses(declare(PostInsertListen('Author', 7 as never)), 'pubsub.config', /must be an object/);
   refuses(declare(PostInsertListen('Author table')), 'pubsub.schema', /model must be a Prisma model name/);
   assert.equal(getRegistry().list().length, 0);

@@ -111,7 +111,8 @@ test('trigger decorators validate their arguments', () => {
     return L;
   };
   assert.throws(apply(TriggerListen({ model: 'Author', when: 'AFTER', events: [] })), (e: any) => e.code === 'pubsub.schema' && /L\.m/.test(e.message));
-  assert.throws(apply(TriggerListen({ model: 'Author', when: 'AFTER', events: ['INSERT'], columns: ['name'] })), /columns only apply to UPDATE/);
+  // @ts-expect-error columns need UPDATE among the events: a compile error, and a runtime one from JavaScript
+  assert.throws(apply(TriggerListen({ model: 'Author', when: 'AFTER', events: ['INSERT'], columns: ['name'] })), /columns only apply to UPDATE events, and this listener fires on INSERT/);
   assert.throws(apply(TriggerListen({ model: 'author table', when: 'AFTER', events: ['INSERT'] })), /Prisma model name/);
 });
 

@@ -56,10 +56,29 @@ test('changed and removed listeners drop the old trigger and add the new one', (
   assert.deepEqual(removed.state.triggers, {});
 });
 
-test('an unknown model is a clear error', () => {
-  const r = new Registry();
-  r.register({ id: 'A.a', channel: 'c', durable: true, target: {}, method: 'm', delivery: {}, trigger: { model: 'Nope', when: 'AFTER', events: ['INSERT'] } });
-  assert.throws(() => triggerDefinitions(r, models), /A\.a listens to model "Nope".*Models: Author/);
+test('an unknown model is a clear error, with the likely model when the name is a typo', () => {
+  const listening = (model: string) => {
+    const r = new Registry();
+    r.register({ id: 'A.a', channel: 'c', durable: true, target: {}, method: 'm', delivery: {}, trigger: { model, when: 'AFTER', events: ['INSERT'] } });
+    return () => triggerDefinitions(r, models);
+  };
+  const refused = (model: string, message: RegExp) => assert.throws(listening(model), (e: any) => e.code === 'pubsub.unknownModel' && message.test(e.message));
+  refused('Nope', /^A\.a listens to model "Nope", which the Prisma schema does not define\. Models: Author\. Use the model's name as schema\.prisma writes it \(not its table name\)/);
+  refused('Autor', /model "Autor", which the Prisma schema does not define\. Did you mean "Author"\? Models: Author\./);
+  refused('author', /Did you mean "Author"\?/);
+  refused('authors', /Did you mean "Author"\?/); // the @@map'ped table name
+});
+
+test('select and columns must name fields of the model: the listener, the field and the fields are named', () => {
+  const definitions = (spec: { select?: string[]; columns?: string[] }) => () => {
+    const r = new Registry();
+    r.register({ id: 'A.a', channel: 'c', durable: true, target: {}, method: 'm', delivery: {}, trigger: { model: 'Author', when: 'AFTER', events: ['UPDATE'], ...spec } });
+    return triggerDefinitions(r, models);
+  };
+  assert.throws(definitions({ columns: ['nmae'] }), (e: any) => e.code === 'pubsub.schema' && /^A\.a: columns names "nmae", which is not a field of Author\. Did you mean "name"\? Fields: id, name \(Prisma field names, not @map'ped columns\)\.$/.test(e.message));
+  assert.throws(definitions({ columns: ['full name'] }), /columns names "full name", which is not a field of Author\. Fields: id, name/);
+  assert.throws(definitions({ select: ['x', 'y'] }), /A\.a: select names "x", "y", which are not fields of Author\. Fields: id, name/);
+  assert.deepEqual(definitions({ columns: ['name'] })()[0]!.spec.columns, ['name']);
 });
 
 test('BEFORE triggers return the row untouched and never cancel a delete', () => {
