@@ -295,7 +295,7 @@ export function assertRebuildable(payload: unknown, type: Function, channel: str
       if (field.kind === 'nested') visit(v, field.type, `${path}${fieldRef(key)}`);
     }
   };
-  visit(payload, type, 'the payload');
+  visit(payload, type, type.name || 'the payload');
 }
 
 /** JSON types a primitive payload parameter accepts as they are. */
