@@ -117,11 +117,13 @@ let worker: Worker;
 /** A client for calls that must be refused before they send anything. */
 const mustNotSend = { query: async () => assert.fail('nothing may be sent') };
 /** Waits for the channel's dead letters. */
-const deadLetters = (channel: string, timeoutMs?: number) =>
-  waitFor(async () => {
-    const rows = (await stored(channel)).filter((r) => r.dead);
-    return rows.length ? rows : undefined;
+async function deadLetters(channel: string, timeoutMs?: number) {
+  const rows = await waitFor(async () => {
+    const dead = (await stored(channel)).filter((r) => r.dead);
+    return dead.length ? dead : undefined;
   }, `a dead letter on ${channel}`, timeoutMs);
+  return rows!;
+}
 const stored = async (channel: string) =>
   db.query<{ attempts: number; dead: boolean; last_error: string | null }>('select attempts, dead_at is not null as dead, last_error from pubsub.notification where channel = $1', [channel]);
 
