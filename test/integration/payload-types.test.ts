@@ -223,6 +223,7 @@ test('a zod schema channel: valid payloads arrive as the schema output, typed; i
   assert.ok(id);
   const { o } = ((await waitFor(() => got('pt_orders').length === 1 && got('pt_orders'), 'the order')) as Array<{ o: z.output<typeof Order> }>)[0]!;
   assert.deepEqual(o, { orderId: 7, email: 'ann@example.com', placedAt: new Date('2024-05-01T10:00:00Z'), cents: 2n ** 64n, sku: 'AB-1' });
+  await waitFor(async () => (await stored('pt_orders')).length === 0, 'the processed order to be deleted (its claim committed)');
 
   const error = await refused(
     notify(orders, { orderId: -1, email: 'not an address', placedAt: new Date(), cents: 1n, sku: 'x' }, { client: db.pool }),
