@@ -143,7 +143,8 @@ function paramType(target: object, key: string | symbol, id: string): Function {
 
 /**
  * Subscribes a method to a custom channel. The payload arrives as an instance of the method's first
- * parameter class (or of the channel's class), built by class-transformer.
+ * parameter class (or of the channel's class), built by class-transformer; on a channel defined with a
+ * Standard Schema, as the schema's output.
  *
  * @example
  * class PostListeners {

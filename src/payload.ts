@@ -166,9 +166,14 @@ const fieldCache = new WeakMap<Function, Map<string, Field>>();
 const PLAIN_TO_CLASS = 0;
 const SCALAR_TYPES = new Set<unknown>([String, Number, Boolean, Object, Array, Function, Symbol]);
 
-function fieldOf(type: Function, key: string): Field {
+function fieldsOf(type: Function): Map<string, Field> {
   let fields = fieldCache.get(type);
   if (!fields) fieldCache.set(type, (fields = new Map()));
+  return fields;
+}
+
+function fieldOf(type: Function, key: string): Field {
+  const fields = fieldsOf(type);
   let field = fields.get(key);
   if (!field) fields.set(key, (field = classify(type, key)));
   return field;
@@ -206,6 +211,8 @@ const INTEGER = /^-?(0|[1-9]\d*)$/;
 function lookalike(value: unknown): 'Date' | 'bigint' | undefined {
   const v = Array.isArray(value) ? value.find((x) => x !== null) : value;
   if (typeof v !== 'string') return undefined;
+  const first = v.charCodeAt(0);
+  if (!((first >= 48 && first <= 57) || first === 45)) return undefined; // neither starts with anything but a digit or "-"
   if (v.length <= 40 && ISO_TIMESTAMP.test(v)) return 'Date';
   if (v.length <= MAX_BIGINT_DIGITS + 1 && INTEGER.test(v)) return 'bigint';
   return undefined;
@@ -231,10 +238,21 @@ function eachItem(value: unknown, fn: (item: unknown, at: string) => unknown, at
  * about undeclared ones that received what looks like a Date or bigint. `plain` is never changed.
  */
 function reviveFields(instance: Record<string, unknown>, plain: Record<string, unknown>, type: Function, where: string, warn?: (message: string) => void): void {
+  const fields = fieldsOf(type);
   for (const key of Object.keys(plain)) {
+    let field = fields.get(key);
+    if (!field) fields.set(key, (field = classify(type, key)));
+    if (field.kind === 'known') continue; // the usual case, kept cheap: once per payload per key
     const value = plain[key];
+    if (field.kind === 'unknown') {
+      const like = warn && !field.warned ? lookalike(value) : undefined;
+      if (like) {
+        field.warned = true;
+        warn!(undeclaredWarning(type.name || 'an anonymous class', key, like, field.array));
+      }
+      continue;
+    }
     if (value === null || value === undefined || !Object.hasOwn(instance, key)) continue; // excluded, renamed, or a method's name
-    const field = fieldOf(type, key);
     const at = `${where}${fieldRef(key)}`;
     switch (field.kind) {
       case 'date':
@@ -257,18 +275,12 @@ function reviveFields(instance: Record<string, unknown>, plain: Record<string, u
         else nested(built, value, at);
         break;
       }
-      case 'unknown': {
-        const like = warn && !field.warned ? lookalike(value) : undefined;
-        if (!like) break;
-        field.warned = true;
-        const cls = type.name || 'an anonymous class';
-        warn!(
-          `${cls}${fieldRef(key)}${field.array ? ' has items that' : ''} arrived as ${like === 'Date' ? 'an ISO 8601 timestamp string' : 'a string of digits'}, the form notify() gives a ${like}, but ${cls} does not declare ${field.array ? 'the type of its items' : 'its type'}, so the listener gets ${field.array ? 'strings' : 'a string'}. ${DECLARE_FIX(cls, key, like)}; if it is meant to be a string, give it @Type(() => String) and this warning stops. (Warned once per property.)`,
-        );
-        break;
-      }
     }
   }
+}
+
+function undeclaredWarning(cls: string, key: string, like: 'Date' | 'bigint', array: boolean): string {
+  return `${cls}${fieldRef(key)}${array ? ' has items that' : ''} arrived as ${like === 'Date' ? 'an ISO 8601 timestamp string' : 'a string of digits'}, the form notify() gives a ${like}, but ${cls} does not declare ${array ? 'the type of its items' : 'its type'}, so the listener gets ${array ? 'strings' : 'a string'}. ${DECLARE_FIX(cls, key, like)}; if it is meant to be a string, give it @Type(() => String) and this warning stops. (Warned once per property.)`;
 }
 
 /**
