@@ -53,6 +53,7 @@ const asyncOrders = defineChannel(
   'pt_async',
   z.object({ n: z.number() }).refine(async (o) => o.n !== 13, { message: 'unlucky', path: ['n'] }),
 );
+const pings = defineChannel('pt_pings', z.object({ seq: z.number() }), { durable: false });
 const valibotChannel = defineChannel('pt_valibot', v.object({ id: v.pipe(v.string(), v.uuid()), tags: v.array(v.string()) }));
 
 const received: Record<string, unknown[]> = {};
@@ -79,6 +80,12 @@ class PayloadListeners {
   @Listen(asyncOrders, { maxAttempts: 2, backoff: { baseMs: 10, maxMs: 20 } })
   onAsync(o: { n: number }) {
     got('pt_async').push(o);
+  }
+
+  @Listen(pings)
+  onPing(p: { seq: number }, ctx: NotificationContext) {
+    assert.equal(ctx.durable, false);
+    got('pt_pings').push(p);
   }
 
   @Listen(valibotChannel)
@@ -264,4 +271,12 @@ test('a valibot schema channel: valid payloads round-trip, invalid ones are refu
   await waitFor(() => got('pt_valibot').length === 1, 'the valibot payload');
   assert.deepEqual(got('pt_valibot'), [{ id, tags: ['a'] }]);
   await refused(notify(valibotChannel, { id: 'x', tags: [1 as never] }, { client: db.pool }), /valibot schema:\n {2}- id: .*\n {2}- tags\[0\]: /);
+});
+
+test('a non-durable schema channel: valid payloads arrive validated; one sent around the schema is dropped with an error, the listener never called', async () => {
+  await notify('pt_pings', { seq: 'one' }, { client: db.pool }); // by name: not validated on the way out
+  await notify(pings, { seq: 2 }, { client: db.pool });
+  await waitFor(() => got('pt_pings').length === 1, 'the valid ping');
+  assert.deepEqual(got('pt_pings'), [{ seq: 2 }]);
+  assert.ok(errors.some((e) => /non-durable notification on channel "pt_pings" failed and is dropped.*PayloadListeners\.onPing: the payload does not match the channel's zod schema:\n {2}- seq: /s.test(e)), errors.join('\n'));
 });
