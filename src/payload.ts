@@ -159,7 +159,12 @@ function toDate(value: unknown, where: string): Date {
  * - unknown: nothing declared (no decorator, so no type at runtime), or an array of undeclared items:
  *   a string that looks like a Date or a bigint is warned about once, as the listener gets a string.
  */
-type Field = { kind: 'date' | 'bigint' | 'checkedDate' | 'known' } | { kind: 'nested'; type: Function } | { kind: 'unknown'; array: boolean; warned: boolean };
+type Field =
+  | { kind: 'known' }
+  /** `list`: the TypeScript type is an array (true) or not (false); undefined when tsc recorded nothing. */
+  | { kind: 'date' | 'bigint' | 'checkedDate'; list?: boolean }
+  | { kind: 'nested'; type: Function }
+  | { kind: 'unknown'; array: boolean; warned: boolean };
 
 const fieldCache = new WeakMap<Function, Map<string, Field>>();
 /** class-transformer's TransformationType.PLAIN_TO_CLASS. */
@@ -183,6 +188,8 @@ function classify(type: Function, key: string): Field {
   const s = metadataStorage();
   if (s?.findTransformMetadatas(type, key, PLAIN_TO_CLASS).length) return { kind: 'known' };
   const meta = s?.findTypeMetadata(type, key);
+  const declared: unknown = Reflect.getMetadata('design:type', type.prototype, key);
+  const list = declared === undefined ? undefined : declared === Array;
   if (meta) {
     let target: unknown;
     try {
@@ -191,14 +198,13 @@ function classify(type: Function, key: string): Field {
     } catch {
       target = undefined;
     }
-    if (target === Date) return { kind: 'checkedDate' };
-    if (target === BigInt) return { kind: 'bigint' }; // class-transformer leaves it a string
+    if (target === Date) return { kind: 'checkedDate', list };
+    if (target === BigInt) return { kind: 'bigint', list }; // class-transformer leaves it a string
     if (typeof target === 'function' && !SCALAR_TYPES.has(target)) return { kind: 'nested', type: target };
     return { kind: 'known' };
   }
-  const declared: unknown = Reflect.getMetadata('design:type', type.prototype, key);
-  if (declared === Date) return { kind: 'date' };
-  if (declared === BigInt) return { kind: 'bigint' };
+  if (declared === Date) return { kind: 'date', list: false };
+  if (declared === BigInt) return { kind: 'bigint', list: false };
   if (declared === undefined || declared === Array) return { kind: 'unknown', array: declared === Array, warned: false };
   return { kind: 'known' };
 }
@@ -212,7 +218,7 @@ function lookalike(value: unknown): 'Date' | 'bigint' | undefined {
   const v = Array.isArray(value) ? value.find((x) => x !== null) : value;
   if (typeof v !== 'string') return undefined;
   const first = v.charCodeAt(0);
-  if (!((first >= 48 && first <= 57) || first === 45)) return undefined; // neither starts with anything but a digit or "-"
+  if (!((first >= 48 && first <= 57) || first === 45)) return undefined; // both forms start with a digit or "-"
   if (v.length <= 40 && ISO_TIMESTAMP.test(v)) return 'Date';
   if (v.length <= MAX_BIGINT_DIGITS + 1 && INTEGER.test(v)) return 'bigint';
   return undefined;
@@ -254,6 +260,11 @@ function reviveFields(instance: Record<string, unknown>, plain: Record<string, u
     }
     if (value === null || value === undefined || !Object.hasOwn(instance, key)) continue; // excluded, renamed, or a method's name
     const at = `${where}${fieldRef(key)}`;
+    if (field.kind !== 'nested' && field.list !== undefined && field.list !== Array.isArray(value)) {
+      // @Type applies to each item of an array, whatever the property's type says: hold it to that type.
+      const what = field.kind === 'bigint' ? 'bigint' : 'Date';
+      throw invalid(at, value, field.list ? `an array of ${what} values` : `a single ${what}, not an array`, `Send what ${type.name}${fieldRef(key)} declares.`);
+    }
     switch (field.kind) {
       case 'date':
         instance[key] = toDate(value, at);

@@ -66,6 +66,10 @@ test('what a declared Date or bigint property cannot be is refused with invalidP
   refuse({ codes: [1, 'z'] }, /^payload for Box\.codes\[1\]: got "z"/);
   refuse({ items: [{ qty: 'many' }] }, /^payload for Box\.items\[0\]\.qty: got "many"/);
   refuse({ main: { at: {} } }, /^payload for Box\.main\.at: got an object/);
+  // @Type maps over an array whatever the property's type: an array where a Date is declared, or the reverse, is refused.
+  refuse({ due: ['2024-01-01T00:00:00Z'] }, /^payload for Box\.due: got an array, expected a single Date, not an array/);
+  refuse({ codes: '1' }, /^payload for Box\.codes: got "1", expected an array of bigint values/);
+  refuse({ sealedAt: [] }, /^payload for Box\.sealedAt: got an array, expected a single Date/);
 });
 
 test('undeclared properties that receive what looks like a Date or bigint are warned about once per property; other strings are not', () => {
@@ -172,4 +176,47 @@ test('@Listen on a schema channel needs no parameter class (no decorator metadat
     (e: unknown) => e instanceof PubSubError && e.code === 'pubsub.config' && /defined with a schema.*remove the type option/.test(e.message),
   );
   await assert.rejects(notify(channel, { n: 'x' as never }, { client: { query: async () => assert.fail('nothing may be sent') } }), (e: unknown) => isInvalidPayload(e));
+});
+
+test('property: random JSON against zod and valibot schemas gives the output or a SchemaRejection listing issues, never another error', async () => {
+  const schemas: StandardSchemaV1[] = [
+    z.object({ n: z.number().int(), tags: z.array(z.string()).max(3), at: z.coerce.date() }),
+    v.object({ id: v.pipe(v.string(), v.uuid()), nested: v.object({ x: v.nullable(v.number()) }) }),
+    z.object({ n: z.number() }).refine(async (o) => o.n > 0, 'positive'),
+  ];
+  await fc.assert(
+    fc.asyncProperty(fc.jsonValue(), fc.constantFrom(...schemas), async (input, schema) => {
+      try {
+        await validate(schema, input, 'here', 'Fix.');
+      } catch (error) {
+        assert.ok(error instanceof SchemaRejection && error.issues.length > 0, String(error));
+        assert.match(error.message, /^here: the payload does not match the channel's (zod|valibot) schema:\n {2}- /);
+        assert.ok(error.message.length < 5000);
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('property: random values in every declared Date/bigint/nested property give a correct instance or invalidPayload, never another error', () => {
+  const anyValue = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.date().map((d) => (Number.isNaN(d.getTime()) ? 'x' : d.toISOString())), fc.bigInt().map(String));
+  const keys = ['sealedAt', 'id', 'due', 'history', 'codes', 'items', 'main', 'stamps', 'label'];
+  const payload = fc.dictionary(fc.constantFrom(...keys), fc.oneof(anyValue, fc.array(anyValue, { maxLength: 3 }), fc.array(fc.dictionary(fc.constantFrom('at', 'qty', 'undeclared'), anyValue), { maxLength: 2 })));
+  fc.assert(
+    fc.property(payload, (input) => {
+      const before = JSON.stringify(input);
+      let box: Box;
+      try {
+        box = decodePayload(input, Box, () => {}) as Box;
+      } catch (error) {
+        assert.ok(isInvalidPayload(error), (error as Error)?.stack);
+        return;
+      }
+      assert.equal(JSON.stringify(input), before, 'the input is never changed');
+      const validDate = (d: unknown) => d === null || d === undefined || (d instanceof Date && !Number.isNaN(d.getTime()));
+      assert.ok(validDate(box.sealedAt) && validDate(box.due));
+      assert.ok(box.id === undefined || box.id === null || typeof box.id === 'bigint');
+    }),
+    { numRuns: 500 },
+  );
 });
