@@ -16,6 +16,7 @@ import { destroySocket } from './connection.js';
 import { ListenerError } from './dispatch.js';
 import type { ListenerDefinition } from './registry.js';
 import { recordClaimSql, restoreSql } from './sql.js';
+import { SchemaRejection } from './standard-schema.js';
 
 export const DEFAULT_MAX_ATTEMPTS = 10;
 
@@ -45,7 +46,13 @@ export function retryDelaySeconds(failures: number, backoff: { baseMs?: number; 
   return (cap / 2 + (Math.random() * cap) / 2) / 1000;
 }
 
-export const isLastAttempt = (f: Failure) => f.n.attempts + 1 >= (f.listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+/**
+ * Whether this failure dead-letters the notification: its last allowed attempt, or a stored payload that
+ * the channel's (synchronous) schema refuses, which no retry of the same bytes can fix. Not for batch
+ * listeners: their failure is shared by every row of the batch, valid ones included.
+ */
+export const isLastAttempt = (f: Failure) =>
+  f.n.attempts + 1 >= (f.listener?.delivery.maxAttempts ?? DEFAULT_MAX_ATTEMPTS) || (f.error instanceof SchemaRejection && f.error.permanent && !f.listener?.delivery.batch);
 
 /** What the listener itself threw, when `error` only wraps it with the listener's name. */
 export const ownError = (error: unknown): unknown => (error instanceof ListenerError ? error.cause : error);

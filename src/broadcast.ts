@@ -37,7 +37,7 @@ export class Broadcast {
         if (!contains(context, this.filter)) return;
         const ctx: NotificationContext = withPrisma({ channel, durable: false, attempt: 0, ...(context != null && { context }) }, () => nonDurablePrisma(channel));
         for (const l of def.listeners) {
-          const arg = this.dispatcher.argument(l, payload);
+          const arg = await this.dispatcher.argument(l, payload);
           if (arg) await this.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
         }
       } catch (error) {

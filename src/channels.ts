@@ -1,5 +1,6 @@
 /** Channel names: validation and the typed channel factory. */
 import { PubSubError } from './errors.js';
+import { isStandardSchema, type StandardSchemaV1 } from './standard-schema.js';
 import type { Channel } from './types.js';
 
 /** PostgreSQL truncates identifiers at 63 bytes (NAMEDATALEN - 1); pg_notify rejects longer names. */
@@ -45,14 +46,28 @@ export function assertChannelName(name: unknown, where = 'channel'): asserts nam
  * Declares a channel and its payload type once, for use by both sides:
  * `@Listen(postReads)` and `notify(postReads, payload)` are then checked by the compiler.
  *
- * @param type - the payload class; listeners receive instances of it (class-transformer).
+ * @param type - the payload class (listeners receive instances of it, built by class-transformer), or a
+ *   Standard Schema (zod, valibot, arktype…): `notify()` then takes the schema's input type and refuses
+ *   what it rejects, and listeners receive its output, validated again by the worker.
  * @param options.durable - store notifications until processed (default true).
+ *
+ * @example
+ * const orderPlaced = defineChannel('order_placed', z.object({ orderId: z.number().int() }));
  */
-export function defineChannel<T>(
+export function defineChannel<S extends StandardSchemaV1>(
   name: string,
-  type?: new (...args: any[]) => T,
-  options: { durable?: boolean } = {},
-): Channel<T> {
+  schema: S,
+  options?: { durable?: boolean },
+): Channel<StandardSchemaV1.InferOutput<S>, StandardSchemaV1.InferInput<S>>;
+export function defineChannel<T>(name: string, type?: new (...args: any[]) => T, options?: { durable?: boolean }): Channel<T>;
+export function defineChannel(name: string, type?: unknown, options: { durable?: boolean } = {}): Channel<unknown> {
   assertChannelName(name, 'defineChannel');
-  return Object.freeze({ name, type, durable: options.durable ?? true });
+  if (isStandardSchema(type)) return Object.freeze({ name, schema: type, durable: options.durable ?? true });
+  if (type !== undefined && typeof type !== 'function') {
+    throw new PubSubError(
+      'pubsub.config',
+      `defineChannel("${name}"): the payload type must be a class or a Standard Schema (an object with "~standard", version 1: zod ≥ 3.24, valibot ≥ 1, arktype), got ${type === null ? 'null' : typeof type}.`,
+    );
+  }
+  return Object.freeze({ name, type: type as (new () => unknown) | undefined, durable: options.durable ?? true });
 }

@@ -193,7 +193,8 @@ function paramType(target: object, key: string | symbol, id: string): Function {
 
 /**
  * Subscribes a method to a custom channel. The payload arrives as an instance of the method's first
- * parameter class (or of the channel's class), built by class-transformer.
+ * parameter class (or of the channel's class), built by class-transformer; on a channel defined with a
+ * Standard Schema, as the schema's output.
  *
  * @example
  * class PostListeners {
@@ -201,9 +202,9 @@ function paramType(target: object, key: string | symbol, id: string): Function {
  *   async onRead(read: PostRead, ctx: NotificationContext) {}
  * }
  */
-export function Listen<T = any>(channel: Channel<T> | string, options: ListenOptions<T> & { batch: { size: number; waitMs?: number } }): MethodDecoratorFor<T[]>;
-export function Listen<T = any>(channel: Channel<T> | string, options?: ListenOptions<T>): MethodDecoratorFor<T>;
-export function Listen<T = any>(channel: Channel<T> | string, options: ListenOptions<T> = {}): MethodDecoratorFor<any> {
+export function Listen<T = any>(channel: Channel<T, any> | string, options: ListenOptions<T> & { batch: { size: number; waitMs?: number } }): MethodDecoratorFor<T[]>;
+export function Listen<T = any>(channel: Channel<T, any> | string, options?: ListenOptions<T>): MethodDecoratorFor<T>;
+export function Listen<T = any>(channel: Channel<T, any> | string, options: ListenOptions<T> = {}): MethodDecoratorFor<any> {
   return (target, key) => {
     const id = listenerId(target, key);
     const def = typeof channel === 'string' ? undefined : (channel as Channel<T> | null | undefined);
@@ -214,16 +215,19 @@ export function Listen<T = any>(channel: Channel<T> | string, options: ListenOpt
       throw new PubSubError('pubsub.config', `${id}: the type option must be a class, got ${show(options.type)}.`);
     }
     const durable = def ? def.durable : (options.durable as boolean | undefined) ?? true;
-    const reflected = paramType(target, key, id);
-    const payloadType = options.type ?? (def?.type ? def.type : reflected);
-    if (WRAPPER_TYPES.has(payloadType)) {
+    const schema = def?.schema;
+    if (schema && options.type !== undefined) throw new PubSubError('pubsub.config', `${id}: channel "${name}" is defined with a schema, whose output the listener receives; remove the type option.`);
+    // A schema is the payload type: no class to rebuild, so no decorator metadata is needed either.
+    const reflected = schema ? undefined : paramType(target, key, id);
+    const payloadType = schema ? undefined : options.type ?? def?.type ?? reflected;
+    if (payloadType && WRAPPER_TYPES.has(payloadType)) {
       throw new PubSubError(
         'pubsub.missingParamType',
-        `${id}: the payload parameter's type is ${payloadType.name}, which leaves nothing to rebuild the payload from at runtime. Declare the payload as a class (interfaces and type literals vanish when compiled), e.g. \`class PostRead { postId!: number; @Type(() => Date) date!: Date }\`, or pass one to defineChannel(name, Class)${options.batch ? ' or as the `type` option (batch listeners take an array)' : ''}.`,
+        `${id}: the payload parameter's type is ${payloadType.name}, which leaves nothing to rebuild the payload from at runtime. Declare the payload as a class (interfaces and type literals vanish when compiled), e.g. \`class PostRead { postId!: number; @Type(() => Date) date!: Date }\`, pass one to defineChannel(name, Class)${options.batch ? ' or as the `type` option (batch listeners take an array)' : ''}, or define the channel with a schema (defineChannel(name, z.object(…))).`,
       );
     }
     const { name: listener, delivery: opts } = delivery(id, options);
-    getRegistry().register({ id: listener, channel: name, durable, target, method: key, payloadType, delivery: opts });
+    getRegistry().register({ id: listener, channel: name, durable, target, method: key, ...(schema ? { schema } : { payloadType }), delivery: opts });
   };
 }
 

@@ -6,6 +6,7 @@
 import { PubSubError } from './errors.js';
 import { decodePayload, decodeTriggerPayload, type ModelShape, type WireTriggerPayload } from './payload.js';
 import type { ListenerDefinition } from './registry.js';
+import { validate } from './standard-schema.js';
 import { triggerKey } from './sql.js';
 import type { Logger, NotificationContext } from './types.js';
 
@@ -13,6 +14,10 @@ import type { Logger, NotificationContext } from './types.js';
 export const DEFAULT_TIMEOUT_MS = 60_000;
 
 export const timeoutOf = (l: ListenerDefinition | undefined): number => l?.delivery.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+
+/** Ends the message of a stored payload that its channel's schema refuses. */
+const STORED_FIX =
+  'notify() checks payloads against the schema, so this one was written around it (raw SQL, another program, or before the schema changed). The listener was not called. Inspect it with `pubsub dead show <id>`; fix the schema and `pubsub dead retry <id>`, or `pubsub dead purge <id>`.';
 
 export class ListenerTimeoutError extends PubSubError {
   constructor(what: string, ms: number) {
@@ -50,10 +55,14 @@ export class Dispatcher {
     return obj as never;
   }
 
-  /** The listener's argument from a payload's JSON text, or undefined when it is not for this listener (trigger key or operation). */
-  argument(l: ListenerDefinition, text: string): { value: unknown } | undefined {
+  /**
+   * The listener's argument from a payload's JSON text, or undefined when it is not for this listener
+   * (trigger key or operation). Async because a channel's schema may validate asynchronously.
+   */
+  async argument(l: ListenerDefinition, text: string): Promise<{ value: unknown } | undefined> {
     const payload: unknown = JSON.parse(text);
-    if (!l.trigger) return { value: decodePayload(payload, l.payloadType) };
+    if (l.schema) return { value: await validate(l.schema, payload, `${l.id}`, STORED_FIX) };
+    if (!l.trigger) return { value: decodePayload(payload, l.payloadType, this.warnOnce) };
     const wire = payload as WireTriggerPayload;
     // Not a trigger payload at all: decoding it says what is wrong (a row that belongs to nobody is never dropped unseen).
     if (typeof wire !== 'object' || wire === null || typeof wire.trigger !== 'string' || !['INSERT', 'UPDATE', 'DELETE'].includes(wire.op)) {
@@ -61,13 +70,13 @@ export class Dispatcher {
       throw new PubSubError('pubsub.invalidPayload', `${l.id}: the notification has no trigger key ("trigger"), so no pgpubsub trigger wrote it. Inspect it with \`pubsub dead show <id>\` and purge it.`);
     }
     if (wire.trigger !== this.triggerKeys.get(l) || !l.trigger.events.includes(wire.op)) return undefined;
-    return {
-      value: decodeTriggerPayload(wire, this.models.get(wire.model), (m) => {
-        if (!this.warned.has(m)) this.logger.warn(m);
-        this.warned.add(m);
-      }),
-    };
+    return { value: decodeTriggerPayload(wire, this.models.get(wire.model), this.warnOnce) };
   }
+
+  private readonly warnOnce = (message: string): void => {
+    if (!this.warned.has(message)) this.logger.warn(message);
+    this.warned.add(message);
+  };
 
   /** Calls the listener's method; its own error becomes the cause of one naming the listener. */
   async call(l: ListenerDefinition, arg: unknown, ctx: NotificationContext): Promise<void> {

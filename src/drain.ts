@@ -221,7 +221,7 @@ export class Drain {
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
     if (unit.kind === 'batch' || single?.delivery.batch) {
       const l = single ?? unit.listeners[0]!;
-      const failure = await this.attempt(tx, rows, l, (ctx) => this.o.dispatcher.call(l, rows.map((n) => this.o.dispatcher.argument(l, n.payload)?.value), ctx));
+      const failure = await this.attempt(tx, rows, l, async (ctx) => this.o.dispatcher.call(l, await Promise.all(rows.map(async (n) => (await this.o.dispatcher.argument(l, n.payload))?.value)), ctx));
       if (failure) for (const n of rows) failed.push({ n, error: failure.error, listener: l });
       return failed;
     }
@@ -230,7 +230,7 @@ export class Drain {
       const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id));
       const failure = await this.attempt(tx, [n], own, async (ctx) => {
         for (const l of listeners) {
-          const arg = this.o.dispatcher.argument(l, n.payload);
+          const arg = await this.o.dispatcher.argument(l, n.payload);
           if (arg) await this.o.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
         }
       });
@@ -293,14 +293,16 @@ export class Drain {
     if (rows[0]!.locked) {
       const waiting = (await tx.run<{ id: string; payload: string }>(unkeyedSql, [l.id])).rows;
       if (waiting.length) {
-        const keys = waiting.map((n) => {
-          try {
-            return l.delivery.orderKey ? String(l.delivery.orderKey(this.o.dispatcher.argument(l, n.payload)?.value)) : '';
-          } catch (error) {
-            this.o.logger.error(`${l.id}: orderKey failed for notification ${n.id}; it is ordered under the key "!error":`, error);
-            return '!error';
-          }
-        });
+        const keys = await Promise.all(
+          waiting.map(async (n) => {
+            try {
+              return l.delivery.orderKey ? String(l.delivery.orderKey((await this.o.dispatcher.argument(l, n.payload))?.value)) : '';
+            } catch (error) {
+              this.o.logger.error(`${l.id}: orderKey failed for notification ${n.id}; it is ordered under the key "!error":`, error);
+              return '!error';
+            }
+          }),
+        );
         await tx.run(setKeysSql, [waiting.map((n) => n.id), keys]);
       }
     }

@@ -50,3 +50,4 @@ export type {
   Transaction,
 } from './types.js';
 export type { EmbeddedPostgres } from './embedded.js';
+export type { StandardSchemaV1 } from './standard-schema.js';

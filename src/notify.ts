@@ -4,9 +4,10 @@ import pg from 'pg';
 import { MAX_NOTIFY_PAYLOAD_BYTES, assertChannelName } from './channels.js';
 import { requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
-import { encodePayload } from './payload.js';
+import { assertRebuildable, encodePayload } from './payload.js';
 import { getRegistry } from './registry.js';
 import { SQLSTATE_CHANNEL_CONFLICT, SQLSTATE_PAYLOAD_TOO_LARGE, notifySql, setContextSql } from './sql.js';
+import { SchemaRejection, formatIssues, validate, type StandardSchemaV1 } from './standard-schema.js';
 import type { Channel, Queryable } from './types.js';
 
 export interface NotifyOptions {
@@ -118,16 +119,42 @@ function notifyError(error: unknown, channel: string): unknown {
 }
 
 /**
+ * Validates what the worker will validate: the payload as JSON gives it back (a Date as its ISO string,
+ * a bigint as digits). When only the JSON form fails, the message says so, since the payload as
+ * passed looked right.
+ */
+async function checkSchema(schema: StandardSchemaV1, payload: unknown, text: string, channel: string): Promise<void> {
+  const where = `notify("${channel}")`;
+  try {
+    await validate(schema, JSON.parse(text), where, 'Nothing was sent.');
+  } catch (error) {
+    if (!(error instanceof SchemaRejection)) throw error;
+    const asPassed = await Promise.resolve()
+      .then(() => schema['~standard'].validate(payload))
+      .catch(() => undefined);
+    if (!asPassed || asPassed.issues) throw error;
+    throw new SchemaRejection(
+      `${where}: the payload matches the channel's schema, but not once written as JSON, which is what the worker validates:\n${formatIssues(error.issues)}\nJSON turns a Date into an ISO string and a bigint into a string of digits: let the schema accept those (zod: z.coerce.date(), z.coerce.bigint(); valibot: a string with a transform). Nothing was sent.`,
+      error.issues,
+      error.permanent,
+    );
+  }
+}
+
+/**
  * Publishes `payload` on `channel`, in the channel's mode as the database records it (see
  * `NotifyOptions.durable`). Durable: stored in `pubsub.notification` and processed once by each
  * listener; resolves to the notification id. Non-durable: a NOTIFY received by every listening worker,
  * at most once, that must be under 8000 bytes as JSON; resolves to undefined. One round trip either way.
+ * A channel defined with a schema refuses, before anything is sent, a payload its schema rejects
+ * (`pubsub.invalidPayload`, listing the issues); one with a class refuses a Date or bigint in a
+ * property the class does not declare, which the listener would otherwise receive as a string.
  *
  * @example
  * await notify('post_reads_per_date', { postId: 12, date: new Date() });
  * await prisma.$transaction((tx) => notify(postReads, { postId: 12, date: new Date() }, { client: tx }));
  */
-export function notify<T>(channel: Channel<T>, payload: T, options?: NotifyOptions): Promise<string | undefined>;
+export function notify<T, I>(channel: Channel<T, I>, payload: NoInfer<I>, options?: NotifyOptions): Promise<string | undefined>;
 export function notify(channel: string, payload: unknown, options?: NotifyOptions): Promise<string | undefined>;
 export async function notify(channel: Channel<unknown> | string, payload: unknown, options: NotifyOptions = {}): Promise<string | undefined> {
   const name: unknown = typeof channel === 'string' ? channel : (channel as Channel<unknown> | null | undefined)?.name;
@@ -135,7 +162,9 @@ export async function notify(channel: Channel<unknown> | string, payload: unknow
   // The database decides (pubsub.channel); this process's idea of the mode only fills in for a channel it does not record.
   const declared = options.durable ?? (typeof channel === 'string' ? getRegistry().get(name)?.durable : channel.durable) ?? null;
   const context = options.context ?? contextStorage.getStore();
+  if (typeof channel !== 'string' && channel.type) assertRebuildable(payload, channel.type, name);
   const text = encodePayload(payload, name);
+  if (typeof channel !== 'string' && channel.schema) await checkSchema(channel.schema, payload, text, name);
   const contextText = context ? encodePayload(context, name, 'context') : null;
   if (declared === false) {
     // Expected to go out as a NOTIFY: refuse here what cannot fit rather than ship megabytes to be refused

@@ -13,8 +13,15 @@ import type { TriggerPayload } from './types.js';
 export function encodePayload(payload: unknown, channel: string, part = 'payload'): string {
   let text: string | undefined;
   try {
-    text = JSON.stringify(payload, (_key, value) => (typeof value === 'bigint' ? value.toString() : value));
+    text = JSON.stringify(payload, function (this: Record<string, unknown>, key, value) {
+      if (typeof value === 'bigint') return value.toString();
+      // toJSON already ran: an invalid Date reads as null here, so look at the original.
+      const original = this[key];
+      if (original instanceof Date && Number.isNaN(original.getTime())) throw new PubSubError('pubsub.invalidPayload', `notify("${channel}"): the ${part} has an invalid Date${key ? ` at "${key.slice(0, 40)}"` : ''} (new Date() of something that is not a date), which JSON would write as null. Send a valid Date, or null.`);
+      return value;
+    });
   } catch (cause) {
+    if (cause instanceof PubSubError) throw cause;
     const deep = cause instanceof RangeError;
     throw new PubSubError(
       'pubsub.invalidPayload',
@@ -29,9 +36,24 @@ export function encodePayload(payload: unknown, channel: string, part = 'payload
   return text;
 }
 
-type Storage = Record<'_typeMetadatas' | '_transformMetadatas' | '_exposeMetadatas' | '_excludeMetadatas', Map<Function, unknown>>;
+type Storage = Record<'_typeMetadatas' | '_transformMetadatas' | '_exposeMetadatas' | '_excludeMetadatas', Map<Function, unknown>> & {
+  findTypeMetadata(target: Function, key: string): { typeFunction?: () => unknown; options?: { discriminator?: unknown } } | undefined;
+  findTransformMetadatas(target: Function, key: string, transformationType: number): unknown[];
+};
 let storage: Storage | null | undefined;
 const plainClasses = new WeakMap<Function, boolean>();
+
+/** class-transformer's metadata storage, or null if it ever moves (then nothing is known from it). */
+function metadataStorage(): Storage | null {
+  if (storage === undefined) {
+    try {
+      storage = createRequire(import.meta.url)('class-transformer/cjs/storage').defaultMetadataStorage as Storage;
+    } catch {
+      storage = null;
+    }
+  }
+  return storage;
+}
 
 /**
  * Whether class-transformer has nothing to do for `type` beyond `new type()` and copying the keys:
@@ -42,16 +64,9 @@ const plainClasses = new WeakMap<Function, boolean>();
 function isPlainClass(type: Function): boolean {
   let known = plainClasses.get(type);
   if (known !== undefined) return known;
-  if (storage === undefined) {
-    try {
-      storage = createRequire(import.meta.url)('class-transformer/cjs/storage').defaultMetadataStorage as Storage;
-    } catch {
-      storage = null;
-    }
-  }
-  known = !!storage;
-  for (let t: Function | null = type; known && t && t !== Object && t !== Function.prototype; t = Object.getPrototypeOf(t)) {
-    const s = storage!;
+  const s = metadataStorage();
+  known = !!s;
+  for (let t: Function | null = type; s && known && t && t !== Object && t !== Function.prototype; t = Object.getPrototypeOf(t)) {
     if (s._typeMetadatas.has(t) || s._transformMetadatas.has(t) || s._exposeMetadatas.has(t) || s._excludeMetadatas.has(t)) known = false;
   }
   plainClasses.set(type, known);
@@ -134,6 +149,178 @@ function toDate(value: unknown, where: string): Date {
   throw invalid(where, value, 'a date as an ISO 8601 string such as "2024-01-31T12:00:00.000Z"', 'notify() writes Date values in this form.');
 }
 
+/**
+ * What a payload class says about one property, for the values JSON cannot hold (Date, bigint):
+ * - date, bigint: declared by its TypeScript type (tsc records `design:type` for a property with any
+ *   decorator) or by @Type(() => BigInt), and nothing else converts it: decoded here.
+ * - checkedDate: @Type(() => Date); class-transformer builds it, and an Invalid Date is refused here.
+ * - nested: @Type(() => Class); that class's properties are handled the same way.
+ * - known: another declared type, or a @Transform: left as class-transformer made it.
+ * - unknown: nothing declared (no decorator, so no type at runtime), or an array of undeclared items:
+ *   a string that looks like a Date or a bigint is warned about once, as the listener gets a string.
+ */
+type Field =
+  | { kind: 'known' }
+  /** `list`: the TypeScript type is an array (true) or not (false); undefined when tsc recorded nothing. */
+  | { kind: 'date' | 'bigint' | 'checkedDate'; list?: boolean }
+  | { kind: 'nested'; type: Function }
+  | { kind: 'unknown'; array: boolean; warned: boolean };
+
+const fieldCache = new WeakMap<Function, Map<string, Field>>();
+/** class-transformer's TransformationType.PLAIN_TO_CLASS. */
+const PLAIN_TO_CLASS = 0;
+const SCALAR_TYPES = new Set<unknown>([String, Number, Boolean, Object, Array, Function, Symbol]);
+
+function fieldsOf(type: Function): Map<string, Field> {
+  let fields = fieldCache.get(type);
+  if (!fields) fieldCache.set(type, (fields = new Map()));
+  return fields;
+}
+
+function fieldOf(type: Function, key: string): Field {
+  const fields = fieldsOf(type);
+  let field = fields.get(key);
+  if (!field) fields.set(key, (field = classify(type, key)));
+  return field;
+}
+
+function classify(type: Function, key: string): Field {
+  const s = metadataStorage();
+  if (s?.findTransformMetadatas(type, key, PLAIN_TO_CLASS).length) return { kind: 'known' };
+  const meta = s?.findTypeMetadata(type, key);
+  const declared: unknown = Reflect.getMetadata('design:type', type.prototype, key);
+  const list = declared === undefined ? undefined : declared === Array;
+  if (meta) {
+    let target: unknown;
+    try {
+      // A type function that needs its options (the object being built) picks per value: not ours to guess.
+      target = meta.options?.discriminator ? undefined : meta.typeFunction?.();
+    } catch {
+      target = undefined;
+    }
+    if (target === Date) return { kind: 'checkedDate', list };
+    if (target === BigInt) return { kind: 'bigint', list }; // class-transformer leaves it a string
+    if (typeof target === 'function' && !SCALAR_TYPES.has(target)) return { kind: 'nested', type: target };
+    return { kind: 'known' };
+  }
+  if (declared === Date) return { kind: 'date', list: false };
+  if (declared === BigInt) return { kind: 'bigint', list: false };
+  if (declared === undefined || declared === Array) return { kind: 'unknown', array: declared === Array, warned: false };
+  return { kind: 'known' };
+}
+
+/** How notify() writes a Date (toISOString) and a bigint (toString), for values nothing declared. */
+const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+const INTEGER = /^-?(0|[1-9]\d*)$/;
+
+/** 'Date' or 'bigint' when `value` (or an array's first item) is a string that looks like one as notify() writes it. */
+function lookalike(value: unknown): 'Date' | 'bigint' | undefined {
+  const v = Array.isArray(value) ? value.find((x) => x !== null) : value;
+  if (typeof v !== 'string') return undefined;
+  const first = v.charCodeAt(0);
+  if (!((first >= 48 && first <= 57) || first === 45)) return undefined; // both forms start with a digit or "-"
+  if (v.length <= 40 && ISO_TIMESTAMP.test(v)) return 'Date';
+  if (v.length <= MAX_BIGINT_DIGITS + 1 && INTEGER.test(v)) return 'bigint';
+  return undefined;
+}
+
+/** A Date or bigint value (or an array of them) that JSON will turn into a string. */
+function jsonLoses(value: unknown): 'Date' | 'bigint' | undefined {
+  const v = Array.isArray(value) ? value.find((x) => x !== null && x !== undefined) : value;
+  return v instanceof Date ? 'Date' : typeof v === 'bigint' ? 'bigint' : undefined;
+}
+
+const DECLARE_FIX = (cls: string, key: string, kind: 'Date' | 'bigint') =>
+  `Add @Type(() => ${kind === 'Date' ? 'Date' : 'BigInt'}) to ${cls}.${key} (or any decorator, so that tsc records its type)`;
+
+/** Calls `fn` on `value`, or on each item when it is an array. */
+function eachItem(value: unknown, fn: (item: unknown, at: string) => unknown, at: string): unknown {
+  return Array.isArray(value) ? value.map((v, i) => (v === null ? v : fn(v, `${at}[${i}]`))) : fn(value, at);
+}
+
+/**
+ * After the instance is built: decodes the Date and bigint properties the class declares only by their
+ * TypeScript type, refuses an Invalid Date, recurses into nested classes, and warns (once per property)
+ * about undeclared ones that received what looks like a Date or bigint. `plain` is never changed.
+ */
+function reviveFields(instance: Record<string, unknown>, plain: Record<string, unknown>, type: Function, where: string, warn?: (message: string) => void): void {
+  const fields = fieldsOf(type);
+  for (const key of Object.keys(plain)) {
+    let field = fields.get(key);
+    if (!field) fields.set(key, (field = classify(type, key)));
+    if (field.kind === 'known') continue; // the usual case, kept cheap: once per payload per key
+    const value = plain[key];
+    if (field.kind === 'unknown') {
+      const like = warn && !field.warned ? lookalike(value) : undefined;
+      if (like) {
+        field.warned = true;
+        warn!(undeclaredWarning(type.name || 'an anonymous class', key, like, field.array));
+      }
+      continue;
+    }
+    if (value === null || value === undefined || !Object.hasOwn(instance, key)) continue; // excluded, renamed, or a method's name
+    const at = `${where}${fieldRef(key)}`;
+    if (field.kind !== 'nested' && field.list !== undefined && field.list !== Array.isArray(value)) {
+      // @Type applies to each item of an array, whatever the property's type says: hold it to that type.
+      const what = field.kind === 'bigint' ? 'bigint' : 'Date';
+      throw invalid(at, value, field.list ? `an array of ${what} values` : `a single ${what}, not an array`, `Send what ${type.name}${fieldRef(key)} declares.`);
+    }
+    switch (field.kind) {
+      case 'date':
+        instance[key] = toDate(value, at);
+        break;
+      case 'bigint':
+        instance[key] = eachItem(value, (v, a) => toBigInt(v, a), at);
+        break;
+      case 'checkedDate': {
+        // class-transformer makes `new Date(anything)`: an Invalid Date is a payload that was not a date.
+        const invalidDate = (v: unknown) => v instanceof Date && Number.isNaN(v.getTime());
+        const built = instance[key];
+        if (Array.isArray(built) ? built.some(invalidDate) : invalidDate(built)) eachItem(value, (v, a) => toDate(v, a), at);
+        break;
+      }
+      case 'nested': {
+        const built = instance[key];
+        const nested = (b: unknown, p: unknown, a: string) => isRecord(b) && isRecord(p) && reviveFields(b, p, field.type, a, warn);
+        if (Array.isArray(built) && Array.isArray(value)) built.forEach((b, i) => nested(b, value[i], `${at}[${i}]`));
+        else nested(built, value, at);
+        break;
+      }
+    }
+  }
+}
+
+function undeclaredWarning(cls: string, key: string, like: 'Date' | 'bigint', array: boolean): string {
+  return `${cls}${fieldRef(key)}${array ? ' has items that' : ''} arrived as ${like === 'Date' ? 'an ISO 8601 timestamp string' : 'a string of digits'}, the form notify() gives a ${like}, but ${cls} does not declare ${array ? 'the type of its items' : 'its type'}, so the listener gets ${array ? 'strings' : 'a string'}. ${DECLARE_FIX(cls, key, like)}; if it is meant to be a string, give it @Type(() => String) and this warning stops. (Warned once per property.)`;
+}
+
+/**
+ * notify() with a class channel: a Date or bigint where the class declares no type would reach the
+ * listener as a string while the class says otherwise, so it is refused here, before anything is sent.
+ */
+export function assertRebuildable(payload: unknown, type: Function, channel: string): void {
+  if (JSON_PRIMITIVES.has(type) || type === Date || type === BigInt) return;
+  const visit = (value: unknown, cls: Function, path: string): void => {
+    if (Array.isArray(value)) return value.forEach((v, i) => visit(v, cls, `${path}[${i}]`));
+    if (value === null || typeof value !== 'object' || value instanceof Date) return;
+    for (const key of Object.keys(value)) {
+      const v = (value as Record<string, unknown>)[key];
+      if (v === null || v === undefined) continue;
+      const field = fieldOf(cls, key);
+      const lost = field.kind === 'unknown' ? jsonLoses(v) : undefined;
+      if (lost) {
+        const name = cls.name || 'an anonymous class';
+        throw new PubSubError(
+          'pubsub.invalidPayload',
+          `notify("${channel}"): ${path}${fieldRef(key)} is a ${lost}, but ${name} does not declare ${field.kind === 'unknown' && field.array ? 'the type of its items' : `the type of ${key}`}, so the listener would receive ${lost === 'Date' ? 'an ISO string' : 'a string of digits'}. ${DECLARE_FIX(name, key, lost)}.`,
+        );
+      }
+      if (field.kind === 'nested') visit(v, field.type, `${path}${fieldRef(key)}`);
+    }
+  };
+  visit(payload, type, type.name || 'the payload');
+}
+
 /** JSON types a primitive payload parameter accepts as they are. */
 const JSON_PRIMITIVES = new Map<Function, string>([
   [String, 'string'],
@@ -146,7 +333,7 @@ const JSON_PRIMITIVES = new Map<Function, string>([
  * changes `value` (the worker may still need it intact). A value that cannot become `type` throws
  * PubSubError 'pubsub.invalidPayload'. `__proto__` and `constructor` keys are dropped.
  */
-export function decodePayload(value: unknown, type: Function | undefined): unknown {
+export function decodePayload(value: unknown, type: Function | undefined, warn?: (message: string) => void): unknown {
   if (!type) return value;
   const where = `payload for ${type.name || 'an anonymous class'}`;
   const json = JSON_PRIMITIVES.get(type);
@@ -156,11 +343,17 @@ export function decodePayload(value: unknown, type: Function | undefined): unkno
   }
   if (type === BigInt) return toBigInt(value, where);
   if (type === Date) return value instanceof Date ? new Date(value.getTime()) : toDate(value, where);
-  if (Array.isArray(value)) return value.map((v, i) => decodeObject(v, type, `${where}, item ${i}`));
-  return decodeObject(value, type, where);
+  if (Array.isArray(value)) return value.map((v, i) => decodeObject(v, type, `${where}, item ${i}`, warn));
+  return decodeObject(value, type, where, warn);
 }
 
-function decodeObject(value: unknown, type: Function, where: string): object {
+function decodeObject(value: unknown, type: Function, where: string, warn?: (message: string) => void): object {
+  const instance = buildObject(value, type, where);
+  reviveFields(instance as Record<string, unknown>, value as Record<string, unknown>, type, where, warn);
+  return instance;
+}
+
+function buildObject(value: unknown, type: Function, where: string): object {
   if (!isRecord(value)) {
     throw invalid(where, value, `a JSON object with the fields of class ${type.name}`, `Send an object, or declare the listener's parameter with the payload's type.`);
   }

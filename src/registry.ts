@@ -1,5 +1,6 @@
 /** The one global registry that decorators record into and the worker and migrations read from. */
 import { PubSubError } from './errors.js';
+import type { StandardSchemaV1 } from './standard-schema.js';
 import type { TriggerOperation, TriggerTiming } from './types.js';
 
 export interface TriggerSpec {
@@ -48,6 +49,8 @@ export interface ListenerDefinition {
   method: string | symbol;
   /** The class payloads are turned into (custom channels). */
   payloadType?: Function;
+  /** Custom channels defined with a Standard Schema: payloads are validated with it instead (no class). */
+  schema?: StandardSchemaV1;
   trigger?: TriggerSpec;
   delivery: DeliveryOptions;
 }

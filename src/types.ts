@@ -14,6 +14,7 @@
  *   notifications and runs the listeners.
  */
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import type { StandardSchemaV1 } from './standard-schema.js';
 
 export type TriggerOperation = 'INSERT' | 'UPDATE' | 'DELETE';
 export type TriggerTiming = 'BEFORE' | 'AFTER';
@@ -87,14 +88,20 @@ export interface Transaction {
   query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>;
 }
 
-/** A channel with a payload type, so that `notify()` and `@Listen()` are checked by the compiler. */
-export interface Channel<T> {
+/**
+ * A channel with a payload type, so that `notify()` and `@Listen()` are checked by the compiler: `T`
+ * is what listeners receive, `I` what `notify()` takes (they differ only for a schema that transforms).
+ */
+export interface Channel<T, I = T> {
   readonly name: string;
   /** The class payloads are turned into; undefined means the parameter type of each listener. */
   readonly type?: new (...args: any[]) => T;
+  /** A Standard Schema (zod, valibot, arktype…) that checks payloads in `notify()` and in the worker. */
+  readonly schema?: StandardSchemaV1<I, T>;
   readonly durable: boolean;
-  /** Type-only marker; never set at runtime. */
+  /** Type-only markers; never set at runtime. */
   readonly __payload?: T;
+  readonly __input?: I;
 }
 
 export type Listener<T> = (payload: T, ctx: NotificationContext) => unknown;
