@@ -9,6 +9,7 @@ import { applyMigrations, markApplied, markRolledBack } from '../migrate.js';
 import { getRegistry } from '../registry.js';
 import { listen } from '../worker.js';
 import { loadModules } from './load.js';
+import { stopRequested } from './stop.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const jsonObject = (value: string) => {
@@ -93,15 +94,8 @@ export function buildProgram(): Command {
         pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
         logger: log,
       });
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log.info(`${signal}: finishing running listeners`);
-          process.once(signal, () => process.exit(130));
-          void worker.close().then(resolve);
-        };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
-      });
+      log.info(`${await stopRequested()}: finishing running listeners`);
+      await worker.close();
       log.info('stopped');
     });
 
@@ -227,10 +221,7 @@ export function buildProgram(): Command {
     .action(async (flags: { dir: string }) => {
       const server = await startEmbeddedPostgres({ dir: flags.dir });
       log.info(`PostgreSQL is running; in another shell: export DATABASE_URL=${server.url}`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      log.info(`${await stopRequested()}: stopping PostgreSQL`);
       await server.stop();
       log.info('stopped');
     });
