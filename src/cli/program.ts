@@ -4,8 +4,7 @@ import { WORKER_LIMITS, databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, 
 import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startEmbeddedPostgres } from '../embedded.js';
-import { generateMigration, resolvePrismaPaths } from '../generate.js';
-import { applyMigrations, markApplied, markRolledBack } from '../migrate.js';
+import { generateMigration, resolveMigrations } from '../generate.js';
 import { getRegistry } from '../registry.js';
 import { listen } from '../worker.js';
 import { loadModules } from './load.js';
@@ -136,9 +135,9 @@ export function buildProgram(): Command {
       .addOption(databaseOption())
       .option('--schema <file>', 'Prisma schema file or folder (to find the migrations folder)')
       .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)');
-  const migrationsDirOf = async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
+  const migrationsOf = (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
     const file = loadFileConfig(process.cwd(), flags.config);
-    return (await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations })).migrationsDir;
+    return resolveMigrations({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations });
   };
   const migrate = migrationsOptions(
     program
@@ -147,7 +146,7 @@ export function buildProgram(): Command {
       // Options after `resolve` belong to `resolve` (this needs the same setting on the program).
       .enablePositionalOptions(),
   ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
-    const result = await applyMigrations(url(flags), await migrationsDirOf(flags));
+    const result = await (await migrationsOf(flags)).apply(url(flags));
     for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
     log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
   });
@@ -160,10 +159,10 @@ export function buildProgram(): Command {
   ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; rolledBack?: string; applied?: string }) => {
     if (!flags.rolledBack === !flags.applied) throw new PubSubError('pubsub.config', 'migrate resolve: pass either --rolled-back <name> or --applied <name>.');
     if (flags.rolledBack) {
-      await markRolledBack(url(flags), flags.rolledBack);
+      await (await migrationsOf(flags)).markRolledBack(url(flags), flags.rolledBack);
       log.info(`migration ${flags.rolledBack} is marked rolled back; \`pubsub migrate\` will apply it again`);
     } else {
-      await markApplied(url(flags), await migrationsDirOf(flags), flags.applied!);
+      await (await migrationsOf(flags)).markApplied(url(flags), flags.applied!);
       log.info(`migration ${flags.applied} is recorded as applied (it was not run)`);
     }
   });
