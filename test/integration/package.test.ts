@@ -147,7 +147,8 @@ let tmp: string;
 let app: string;
 let db: TestDatabase;
 let env: Record<string, string>;
-const started: number[] = [];
+/** Process group of `npx pubsub listen`: an orphaned worker stays in it, so cleanup finds it. */
+let group: number | undefined;
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pgpubsub-package-'));
@@ -168,12 +169,10 @@ before(async () => {
 });
 
 after(async () => {
-  for (const pid of started) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
+  try {
+    if (group) process.kill(-group, 'SIGKILL');
+  } catch {
+    // every process of the group is gone
   }
   await db?.drop();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
@@ -238,16 +237,16 @@ const sessions = async () =>
 
 test('an ES module publishes; `npx pubsub listen` handles it, and SIGTERM to npx stops the worker and releases its connections', async () => {
   await ok(process.execPath, ['publish.mjs'], app, env);
-  const npx: ChildProcess = spawn('npx', ['pubsub', 'listen'], { cwd: app, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group, as under a process manager: the SIGTERM goes to npx alone.
+  const npx: ChildProcess = spawn('npx', ['pubsub', 'listen'], { cwd: app, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let output = '';
   npx.stdout!.on('data', (d) => (output += d));
   npx.stderr!.on('data', (d) => (output += d));
   const exited = new Promise<number | null>((resolve) => npx.on('exit', (code) => resolve(code)));
-  started.push(npx.pid!);
+  group = npx.pid;
   await waitFor(() => /listening on/.test(output), `the worker to listen:\n${output}`, 30_000);
   await waitFor(async () => (await db.query(`select 1 from seen where what = 'hello from import true'`)).length, `the notification from publish.mjs:\n${output}`);
   const tree = await processTree(npx.pid!);
-  started.push(...tree);
   assert.ok(tree.length > 1, 'npx runs the worker as a child process');
   assert.ok((await sessions()) > 0, 'the worker holds connections');
 
