@@ -78,6 +78,14 @@ export function databaseUrlFromEnv(env: NodeJS.ProcessEnv = process.env): string
   return env.DATABASE_URL || env.PUBSUB_DATABASE_URL || undefined;
 }
 
+/**
+ * True when npm started this process (npx, npm exec, npm run, npm start): npm runs the command in a
+ * `sh -c` child of its own and forwards SIGTERM/SIGINT to that shell only.
+ */
+export function startedByNpm(env: NodeJS.ProcessEnv = process.env): boolean {
+  return Boolean(env.npm_lifecycle_event);
+}
+
 export function requireDatabaseUrl(url: string | undefined = databaseUrlFromEnv()): string {
   if (!url) {
     throw new PubSubError(

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { PubSubError } from './errors.js';
-import { channelModes, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration } from './migration.js';
+import { prismaMigrations } from './migrate.js';
+import { channelModes, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration, type MigrationBackend } from './migration.js';
 import { readPrismaSchema } from './prisma-schema.js';
 import { getRegistry, type Registry } from './registry.js';
 import { conditionCheckSql, scratchTableSql, tableColumnsSql, tableReference, type TriggerDefinition } from './sql.js';
@@ -79,19 +80,35 @@ export async function resolvePrismaPaths(options: { schema?: string; migrationsD
 }
 
 /**
+ * How the migrations in `migrationsDir` are stored and applied. Only Prisma 7's folders of
+ * migration.sql exist so far; this is the one place that would pick another backend.
+ */
+export function migrationBackend(migrationsDir: string): MigrationBackend {
+  return prismaMigrations(migrationsDir);
+}
+
+/** The project's migrations, found as `resolvePrismaPaths` finds them. */
+export async function resolveMigrations(options: { schema?: string; migrationsDir?: string; cwd?: string }): Promise<MigrationBackend> {
+  // A folder given outright needs no schema to be found (`pubsub migrate resolve` outside the project).
+  const dir = options.migrationsDir ? path.resolve(options.cwd ?? process.cwd(), options.migrationsDir) : (await resolvePrismaPaths(options)).migrationsDir;
+  return migrationBackend(dir);
+}
+
+/**
  * Writes `<migrations>/<timestamp>_<name>/migration.sql` with the library's tables (first time) and
  * the trigger functions and triggers added, changed or removed since the previous generated
  * migration. Deterministic; writes nothing when nothing changed; never edits an existing folder.
  */
 export async function generateMigration(options: GenerateOptions = {}): Promise<GenerateResult> {
   const { schema, migrationsDir } = await resolvePrismaPaths(options);
+  const migrations = migrationBackend(migrationsDir);
   const registry = options.registry ?? getRegistry();
   const defs = triggerDefinitions(registry, readPrismaSchema(schema));
-  const plan = planMigration(defs, readMigrationState(migrationsDir), subscriptions(registry), channelModes(registry), options.grantNotify);
+  const plan = planMigration(defs, readMigrationState(migrations), subscriptions(registry), channelModes(registry), options.grantNotify);
   const notes = await checkConditions(defs, options.databaseUrl);
   if (!plan) return { upToDate: true, summary: [], migrationsDir, notes };
   if (options.check) return { upToDate: false, summary: plan.summary, migrationsDir, notes };
-  const folder = writeMigration(migrationsDir, plan, options.name);
+  const folder = writeMigration(migrations, plan, options.name);
   return { folder, upToDate: false, summary: plan.summary, migrationsDir, notes };
 }
 

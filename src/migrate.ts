@@ -1,15 +1,16 @@
 /**
- * `pubsub migrate`: applies pending Prisma migration folders in order and records them in
+ * Prisma 7's migrations, the one `MigrationBackend` so far: a folder per migration,
+ * `<timestamp>_<name>/migration.sql`, applied in name order. `apply` records them in
  * `_prisma_migrations` exactly as `prisma migrate deploy` does (same table, checksum, advisory lock and
- * `?schema=` handling), and `pubsub migrate resolve` marks a migration as `prisma migrate resolve` does,
- * for places without Prisma's schema engine. `prisma migrate status` agrees with it afterwards.
+ * `?schema=` handling), and the `mark…` methods do what `prisma migrate resolve` does, for places without
+ * Prisma's schema engine. `prisma migrate status` agrees with them afterwards.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { PubSubError } from './errors.js';
-import { migrationFolders } from './migration.js';
+import type { MigrateResult, MigrationBackend } from './migration.js';
 import { ident } from './sql.js';
 
 /** The key `prisma migrate` takes with pg_advisory_lock, so the two never run at once. */
@@ -28,12 +29,6 @@ const MIGRATIONS_TABLE = `CREATE TABLE IF NOT EXISTS _prisma_migrations (
 
 /** Prisma's checksum: sha256 of the file's bytes, lowercase hex. */
 export const migrationChecksum = (sql: string) => createHash('sha256').update(sql, 'utf8').digest('hex');
-
-export interface MigrateResult {
-  applied: string[];
-  /** Applied earlier but edited since (Prisma warns about these too). */
-  modified: string[];
-}
 
 /**
  * The `schema` parameter of a Prisma database URL: Prisma creates that schema if it is missing, keeps
@@ -82,82 +77,116 @@ async function withMigrationSession<T>(databaseUrl: string, fn: (client: pg.Clie
 
 const isFailed = (r: MigrationRow) => !r.finished_at && !r.rolled_back_at;
 
-export async function applyMigrations(databaseUrl: string, migrationsDir: string): Promise<MigrateResult> {
-  const folders = migrationFolders(migrationsDir);
-  return withMigrationSession(databaseUrl, async (client, rows) => {
-    const failed = rows.find(isFailed);
-    if (failed) {
-      throw new PubSubError(
-        'pubsub.migrationFailed',
-        `Migration ${failed.migration_name} failed earlier and is not resolved. Fix the database, then run \`pubsub migrate resolve --rolled-back ${failed.migration_name}\` to have it applied again, or \`pubsub migrate resolve --applied ${failed.migration_name}\` if you completed it by hand (prisma migrate resolve does the same).`,
-      );
-    }
-    const done = new Map(rows.filter((r) => r.finished_at).map((r) => [r.migration_name, r.checksum]));
-    const result: MigrateResult = { applied: [], modified: [] };
-    for (const name of folders) {
-      const sql = fs.readFileSync(path.join(migrationsDir, name, 'migration.sql'), 'utf8');
-      const checksum = migrationChecksum(sql);
-      if (done.has(name)) {
-        if (done.get(name) !== checksum) result.modified.push(name);
-        continue;
-      }
-      const id = randomUUID();
-      await client.query('insert into _prisma_migrations (id, checksum, migration_name, started_at) values ($1, $2, $3, now())', [id, checksum, name]);
-      try {
-        // One simple-protocol query: PostgreSQL runs a multi-statement script as one transaction.
-        await client.query(sql);
-      } catch (cause) {
-        await client.query('update _prisma_migrations set logs = $2 where id = $1', [id, String((cause as Error).message)]);
-        throw new PubSubError('pubsub.migrationFailed', `Migration ${name} failed: ${(cause as Error).message}`, { cause });
-      }
-      await client.query('update _prisma_migrations set finished_at = now(), applied_steps_count = 1 where id = $1', [id]);
-      result.applied.push(name);
-    }
-    return result;
-  });
+function timestamp(date: Date): string {
+  return date.toISOString().replace(/\D/g, '').slice(0, 14);
 }
 
-/**
- * `pubsub migrate resolve --rolled-back <name>`: marks the failed migration `name` as rolled back, so
- * that the next `pubsub migrate` (or `prisma migrate deploy`) runs it again. Undo what it did first.
- * Like `prisma migrate resolve`, refuses a migration that never ran or did not fail.
- */
-export async function markRolledBack(databaseUrl: string, name: string): Promise<void> {
-  await withMigrationSession(databaseUrl, async (client, rows) => {
-    const mine = rows.filter((r) => r.migration_name === name);
-    if (!mine.length) {
-      throw new PubSubError('pubsub.migrationState', `Migration ${name} cannot be marked rolled back: it was never applied to this database. Is that the whole folder name (e.g. 20240101000000_pubsub)?`);
-    }
-    const failed = mine.filter(isFailed);
-    if (!failed.length) {
-      throw new PubSubError('pubsub.migrationState', `Migration ${name} cannot be marked rolled back: it did not fail. To undo a migration that succeeded, write a new migration.`);
-    }
-    await client.query('update _prisma_migrations set rolled_back_at = now() where id = any($1::varchar[])', [failed.map((r) => r.id)]);
-  });
+/** Prisma 7's migrations in `dir` (usually prisma/migrations). */
+export function prismaMigrations(dir: string): MigrationBackend {
+  const file = (name: string) => path.join(dir, name, 'migration.sql');
+
+  /** Folders with a migration.sql, in the order Prisma applies them (by name). */
+  const list = () =>
+    fs.existsSync(dir)
+      ? fs
+          .readdirSync(dir, { withFileTypes: true })
+          .filter((d) => d.isDirectory() && fs.existsSync(file(d.name)))
+          .map((d) => d.name)
+          .sort()
+      : [];
+  const read = (name: string) => fs.readFileSync(file(name), 'utf8');
+
+  return {
+    dir,
+    list,
+    read,
+
+    write(sql, name, now = new Date()) {
+      let stamp = timestamp(now);
+      // Prisma orders by folder name: the new folder must sort after every existing one.
+      const newest = list().at(-1)?.slice(0, 14);
+      if (newest && /^\d{14}$/.test(newest) && newest >= stamp) stamp = String(BigInt(newest) + 1n);
+      const folder = path.join(dir, `${stamp}_${name}`);
+      fs.mkdirSync(folder, { recursive: true });
+      fs.writeFileSync(path.join(folder, 'migration.sql'), sql);
+      const lock = path.join(dir, 'migration_lock.toml');
+      if (!fs.existsSync(lock)) {
+        fs.writeFileSync(lock, '# Please do not edit this file manually\n# It should be added in your version-control system (e.g., Git)\nprovider = "postgresql"\n');
+      }
+      return folder;
+    },
+
+    apply: (databaseUrl) =>
+      withMigrationSession(databaseUrl, async (client, rows) => {
+        const failed = rows.find(isFailed);
+        if (failed) {
+          throw new PubSubError(
+            'pubsub.migrationFailed',
+            `Migration ${failed.migration_name} failed earlier and is not resolved. Fix the database, then run \`pubsub migrate resolve --rolled-back ${failed.migration_name}\` to have it applied again, or \`pubsub migrate resolve --applied ${failed.migration_name}\` if you completed it by hand (prisma migrate resolve does the same).`,
+          );
+        }
+        const done = new Map(rows.filter((r) => r.finished_at).map((r) => [r.migration_name, r.checksum]));
+        const result: MigrateResult = { applied: [], modified: [] };
+        for (const name of list()) {
+          const sql = read(name);
+          const checksum = migrationChecksum(sql);
+          if (done.has(name)) {
+            if (done.get(name) !== checksum) result.modified.push(name);
+            continue;
+          }
+          const id = randomUUID();
+          await client.query('insert into _prisma_migrations (id, checksum, migration_name, started_at) values ($1, $2, $3, now())', [id, checksum, name]);
+          try {
+            // One simple-protocol query: PostgreSQL runs a multi-statement script as one transaction.
+            await client.query(sql);
+          } catch (cause) {
+            await client.query('update _prisma_migrations set logs = $2 where id = $1', [id, String((cause as Error).message)]);
+            throw new PubSubError('pubsub.migrationFailed', `Migration ${name} failed: ${(cause as Error).message}`, { cause });
+          }
+          await client.query('update _prisma_migrations set finished_at = now(), applied_steps_count = 1 where id = $1', [id]);
+          result.applied.push(name);
+        }
+        return result;
+      }),
+
+    // Like `prisma migrate resolve --rolled-back`: refuses a migration that never ran or did not fail.
+    markRolledBack: (databaseUrl, name) =>
+      withMigrationSession(databaseUrl, async (client, rows) => {
+        const mine = rows.filter((r) => r.migration_name === name);
+        if (!mine.length) {
+          throw new PubSubError('pubsub.migrationState', `Migration ${name} cannot be marked rolled back: it was never applied to this database. Is that the whole folder name (e.g. 20240101000000_pubsub)?`);
+        }
+        const failed = mine.filter(isFailed);
+        if (!failed.length) {
+          throw new PubSubError('pubsub.migrationState', `Migration ${name} cannot be marked rolled back: it did not fail. To undo a migration that succeeded, write a new migration.`);
+        }
+        await client.query('update _prisma_migrations set rolled_back_at = now() where id = any($1::varchar[])', [failed.map((r) => r.id)]);
+      }),
+
+    // Like `prisma migrate resolve --applied`: refuses an unknown folder or one already applied; a failed attempt is marked rolled back.
+    async markApplied(databaseUrl, name) {
+      if (!list().includes(name)) {
+        throw new PubSubError('pubsub.migrationState', `Migration ${name} cannot be marked applied: there is no ${file(name)}. Pass the whole folder name, and --migrations-dir if it is not the default.`);
+      }
+      const checksum = migrationChecksum(read(name));
+      await withMigrationSession(databaseUrl, async (client, rows) => {
+        const mine = rows.filter((r) => r.migration_name === name);
+        if (mine.some((r) => r.finished_at)) {
+          throw new PubSubError('pubsub.migrationState', `Migration ${name} is already recorded as applied in this database.`);
+        }
+        await client.query('begin');
+        await client.query('update _prisma_migrations set rolled_back_at = now() where id = any($1::varchar[])', [mine.filter(isFailed).map((r) => r.id)]);
+        await client.query(
+          'insert into _prisma_migrations (id, checksum, migration_name, started_at, finished_at, applied_steps_count) values ($1, $2, $3, now(), now(), 0)',
+          [randomUUID(), checksum, name],
+        );
+        await client.query('commit');
+      });
+    },
+  };
 }
 
-/**
- * `pubsub migrate resolve --applied <name>`: records the migration folder `name` as applied without
- * running it (you applied it by hand, or the database already has its changes). A failed attempt of it
- * is marked rolled back. Like `prisma migrate resolve`, refuses an unknown folder or one already applied.
- */
-export async function markApplied(databaseUrl: string, migrationsDir: string, name: string): Promise<void> {
-  const file = path.join(migrationsDir, name, 'migration.sql');
-  if (!migrationFolders(migrationsDir).includes(name)) {
-    throw new PubSubError('pubsub.migrationState', `Migration ${name} cannot be marked applied: there is no ${file}. Pass the whole folder name, and --migrations-dir if it is not the default.`);
-  }
-  const checksum = migrationChecksum(fs.readFileSync(file, 'utf8'));
-  await withMigrationSession(databaseUrl, async (client, rows) => {
-    const mine = rows.filter((r) => r.migration_name === name);
-    if (mine.some((r) => r.finished_at)) {
-      throw new PubSubError('pubsub.migrationState', `Migration ${name} is already recorded as applied in this database.`);
-    }
-    await client.query('begin');
-    await client.query('update _prisma_migrations set rolled_back_at = now() where id = any($1::varchar[])', [mine.filter(isFailed).map((r) => r.id)]);
-    await client.query(
-      'insert into _prisma_migrations (id, checksum, migration_name, started_at, finished_at, applied_steps_count) values ($1, $2, $3, now(), now(), 0)',
-      [randomUUID(), checksum, name],
-    );
-    await client.query('commit');
-  });
+/** Applies the pending Prisma migrations in `migrationsDir`, as `prisma migrate deploy` does. */
+export function applyMigrations(databaseUrl: string, migrationsDir: string): Promise<MigrateResult> {
+  return prismaMigrations(migrationsDir).apply(databaseUrl);
 }

@@ -1,12 +1,11 @@
 /**
  * `pubsub make-migration`: compares the triggers the registered listeners need with the state recorded
- * in the newest generated migration, and writes a new Prisma migration folder with the difference.
- * `planMigration` is pure; `readMigrationState` and `writeMigration` are the only file I/O.
+ * in the newest generated migration, and writes a new migration with the difference. `planMigration`
+ * is pure; where migrations live and how they are applied is a `MigrationBackend`'s business.
  */
 import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { PubSubError, closestName } from './errors.js';
+import { prismaMigrations } from './migrate.js';
 import type { PrismaModel } from './prisma-schema.js';
 import type { Registry } from './registry.js';
 import {
@@ -50,6 +49,39 @@ export interface MigrationState {
   /** Channel name → durable, as recorded in pubsub.channel (since library version 3). */
   channels?: Record<string, boolean>;
 }
+
+export interface MigrateResult {
+  applied: string[];
+  /** Applied earlier but edited since (Prisma warns about these too). */
+  modified: string[];
+}
+
+/**
+ * Where a migration tool keeps its migrations, and how it applies and records them: what
+ * `make-migration`, `pubsub migrate` and `pubsub migrate resolve` need of it. Prisma 7's folders of
+ * migration.sql recorded in `_prisma_migrations` (`prismaMigrations`, migrate.ts) are the one
+ * implementation; a tool that stores migrations another way (Prisma 8's ops.json and marker table)
+ * would be a second.
+ */
+export interface MigrationBackend {
+  /** The migrations folder, for messages. */
+  readonly dir: string;
+  /** The migrations' names, in the order the tool applies them. */
+  list(): string[];
+  /** The SQL a migration runs; a generated one ends with its `-- pubsub:state` line. */
+  read(name: string): string;
+  /** Adds a migration named after `name` that runs after every existing one, and says where it went. Never edits one. */
+  write(sql: string, name: string, now?: Date): string;
+  /** Runs the pending migrations in order and records each as the tool does. */
+  apply(databaseUrl: string): Promise<MigrateResult>;
+  /** Marks the failed migration `name` rolled back, so that `apply` runs it again. */
+  markRolledBack(databaseUrl: string, name: string): Promise<void>;
+  /** Records the migration `name` as applied without running it. */
+  markApplied(databaseUrl: string, name: string): Promise<void>;
+}
+
+/** A backend, or the folder of Prisma 7 migrations. */
+const backend = (migrations: MigrationBackend | string) => (typeof migrations === 'string' ? prismaMigrations(migrations) : migrations);
 
 export interface MigrationPlan {
   sql: string;
@@ -205,46 +237,20 @@ export function planMigration(
   return { sql, state, summary };
 }
 
-/** Migration folders in the order Prisma applies them (by name). */
-export function migrationFolders(migrationsDir: string): string[] {
-  if (!fs.existsSync(migrationsDir)) return [];
-  return fs
-    .readdirSync(migrationsDir, { withFileTypes: true })
-    .filter((d) => d.isDirectory() && fs.existsSync(path.join(migrationsDir, d.name, 'migration.sql')))
-    .map((d) => d.name)
-    .sort();
-}
-
 /** The state recorded by the newest generated migration, or null if there is none. */
-export function readMigrationState(migrationsDir: string): MigrationState | null {
-  for (const folder of migrationFolders(migrationsDir).reverse()) {
-    const text = fs.readFileSync(path.join(migrationsDir, folder, 'migration.sql'), 'utf8');
-    const line = text.split('\n').find((l) => l.startsWith(STATE_PREFIX));
+export function readMigrationState(migrations: MigrationBackend | string): MigrationState | null {
+  const from = backend(migrations);
+  for (const name of from.list().reverse()) {
+    const line = from.read(name).split('\n').find((l) => l.startsWith(STATE_PREFIX));
     if (line) return JSON.parse(line.slice(STATE_PREFIX.length)) as MigrationState;
   }
   return null;
 }
 
-function timestamp(date: Date): string {
-  return date.toISOString().replace(/\D/g, '').slice(0, 14);
-}
-
-/** Writes the plan as a new folder `<timestamp>_<name>`; never touches existing folders. */
-export function writeMigration(migrationsDir: string, plan: MigrationPlan, name = 'pubsub', now = new Date()): string {
+/** Writes the plan as a new migration `<timestamp>_<name>` (Prisma 7: a folder); never touches existing ones. */
+export function writeMigration(migrations: MigrationBackend | string, plan: MigrationPlan, name = 'pubsub', now = new Date()): string {
   if (!/^[A-Za-z0-9_]+$/.test(name)) {
     throw new PubSubError('pubsub.config', `Migration name "${name}" may only contain letters, digits and "_".`);
   }
-  const existing = migrationFolders(migrationsDir);
-  let stamp = timestamp(now);
-  // Prisma orders by folder name: the new folder must sort after every existing one.
-  const newest = existing.at(-1)?.slice(0, 14);
-  if (newest && /^\d{14}$/.test(newest) && newest >= stamp) stamp = String(BigInt(newest) + 1n);
-  const folder = path.join(migrationsDir, `${stamp}_${name}`);
-  fs.mkdirSync(folder, { recursive: true });
-  fs.writeFileSync(path.join(folder, 'migration.sql'), plan.sql);
-  const lock = path.join(migrationsDir, 'migration_lock.toml');
-  if (!fs.existsSync(lock)) {
-    fs.writeFileSync(lock, '# Please do not edit this file manually\n# It should be added in your version-control system (e.g., Git)\nprovider = "postgresql"\n');
-  }
-  return folder;
+  return backend(migrations).write(plan.sql, name, now);
 }

@@ -4,11 +4,11 @@ import { WORKER_LIMITS, databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, 
 import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startEmbeddedPostgres } from '../embedded.js';
-import { generateMigration, resolvePrismaPaths } from '../generate.js';
-import { applyMigrations, markApplied, markRolledBack } from '../migrate.js';
+import { generateMigration, resolveMigrations } from '../generate.js';
 import { getRegistry } from '../registry.js';
 import { listen } from '../worker.js';
 import { loadModules, loadPrismaFactory } from './load.js';
+import { stopRequested } from './stop.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const jsonObject = (value: string) => {
@@ -96,15 +96,8 @@ export function buildProgram(): Command {
         pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
         logger: log,
       });
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log.info(`${signal}: finishing running listeners`);
-          process.once(signal, () => process.exit(130));
-          void worker.close().then(resolve);
-        };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
-      });
+      log.info(`${await stopRequested()}: finishing running listeners`);
+      await worker.close();
       log.info('stopped');
     });
 
@@ -145,9 +138,9 @@ export function buildProgram(): Command {
       .addOption(databaseOption())
       .option('--schema <file>', 'Prisma schema file or folder (to find the migrations folder)')
       .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)');
-  const migrationsDirOf = async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
+  const migrationsOf = (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
     const file = loadFileConfig(process.cwd(), flags.config);
-    return (await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations })).migrationsDir;
+    return resolveMigrations({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations });
   };
   const migrate = migrationsOptions(
     program
@@ -156,7 +149,7 @@ export function buildProgram(): Command {
       // Options after `resolve` belong to `resolve` (this needs the same setting on the program).
       .enablePositionalOptions(),
   ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
-    const result = await applyMigrations(url(flags), await migrationsDirOf(flags));
+    const result = await (await migrationsOf(flags)).apply(url(flags));
     for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
     log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
   });
@@ -169,10 +162,10 @@ export function buildProgram(): Command {
   ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; rolledBack?: string; applied?: string }) => {
     if (!flags.rolledBack === !flags.applied) throw new PubSubError('pubsub.config', 'migrate resolve: pass either --rolled-back <name> or --applied <name>.');
     if (flags.rolledBack) {
-      await markRolledBack(url(flags), flags.rolledBack);
+      await (await migrationsOf(flags)).markRolledBack(url(flags), flags.rolledBack);
       log.info(`migration ${flags.rolledBack} is marked rolled back; \`pubsub migrate\` will apply it again`);
     } else {
-      await markApplied(url(flags), await migrationsDirOf(flags), flags.applied!);
+      await (await migrationsOf(flags)).markApplied(url(flags), flags.applied!);
       log.info(`migration ${flags.applied} is recorded as applied (it was not run)`);
     }
   });
@@ -230,10 +223,7 @@ export function buildProgram(): Command {
     .action(async (flags: { dir: string }) => {
       const server = await startEmbeddedPostgres({ dir: flags.dir });
       log.info(`PostgreSQL is running; in another shell: export DATABASE_URL=${server.url}`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      log.info(`${await stopRequested()}: stopping PostgreSQL`);
       await server.stop();
       log.info('stopped');
     });
