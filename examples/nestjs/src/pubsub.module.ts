@@ -7,6 +7,7 @@ import { Inject, Injectable, Logger, Module, type BeforeApplicationShutdown, typ
 import { ModuleRef } from '@nestjs/core';
 import { PubSubError, disconnect, getRegistry, listen, notify, type Channel, type NotifyOptions, type Worker, type WorkerOptions } from 'pgpubsub';
 
+/** `listen()`'s options (`databaseUrl` is the worker's: `PubSub.notify()` uses DATABASE_URL or the `client` it is given). */
 export interface PubSubModuleOptions extends Omit<WorkerOptions, 'instance'> {
   /** false: this process only publishes (e.g. a web server, with the worker in another deployment). @defaultValue true */
   worker?: boolean;
