@@ -1,11 +1,13 @@
 /**
- * examples/nestjs, run for real: its dependencies installed (from the npm cache when it has them) and
- * compiled with its own tsconfig once, its committed migrations applied to a fresh database with
- * `pubsub migrate`, then the app bootstrapped in this process (to look inside its container) and
- * spawned as `node dist/main.js` (to stop it with SIGTERM, as a deployment does).
+ * examples/nestjs, run for real: its dependencies installed (from the npm cache when it has them;
+ * skipped when they are newer than its package.json and lock), compiled with its own tsconfig, its
+ * committed migrations applied to a fresh database with `pubsub migrate`, then the app bootstrapped in
+ * this process (to look inside its container) and spawned as `node dist/main.js` (to stop it with
+ * SIGTERM, as a deployment does).
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -21,6 +23,12 @@ function run(command: string, args: string[]): void {
   assert.equal(r.status, 0, `${command} ${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
 }
 
+/** Whether npm installed the example's dependencies after its package.json and lock last changed. */
+function installed(): boolean {
+  const mtime = (file: string) => fs.statSync(path.join(EXAMPLE, file), { throwIfNoEntry: false })?.mtimeMs ?? 0;
+  return mtime('node_modules/.package-lock.json') > Math.max(mtime('package.json'), mtime('package-lock.json'));
+}
+
 /** Connections of the worker (application_name 'pubsub:worker') still open on the database. */
 async function workerConnections(db: TestDatabase): Promise<number> {
   const [row] = await db.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name = 'pubsub:worker'`);
@@ -31,9 +39,11 @@ describe('examples/nestjs', { timeout: 300_000 }, () => {
   let db: TestDatabase;
 
   before(async () => {
-    // `npm test` runs under npm: use that npm (npm_execpath), else the one on PATH.
-    const npm = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm'];
-    run(npm[0]!, [...npm.slice(1), 'install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']);
+    if (!installed()) {
+      // `npm test` runs under npm: use that npm (npm_execpath), else the one on PATH.
+      const npm = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm'];
+      run(npm[0]!, [...npm.slice(1), 'install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']);
+    }
     run(process.execPath, [path.join(EXAMPLE, 'node_modules/typescript/bin/tsc'), '-p', EXAMPLE]);
     db = await createTestDatabase();
     const migrate = await runCli(['migrate'], { DATABASE_URL: db.url }, EXAMPLE);
