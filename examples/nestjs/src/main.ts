@@ -9,7 +9,7 @@ import { AuthorsService } from './authors';
 import { ReadCounter, ReadsService } from './reads';
 
 async function waitFor(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (const deadline = Date.now() + 10_000; !(await check()); await new Promise((r) => setTimeout(r, 50))) {
+  for (const deadline = Date.now() + 30_000; !(await check()); await new Promise((r) => setTimeout(r, 50))) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
   }
 }
