@@ -31,6 +31,8 @@ export interface Stored {
   created_at: string;
   order_key: string | null;
   isolated: boolean;
+  /** From the start of the transaction that stored it to this claim, on the server's clock (for metrics and events). */
+  latency_ms: number;
 }
 
 export interface Failure {
