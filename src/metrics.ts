@@ -28,8 +28,6 @@ export interface MetricsOptions {
 
 /** A statement slower than this on a scrape is cancelled by the server. */
 const SCRAPE_TIMEOUT_MS = 2000;
-/** Scrapes within this window share one statement (several gauges collect from it; two scrapers may hit at once). */
-const SCRAPE_REUSE_MS = 1000;
 
 const PROCESSING_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -125,16 +123,19 @@ export async function createMetrics(sources: MetricsSources, options: MetricsOpt
 
   const pool = new pg.Pool({ ...sources.connection, max: 1, application_name: 'pubsub:metrics', statement_timeout: timeoutMs, query_timeout: timeoutMs + 1000 });
   pool.on('error', () => {}); // an idle scrape connection closed by the server is simply replaced
-  let last: { at: number; result: Promise<Scrape | undefined> } | undefined;
+  let inFlight: Promise<Scrape | undefined> | undefined;
+  /** Every gauge collects at once (prom-client collects in parallel): they share the one statement in flight. */
   const scrape = (): Promise<Scrape | undefined> => {
-    if (last && Date.now() - last.at < SCRAPE_REUSE_MS) return last.result;
+    if (inFlight) return inFlight;
     const channels = [...new Set(sources.served.map((s) => s.channel))];
-    const result = pool.query<Scrape>(scrapeSql, [channels]).then(
-      (r) => r.rows[0],
-      () => undefined, // too slow or unreachable: the database gauges are left out, scrapeOk says so
-    );
-    last = { at: Date.now(), result };
-    return result;
+    inFlight = pool
+      .query<Scrape>(scrapeSql, [channels])
+      .then(
+        (r) => r.rows[0],
+        () => undefined, // too slow or unreachable: the database gauges are left out, scrape_database_ok says so
+      )
+      .finally(() => (inFlight = undefined));
+    return inFlight;
   };
   const gauge = (name: string, help: string, labels: readonly string[], collect: (g: Prom.Gauge<string>, s: Scrape | undefined) => void) =>
     new prom.Gauge({

@@ -5,7 +5,7 @@
  * only for the names someone listens to.
  */
 import createDebug from 'debug';
-import { isLastAttempt, type Stored } from './attempts.js';
+import { isLastAttempt, ownError, type Stored } from './attempts.js';
 import type { ListenerDefinition } from './registry.js';
 
 const debug = createDebug('pubsub:observe');
@@ -144,7 +144,7 @@ export class Observer {
         if (processed) this.emit('processed', { ...base, durationMs: a.durationMs, latencyMs: ns.map((n) => n.latency_ms) });
       } else if (failed) {
         // One event per notification: each has its own attempt count, so in a batch some may die and others retry.
-        const { error } = a.failure;
+        const error = ownError(a.failure.error); // what the listener threw, not our wrapper naming it
         for (const n of ns) {
           const dead = isLastAttempt({ n, error, ...(a.listener && { listener: a.listener }) });
           this.failure({ ...base, id: n.id, ids: [n.id], attempt: n.attempts + 1, error, durationMs: a.durationMs, lost: false, dead });
