@@ -141,6 +141,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const concurrency = option('concurrency', 1, 100, 1, options.concurrency);
   const pollIntervalMs = option('pollIntervalMs', 10, 3_600_000, 2000, options.pollIntervalMs);
   const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
+  if (options.http) wholeNumber(options.http.port, 'listen(): http.port', 0, 65_535);
   const channels = selectChannels(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
   const durable = channels.filter((c) => c.durable);

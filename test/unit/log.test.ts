@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
+import pino from 'pino';
+import type { WorkerOptions } from '../../src/index.js';
 import { lineLogger, logEvents, toLog } from '../../src/log.js';
 import { Observer } from '../../src/observe.js';
 
@@ -109,4 +111,29 @@ test('lineLogger pretty: "pubsub: …" lines, info on out, warnings and errors (
   assert.deepEqual(out.lines, ['pubsub: listening on orders']);
   assert.match(err.lines[0]!, /^pubsub: Mailer\.send failed on channel "orders", notification 42 \(attempt 3\); kept for a retry: Error: smtp down/);
   assert.ok(err.lines.some((l) => /^pubsub: Mailer\.send processed notification 7 and 1 more on channel "orders" in 3 ms$/.test(l)), err.lines.join('\n'));
+});
+
+test('a real pino logger: accepted by listen()\'s type, and its JSON lines carry the fields and pino\'s serialized err', () => {
+  const { lines, stream } = sink();
+  const logger = pino({ level: 'debug' }, stream);
+  const options: WorkerOptions = { logger }; // compiles: pino's (obj, msg) methods fit the Logger type
+  const observer = new Observer();
+  logEvents(observer, toLog(options.logger));
+  observer.emit('failed', { ...failedEvent, dead: true });
+  observer.emit('processed', { channel: 'orders', listener: 'Mailer.send', id: '7', ids: ['7'], attempt: 1, durationMs: 3, latencyMs: [1] });
+  toLog(logger).warn('plain warning');
+  const [failed, processed, warning] = lines.map((l) => JSON.parse(l));
+  assert.equal(failed.level, 50);
+  assert.equal(failed.channel, 'orders');
+  assert.equal(failed.listener, 'Mailer.send');
+  assert.equal(failed.id, '42');
+  assert.equal(failed.attempt, 3);
+  assert.equal(failed.dead, true);
+  assert.equal(failed.err.message, 'smtp down');
+  assert.equal(failed.err.type, 'Error');
+  assert.match(failed.msg, /dead-lettered/);
+  assert.equal(processed.level, 20);
+  assert.equal(processed.id, '7');
+  assert.equal(warning.level, 40);
+  assert.equal(warning.msg, 'plain warning');
 });
