@@ -166,7 +166,8 @@ export class Drain {
       const recording = this.o.ledger.record(xid, rows, this.o.byId);
       if (!recording.sent) await recording.done;
       const attempts = await this.run(tx, unit, rows);
-      const failed = attempts.flatMap((a) => (a.failure ? a.ns.map((n): Failure => ({ n, error: a.failure!.error, ...(a.listener && { listener: a.listener }) })) : []));
+      const failed: Failure[] = [];
+      for (const a of attempts) if (a.failure) for (const n of a.ns) failed.push({ n, error: a.failure.error, listener: a.listener });
       // The record must be in before the commit deletes it. If it failed, it may or may not be there: the
       // delete below removes it if it is; one still in flight lands as garbage that the next claim drops.
       await recording.done.catch((error) => debug('claim record of %s failed: %s', xid, (error as Error).message));
@@ -218,7 +219,7 @@ export class Drain {
     const timed = async (ns: Stored[], listener: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>) => {
       const started = performance.now();
       const failure = await this.attempt(tx, ns, listener, fn);
-      attempts.push({ ns, durationMs: performance.now() - started, ...(listener && { listener }), ...(failure && { failure }) });
+      attempts.push({ ns, listener, durationMs: performance.now() - started, failure });
     };
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
     if (unit.kind === 'batch' || single?.delivery.batch) {

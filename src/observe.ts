@@ -146,7 +146,7 @@ export class Observer {
         // One event per notification: each has its own attempt count, so in a batch some may die and others retry.
         const error = ownError(a.failure.error); // what the listener threw, not our wrapper naming it
         for (const n of ns) {
-          const dead = isLastAttempt({ n, error, ...(a.listener && { listener: a.listener }) });
+          const dead = isLastAttempt({ n, error, listener: a.listener });
           this.failure({ channel, listener, id: n.id, ids: [n.id], attempt: n.attempts + 1, error, durationMs: a.durationMs, lost: false, dead });
         }
       }
