@@ -55,7 +55,7 @@ export interface WorkerMetrics {
 
 export interface MetricsSources {
   observer: Observer;
-  /** The (channel, listener) pairs this worker serves; listener '' for a channel's rows stored before anyone subscribed. */
+  /** The (channel, listener) pairs this worker serves: their series exist from the start. Rows stored before anyone subscribed show up as listener '' when there are any. */
   served: Array<{ channel: string; listener: string }>;
   /** Connection settings for the scrape's own connection. */
   connection: pg.PoolConfig;

@@ -162,7 +162,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   };
   try {
     if (options.metrics) {
-      const served = [...listeners.map((l) => ({ channel: l.channel, listener: l.id })), ...durable.map((c) => ({ channel: c.name, listener: '' }))];
+      const served = listeners.map((l) => ({ channel: l.channel, listener: l.id }));
       metrics = await createMetrics({ observer, served, connection: settings, ready: () => health.ready, pollingFallback: () => health.pollingFallback }, options.metrics === true ? {} : options.metrics);
     }
     if (options.http) server = await startHealthServer(options.http, { live: () => !health.closing, readiness: () => health.readiness(), ...(metrics && { metrics: metrics.registry }) });
