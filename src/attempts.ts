@@ -31,7 +31,7 @@ export interface Stored {
   created_at: string;
   order_key: string | null;
   isolated: boolean;
-  /** From the start of the transaction that stored it to this claim, on the server's clock (for metrics and events). */
+  /** From the start of the transaction that stored it to the start of this claim's, on the server's clock (events, metrics). float8 (date_part), not numeric: cheap per row. */
   latency_ms: number;
 }
 

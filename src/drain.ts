@@ -216,26 +216,25 @@ export class Drain {
   /** Runs the listeners of the claimed rows; returns every attempt with its outcome. Throws when the transaction is lost. */
   private async run(tx: ClaimTransaction, unit: Unit, rows: Stored[]): Promise<Attempted[]> {
     const attempts: Attempted[] = [];
-    const timed = async (ns: Stored[], listener: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>) => {
-      const started = performance.now();
-      const failure = await this.attempt(tx, ns, listener, fn);
-      attempts.push({ ns, listener, durationMs: performance.now() - started, failure });
-    };
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
     if (unit.kind === 'batch' || single?.delivery.batch) {
       const l = single ?? unit.listeners[0]!;
-      await timed(rows, l, (ctx) => this.o.dispatcher.call(l, rows.map((n) => this.o.dispatcher.argument(l, n.payload)?.value), ctx));
+      const started = performance.now();
+      const failure = await this.attempt(tx, rows, l, (ctx) => this.o.dispatcher.call(l, rows.map((n) => this.o.dispatcher.argument(l, n.payload)?.value), ctx));
+      attempts.push({ ns: rows, listener: l, durationMs: performance.now() - started, failure });
       return attempts;
     }
     for (const n of rows) {
       const own = n.listener ? this.o.byId.get(n.listener) : undefined;
       const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id));
-      await timed([n], own, async (ctx) => {
+      const started = performance.now();
+      const failure = await this.attempt(tx, [n], own, async (ctx) => {
         for (const l of listeners) {
           const arg = this.o.dispatcher.argument(l, n.payload);
           if (arg) await this.o.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
         }
       });
+      attempts.push({ ns: [n], listener: own, durationMs: performance.now() - started, failure });
     }
     return attempts;
   }

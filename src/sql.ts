@@ -534,7 +534,7 @@ export function modelSql(model: PrismaModel): string {
 
 const returning = `returning n.id::text as id, n.channel, n.listener, n.payload::text as payload, n.context::text as context,
   n.attempts, n.created_at::text as created_at, n.order_key, n.isolated,
-  (extract(epoch from clock_timestamp() - n.created_at) * 1000)::float8 as latency_ms`;
+  date_part('epoch', now() - n.created_at) * 1000 as latency_ms`;
 
 export interface ClaimTarget {
   /** Listener names; one ordered listener for `ordered`. */
