@@ -151,6 +151,23 @@ if (runs('W1')) {
       await worker.stop();
       record(`pgpubsub_batch${batch}`, size.drain / ((end - start) / 1000));
     }
+    {
+      // The default, with metrics on and scraped every second: what the observer costs when someone listens.
+      await fillNotifications('bench_drain', 'BenchListeners.noop', size.drain);
+      const worker = startWorker(['--channel', 'bench_drain', '--http-port', '0', '--http-host', '127.0.0.1', '--metrics']);
+      const start = await worker.ready;
+      const port = await new Promise<string>((resolve) => {
+        const check = setInterval(() => {
+          const m = /health and metrics on http:\/\/127\.0\.0\.1:(\d+)/.exec(worker.output());
+          if (m) resolve(m[1]!), clearInterval(check);
+        }, 1);
+      });
+      const scraper = setInterval(() => void fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()).catch(() => {}), 1000);
+      const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_drain') as left`);
+      clearInterval(scraper);
+      await worker.stop();
+      record('pgpubsub_batch100_metrics', size.drain / ((end - start) / 1000));
+    }
     if (peers.graphile) {
       for (const batching of [true, false]) {
         if (!batching && rep > 0) continue; // ~10 s a run, and an order of magnitude away: once is enough
@@ -164,6 +181,7 @@ if (runs('W1')) {
     pgpubsub_batch100: 'pgpubsub listen --batch-size 100 (default)',
     pgpubsub_batch250: 'pgpubsub listen --batch-size 250',
     pgpubsub_batch500: 'pgpubsub listen --batch-size 500',
+    pgpubsub_batch100_metrics: 'pgpubsub listen --metrics, scraped every 1 s',
     graphile_batched: 'graphile-worker, batching on',
     graphile_plain: 'graphile-worker, batching off',
     pgboss: 'pg-boss',
@@ -172,6 +190,10 @@ if (runs('W1')) {
     w1[key] = median(values);
     w1[`${key}_runs`] = values;
     row('W1', names[key]!, `${median(values)}/s (runs: ${values.join(', ')})`, `${round(median(values) / bare)}× bare`);
+  }
+  if (runsOf.pgpubsub_batch100_metrics) {
+    w1.metricsRatio = round((w1.pgpubsub_batch100_metrics as number) / (w1.pgpubsub_batch100 as number));
+    row('W1', 'pgpubsub --metrics / default', `${w1.metricsRatio}×`, 'target ≥ 0.95×');
   }
   if (runsOf.graphile_batched) {
     const best = Math.max(...configs.map(([b]) => w1[`pgpubsub_batch${b}`] as number));

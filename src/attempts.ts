@@ -32,6 +32,8 @@ export interface Stored {
   created_at: string;
   order_key: string | null;
   isolated: boolean;
+  /** From the start of the transaction that stored it to the start of this claim's, on the server's clock (events, metrics). float8 (date_part), not numeric: cheap per row. */
+  latency_ms: number;
 }
 
 export interface Failure {

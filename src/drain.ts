@@ -13,8 +13,9 @@
 import { performance } from 'node:perf_hooks';
 import createDebug from 'debug';
 import type pg from 'pg';
-import { AttemptLedger, describe, isLastAttempt, ownError, restoreSql, restoreValues, type Failure, type Stored } from './attempts.js';
+import { AttemptLedger, describe, restoreSql, restoreValues, type Failure, type Stored } from './attempts.js';
 import { Dispatcher, ListenerTimeoutError, timeoutOf, withTimeout } from './dispatch.js';
+import type { Attempted, Observer, Reaped } from './observe.js';
 import type { ListenerDefinition, Registry } from './registry.js';
 import { claimSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
 import { noPrisma, withPrisma, type PrismaBinding } from './prisma.js';
@@ -67,6 +68,8 @@ export interface DrainOptions {
   logger: Logger;
   /** `ctx.prisma`'s clients, when the worker has the `prisma` option. */
   prisma?: PrismaBinding;
+  /** Told every settled attempt, after its claim committed (events, metrics, logs). */
+  observer: Observer;
   /** Called when a unit's backoff is over. */
   retry(ms: number): void;
 }
@@ -135,6 +138,7 @@ export class Drain {
     unit.scale = 1;
     const names = unit.listeners.map((l) => l.id).join(', ') || 'unassigned rows';
     this.o.logger.error(`a ${unit.kind} claim of ${names} could not finish (attempt counted, rows isolated if any listener ran); claiming again in ${ms} ms: ${describe(error).split('\n')[0]}`);
+    this.o.observer.emit('claimFailed', { unit: unit.kind, listeners: unit.listeners.map((l) => l.id), error, retryInMs: ms });
     this.o.retry(ms);
   }
 
@@ -146,9 +150,10 @@ export class Drain {
       if (unit.kind === 'ordered') await this.assignKeys(tx, unit.listeners[0]!);
       const started = performance.now();
       const limit = unit.kind === 'plain' ? unit.limit * unit.scale : unit.limit;
-      const { rows, xid } = await this.claim(tx, unit, limit);
+      const { rows, xid, reaped } = await this.claim(tx, unit, limit);
       if (!rows.length || !xid) {
         await tx.commit(); // it may have counted lost attempts
+        this.o.observer.reaped(reaped);
         return 0;
       }
       const waitMs = unit.kind === 'batch' ? unit.listeners[0]!.delivery.batch?.waitMs : undefined;
@@ -163,7 +168,9 @@ export class Drain {
       unit.waited = false;
       const recording = this.o.ledger.record(xid, rows, this.o.byId);
       if (!recording.sent) await recording.done;
-      const failed = await this.run(tx, unit, rows);
+      const attempts = await this.run(tx, unit, rows);
+      const failed: Failure[] = [];
+      for (const a of attempts) if (a.failure) for (const n of a.ns) failed.push({ n, error: a.failure.error, listener: a.listener });
       // The record must be in before the commit deletes it. If it failed, it may or may not be there: the
       // delete below removes it if it is; one still in flight lands as garbage that the next claim drops.
       await recording.done.catch((error) => debug('claim record of %s failed: %s', xid, (error as Error).message));
@@ -176,12 +183,9 @@ export class Drain {
         else if (ms > 100) unit.scale = 1;
       }
       debug('%s: processed %d, failed %d', unit.kind, rows.length - failed.length, failed.length);
-      for (const f of failed) {
-        this.o.logger.error(
-          `${f.listener?.id ?? 'a listener'} failed on channel "${f.n.channel}", notification ${f.n.id} (attempt ${f.n.attempts + 1}); ${isLastAttempt(f) ? 'dead-lettered: see `pubsub dead list`' : 'kept for a retry'}:`,
-          ownError(f.error),
-        );
-      }
+      // Committed: now the outcomes are facts (their log lines come from these events, see log.ts).
+      this.o.observer.reaped(reaped);
+      this.o.observer.settled(attempts);
       return rows.length;
     } catch (error) {
       tx.lose(error instanceof Error ? error : new Error(String(error)));
@@ -191,7 +195,7 @@ export class Drain {
     }
   }
 
-  private async claim(tx: ClaimTransaction, unit: Unit, limit: number): Promise<{ rows: Stored[]; xid: string | null }> {
+  private async claim(tx: ClaimTransaction, unit: Unit, limit: number): Promise<{ rows: Stored[]; xid: string | null; reaped: Reaped[] }> {
     const sql = claimSql({
       listeners: unit.listeners.map((l) => l.id),
       unassigned: unit.kind === 'plain' || unit.kind === 'isolated' ? this.o.channels : [],
@@ -205,38 +209,37 @@ export class Drain {
     const [, session, reaped, isolated, claimed, xid] = await tx.runScript(sql);
     tx.serverPid = session!.rows[0].pid;
     this.isolatedWaiting = isolated!.rows[0].isolated;
-    for (const r of reaped!.rows) {
-      this.o.logger.warn(`${r.listener ?? 'a listener'} lost an attempt on channel "${r.channel}", notification ${r.id} (attempt ${r.attempts}): its transaction ended before it committed; ${r.dead ? 'dead-lettered: see `pubsub dead list`' : 'retried alone'}`);
-    }
     // DELETE … RETURNING gives no order: process in id (write) order.
     const rows = (claimed!.rows as Stored[]).sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
     if (unit.kind === 'isolated' && rows[0]) unit.after.set('', rows[0].id); // one cursor over every listener's isolated rows
-    return { rows, xid: xid!.rows[0].xid };
+    return { rows, xid: xid!.rows[0].xid, reaped: reaped!.rows };
   }
 
-  /** Runs the listeners of the claimed rows; returns the failed attempts. Throws when the transaction is lost. */
-  private async run(tx: ClaimTransaction, unit: Unit, rows: Stored[]): Promise<Failure[]> {
-    const failed: Failure[] = [];
+  /** Runs the listeners of the claimed rows; returns every attempt with its outcome. Throws when the transaction is lost. */
+  private async run(tx: ClaimTransaction, unit: Unit, rows: Stored[]): Promise<Attempted[]> {
+    const attempts: Attempted[] = [];
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
     if (unit.kind === 'batch' || single?.delivery.batch) {
       const l = single ?? unit.listeners[0]!;
+      const started = performance.now();
       const failure = await this.attempt(tx, rows, l, async (ctx) => this.o.dispatcher.call(l, await Promise.all(rows.map(async (n) => (await this.o.dispatcher.argument(l, n.payload))?.value)), ctx));
-      if (failure) for (const n of rows) failed.push({ n, error: failure.error, listener: l });
-      return failed;
+      attempts.push({ ns: rows, listener: l, durationMs: performance.now() - started, failure });
+      return attempts;
     }
     for (const n of rows) {
       const own = n.listener ? this.o.byId.get(n.listener) : undefined;
       const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id));
+      const started = performance.now();
       const failure = await this.attempt(tx, [n], own, async (ctx) => {
         for (const l of listeners) {
           const arg = await this.o.dispatcher.argument(l, n.payload);
           if (arg) await this.o.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
         }
       });
-      if (failure) failed.push({ n, error: failure.error, ...(own && { listener: own }) });
+      attempts.push({ ns: [n], listener: own, durationMs: performance.now() - started, failure });
     }
-    return failed;
+    return attempts;
   }
 
   /**

@@ -19,7 +19,8 @@ export type PubSubErrorCode =
   | 'pubsub.invalidCondition'
   | 'pubsub.invalidClient'
   | 'pubsub.transactionAborted'
-  | 'pubsub.listenerTimeout';
+  | 'pubsub.listenerTimeout'
+  | 'pubsub.missingDependency';
 
 export class PubSubError extends Error {
   readonly code: PubSubErrorCode;

@@ -29,6 +29,9 @@ export type { DeadFilter, DeadNotification } from './dead.js';
 export type { PubSubErrorCode } from './errors.js';
 export type { NotifyOptions } from './notify.js';
 export type { Worker, WorkerOptions } from './worker.js';
+export type { AttemptEvent, ClaimFailedEvent, FailedEvent, ProcessedEvent, WorkerEventName, WorkerEvents } from './observe.js';
+export type { HttpOptions, Readiness } from './http.js';
+export type { MetricsOptions, MetricsRegistry } from './metrics.js';
 export type { GenerateOptions, GenerateResult } from './generate.js';
 export type {
   Channel,

@@ -533,7 +533,8 @@ export function modelSql(model: PrismaModel): string {
 // Runtime statements of the worker.
 
 const returning = `returning n.id::text as id, n.channel, n.listener, n.payload::text as payload, n.context::text as context,
-  n.attempts, n.created_at::text as created_at, n.order_key, n.isolated`;
+  n.attempts, n.created_at::text as created_at, n.order_key, n.isolated,
+  date_part('epoch', now() - n.created_at) * 1000 as latency_ms`;
 
 export interface ClaimTarget {
   /** Listener names; one ordered listener for `ordered`. */
@@ -681,6 +682,22 @@ export const schemaVersionSql = `select case
 
 export const subscriptionsOfSql = `select channel, listener from pubsub.subscription where listener = any($1::text[])`;
 export const modelsSql = `select name, version, fields from pubsub.model`;
+
+/**
+ * One scrape of the metrics, $1 the worker's channels: per (channel, listener) the pending and dead
+ * counts and the oldest pending age (listener '' for rows stored before anyone subscribed); the NOTIFY
+ * queue's usage; the age of the oldest open transaction of any worker connection.
+ */
+export const scrapeSql = `select
+  (select coalesce(json_agg(b), '[]') from (
+    select channel, coalesce(listener, '') as listener,
+      count(*) filter (where dead_at is null)::int as pending,
+      count(*) filter (where dead_at is not null)::int as dead,
+      coalesce(extract(epoch from now() - min(created_at) filter (where dead_at is null)), 0)::float8 as oldest
+    from pubsub.notification where channel = any($1::text[]) group by 1, 2) b) as backlog,
+  pg_notification_queue_usage()::float8 as queue_usage,
+  (select coalesce(extract(epoch from now() - min(xact_start)), 0)::float8 from pg_stat_activity
+    where application_name = 'pubsub:worker' and xact_start is not null) as oldest_xact`;
 
 // Dead letters.
 const deadFilter = `dead_at is not null and ($1::bigint is null or id = $1) and ($2::text is null or channel = $2) and ($3::text is null or listener = $3)`;

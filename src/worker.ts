@@ -17,6 +17,10 @@ import { KEEPALIVE_DELAY_MS, createListenConnection, type ListenConnection } fro
 import { Dispatcher } from './dispatch.js';
 import { Drain } from './drain.js';
 import { PubSubError, closestName } from './errors.js';
+import { ReadinessTracker, startHealthServer, type HealthServer, type HttpOptions, type Readiness } from './http.js';
+import { logEvents, toLog } from './log.js';
+import { createMetrics, type MetricsOptions, type MetricsRegistry, type WorkerMetrics } from './metrics.js';
+import { Observer, type WorkerEventName, type WorkerEvents } from './observe.js';
 import type { ModelShape } from './payload.js';
 import { PrismaBinding } from './prisma.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
@@ -57,8 +61,19 @@ export interface WorkerOptions {
   context?: Record<string, unknown>;
   /** Builds the object whose method is called; default `new Class()` once per class. */
   instance?: (cls: Function) => object;
-  /** Default: warnings and errors to the console. */
+  /**
+   * Where the worker logs: an `{ info, warn, error }` object (messages), or a pino logger (fields:
+   * channel, listener, id, attempt, err). Default: nothing, except through `DEBUG=pubsub:*`.
+   */
   logger?: Logger;
+  /** Serve `/healthz`, `/readyz` (and `/metrics` when metrics are on) on this port. */
+  http?: HttpOptions;
+  /**
+   * Prometheus metrics (`pgpubsub_*`) through prom-client, which must then be installed (an optional
+   * peer dependency). true: a registry of the worker's own, served on `/metrics` when `http` is set;
+   * or `{ registry }` to add them to yours.
+   */
+  metrics?: boolean | MetricsOptions;
   registry?: Registry;
   /**
    * Longest wait for an answer to any statement the worker itself sends (claims, commits, records).
@@ -79,15 +94,17 @@ export interface WorkerOptions {
 
 export interface Worker {
   readonly channels: string[];
+  /** Calls `fn` on every `event` (see WorkerEvents); returns the function that stops it. */
+  on<K extends WorkerEventName>(event: K, fn: (event: WorkerEvents[K]) => void): () => void;
+  /** What `/readyz` answers: whether the worker is ready and, if not, why. */
+  readiness(): Promise<Readiness>;
+  /** Where `/healthz`, `/readyz` and `/metrics` are served, with `http`. */
+  readonly http?: { port: number; host: string };
+  /** The registry holding the worker's metrics, with `metrics`. */
+  readonly metrics?: MetricsRegistry;
   /** Stops listening, lets running listeners finish, then releases every connection. */
   close(): Promise<void>;
 }
-
-const consoleLogger: Logger = {
-  info: () => {},
-  warn: (m) => console.warn(`pubsub: ${m}`),
-  error: (m, e) => console.error(`pubsub: ${m}`, e ?? ''),
-};
 
 function selectChannels(registry: Registry, names?: string[]): ChannelDefinition[] {
   const all = registry.list();
@@ -137,17 +154,40 @@ function unreachable(error: unknown): boolean {
  */
 export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const registry = options.registry ?? getRegistry();
-  const logger = options.logger ?? consoleLogger;
+  const logger = toLog(options.logger);
   const batchSize = option('batchSize', 1, 10_000, 100, options.batchSize);
   const concurrency = option('concurrency', 1, 100, 1, options.concurrency);
   const pollIntervalMs = option('pollIntervalMs', 10, 3_600_000, 2000, options.pollIntervalMs);
   const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
+  if (options.http) wholeNumber(options.http.port, 'listen(): http.port', 0, 65_535);
   const channels = selectChannels(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
   const durable = channels.filter((c) => c.durable);
   const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
 
   const settings = { connectionString: databaseUrl, application_name: 'pubsub:worker', keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS, connectionTimeoutMillis: roundTripMs };
+  const observer = new Observer();
+  logEvents(observer, logger);
+  const listeners = [...byId.values()];
+  const health = new ReadinessTracker(observer, { listens: options.listen !== false, recheck: () => unsubscribed(control, listeners) });
+  // Metrics and HTTP first: a missing prom-client or a taken port fails before any connection, and
+  // /healthz answers while the worker still waits for the server.
+  let metrics: WorkerMetrics | undefined;
+  let server: HealthServer | undefined;
+  const stopOperations = async () => {
+    await server?.close();
+    await metrics?.close();
+  };
+  try {
+    if (options.metrics) {
+      const served = listeners.map((l) => ({ channel: l.channel, listener: l.id }));
+      metrics = await createMetrics({ observer, served, connection: settings, ready: () => health.ready, pollingFallback: () => health.pollingFallback }, options.metrics === true ? {} : options.metrics);
+    }
+    if (options.http) server = await startHealthServer(options.http, { live: () => !health.closing, readiness: () => health.readiness(), ...(metrics && { metrics: metrics.registry }) });
+  } catch (error) {
+    await stopOperations();
+    throw error;
+  }
   /** Connections whose every statement is the worker's own, so pg's query_timeout bounds them (never a listener's). */
   const bounded = { ...settings, query_timeout: roundTripMs };
   const pool = options.pool ?? new pg.Pool({ ...settings, max: concurrency + 1 });
@@ -166,10 +206,11 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   let prisma: PrismaBinding | undefined;
   try {
     if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
-    if (durable.length || triggers.length) models = await prepare(control, [...byId.values()], triggers, logger);
+    if (durable.length || triggers.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger));
   } catch (error) {
     await prisma?.close();
     await endPools();
+    await stopOperations();
     throw error;
   }
 
@@ -197,8 +238,15 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
     roundTripMs,
     logger,
     ...(prisma && { prisma }),
+    observer,
     retry: (ms) => later(kick, ms),
   });
+  let caughtUp = false;
+  const catchUpOver = () => {
+    if (!caughtUp) observer.emit('caughtUp', {});
+    caughtUp = true;
+  };
+  if (durable.length === 0) catchUpOver();
 
   let closing = false;
   let dirty = false;
@@ -219,6 +267,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       if (dirty) {
         dirty = false;
         const claimed = (await Promise.all(Array.from({ length: concurrency }, () => drain.round()))).reduce((a, b) => a + b, 0);
+        catchUpOver();
         if (claimed > 0) await wakeup?.wake(); // busy: writers need not wake us
         continue;
       }
@@ -245,10 +294,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       void wakeup?.reset(false); // writers need not notify a worker that cannot hear them
       if (!warnedDeaf) logger.warn(`${why}; falling back to polling every ${pollIntervalMs} ms (deliveries are unchanged, only slower). Set --listen-url to a session connection to get wake-ups back.`);
       warnedDeaf = true;
+      observer.emit('pollingFallback', { reason: why });
     };
     let ready!: () => void;
     const listening = new Promise<void>((resolve) => (ready = resolve));
     const names = channels.map((c) => c.name);
+    let lost = false;
     connection = createListenConnection({
       connectionString: options.listenUrl ?? databaseUrl,
       channels: [...names, probeChannel],
@@ -265,6 +316,9 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       onConnected: () => {
         void wakeup?.reset(false); // a new session holds no locks; asleep only once its test NOTIFY came back
         logger.info(`listening on ${names.join(', ')}`);
+        observer.emit('listening', { reconnect: lost });
+        if (lost) observer.emit('reconnected', {});
+        lost = false;
         ready();
         kick(); // catch up on everything stored while we were not listening
         // A transaction pooler accepts LISTEN but never delivers: check that a NOTIFY really arrives.
@@ -275,6 +329,8 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       onDisconnected: (error, retryInMs) => {
         void wakeup?.reset(false);
         logger.warn(`LISTEN connection lost or not yet made (${error.message}); connecting again in ${retryInMs} ms`);
+        lost = true;
+        observer.emit('disconnected', { error, retryInMs });
       },
       onListenRefused: (error) => {
         deaf(`the server refused LISTEN (${error.message})`);
@@ -291,9 +347,14 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
 
   return {
     channels: channels.map((c) => c.name),
+    on: (event, fn) => observer.on(event, fn),
+    readiness: () => health.readiness(),
+    ...(server && { http: { port: server.port, host: server.host } }),
+    ...(metrics && { metrics: metrics.registry }),
     async close() {
       if (closing) return;
       closing = true;
+      health.closing = true;
       drain.closing = true;
       clearInterval(poll);
       for (const timer of timers) clearTimeout(timer);
@@ -303,6 +364,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       await prisma?.close();
       await ledger.close();
       await endPools();
+      await stopOperations();
     },
   };
 }
@@ -312,7 +374,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
  * recovering), then checks the library's tables and the subscriptions of `listeners` (durable), and
  * reads the models' shapes, which every model of `triggers` must have.
  */
-async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: ListenerDefinition[], logger: Logger): Promise<Map<string, ModelShape>> {
+async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: ListenerDefinition[], logger: Logger): Promise<{ models: Map<string, ModelShape>; missing: Array<{ channel: string; listener: string }> }> {
   for (let failures = 0; ; failures++) {
     try {
       const version = (await db.query<{ version: number }>(schemaVersionSql)).rows[0]!.version;
@@ -324,15 +386,13 @@ async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: L
             : `The pubsub tables are at version ${version}; this pgpubsub needs version ${LIBRARY_SCHEMA_VERSION}. Run \`pubsub make-migration\` and apply the migration it writes; notifications already stored are kept.`,
         );
       }
-      const subscribed = new Set((await db.query(subscriptionsOfSql, [listeners.map((l) => l.id)])).rows.map((r) => `${r.channel}\n${r.listener}`));
-      for (const l of listeners) {
-        if (!subscribed.has(`${l.channel}\n${l.id}`)) {
-          logger.warn(`${l.id} is not subscribed to "${l.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
-        }
+      const missing = await unsubscribed(db, listeners);
+      for (const m of missing) {
+        logger.warn(`${m.listener} is not subscribed to "${m.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
       }
       const models = new Map<string, ModelShape>((await db.query(modelsSql)).rows.map((r) => [r.name, r]));
       checkModels(triggers, models);
-      return models;
+      return { models, missing };
     } catch (error) {
       if (error instanceof PubSubError || !unreachable(error)) throw error instanceof PubSubError ? error : new PubSubError('pubsub.config', `The database refused the worker: ${(error as Error).message}`, { cause: error });
       const ms = Math.round(Math.min(10_000, 100 * 2 ** failures) * (0.5 + Math.random() / 2));
@@ -359,4 +419,11 @@ function checkModels(triggers: ListenerDefinition[], models: Map<string, ModelSh
     'pubsub.unknownModel',
     `${which.join('; ')}, but no trigger migration applied to this database has installed ${unknown.length > 1 ? 'these models' : 'that model'}. Models its migrations recorded: ${known.join(', ') || '(none)'}. Fix the model name as schema.prisma writes it, or run \`pubsub make-migration\` and apply the migration it writes (prisma migrate deploy, or pubsub migrate) before starting the worker.`,
   );
+}
+
+/** The loaded listeners that the database does not subscribe to their channel (a listener deployed before its migration). */
+async function unsubscribed(db: pg.Pool, listeners: ListenerDefinition[]): Promise<Array<{ channel: string; listener: string }>> {
+  if (!listeners.length) return [];
+  const subscribed = new Set((await db.query(subscriptionsOfSql, [listeners.map((l) => l.id)])).rows.map((r) => `${r.channel}\n${r.listener}`));
+  return listeners.filter((l) => !subscribed.has(`${l.channel}\n${l.id}`)).map((l) => ({ channel: l.channel, listener: l.id }));
 }

@@ -5,6 +5,7 @@ import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startEmbeddedPostgres } from '../embedded.js';
 import { generateMigration, resolveMigrations } from '../generate.js';
+import { LEVELS, lineLogger, type LevelSetting } from '../log.js';
 import { getRegistry } from '../registry.js';
 import { listen } from '../worker.js';
 import { loadModules, loadPrismaFactory } from './load.js';
@@ -60,6 +61,22 @@ const log = {
   error: (m: string, e?: unknown) => console.error(`pubsub: ${m}`, e instanceof Error ? (e.stack ?? e.message) : (e ?? '')),
 };
 
+interface ListenFlags {
+  channel?: string[];
+  batchSize?: number;
+  concurrency?: number;
+  pollInterval?: number;
+  listenUrl?: string;
+  listen: boolean;
+  context?: Record<string, unknown>;
+  prisma?: string;
+  httpPort?: number;
+  httpHost: string;
+  metrics?: boolean;
+  logLevel: LevelSetting;
+  logFormat: 'json' | 'pretty';
+}
+
 export function buildProgram(): Command {
   const program = new Command('pubsub').description('Typed, durable publish/subscribe on PostgreSQL.').exitOverride().enablePositionalOptions();
   const requireOption = () => new Option('-r, --require <module>', 'compiled module that declares listeners (repeatable)').argParser(collect);
@@ -81,7 +98,14 @@ export function buildProgram(): Command {
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
     .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
     .option('--prisma <module>', 'compiled module exporting `prisma = (adapter) => new PrismaClient({ adapter })`, for ctx.prisma (default "prisma" of the config file)')
-    .action(async (flags: CommonFlags & { channel?: string[]; batchSize?: number; concurrency?: number; pollInterval?: number; listenUrl?: string; listen: boolean; context?: Record<string, unknown>; prisma?: string }) => {
+    .addOption(new Option('--http-port <port>', 'serve /healthz, /readyz (and /metrics with --metrics) on this port (0: any free port)').argParser(wholeIn(0, 65_535)))
+    .option('--http-host <host>', 'address for --http-port', '0.0.0.0')
+    .option('--metrics', 'Prometheus metrics on /metrics of --http-port (needs the prom-client package)')
+    .addOption(new Option('--log-level <level>', 'lowest level logged').choices(LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'json: one pino-compatible JSON object per line on stdout; pretty: "pubsub: …" lines').choices(['json', 'pretty']).default('pretty'))
+    .action(async (flags: CommonFlags & ListenFlags) => {
+      const log = lineLogger({ level: flags.logLevel, format: flags.logFormat });
+      if (flags.metrics && flags.httpPort === undefined) throw new PubSubError('pubsub.config', '--metrics serves /metrics on --http-port: give one too, e.g. --http-port 9464.');
       const file = await loadListeners(flags);
       const prismaModule = flags.prisma ?? file.prisma;
       const worker = await listen({
@@ -95,7 +119,10 @@ export function buildProgram(): Command {
         concurrency: flags.concurrency ?? file.concurrency ?? 1,
         pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
         logger: log,
+        ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
+        ...(flags.metrics && { metrics: true }),
       });
+      if (worker.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
       log.info(`${await stopRequested()}: finishing running listeners`);
       await worker.close();
       log.info('stopped');
