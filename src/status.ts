@@ -341,10 +341,19 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
   if (triggerListeners && !models) {
     report.notes.push('Triggers were not compared: no Prisma schema (pass --schema, or set "schema" in pubsub.config.json).');
   } else if (triggerListeners) {
+    let defs: TriggerDefinition[];
+    try {
+      defs = triggerDefinitions(registry, models!);
+    } catch (error) {
+      // The schema does not fit the listeners (a model it lacks): the rest of the report still holds.
+      if (!(error instanceof PubSubError)) throw error;
+      report.notes.push(`Triggers were not compared: ${error.message}`);
+      defs = [];
+    }
     const installed = (await client.query<TriggerRow>(statusTriggersSql)).rows;
     const functions = new Set((await client.query<{ function: string }>(statusFunctionsSql)).rows.map((r) => r.function));
     const matched = new Set<TriggerRow>();
-    for (const def of triggerDefinitions(registry, models!)) {
+    for (const def of defs) {
       const { functionName, triggerName } = triggerNames(def);
       const row = installed.find((r) => r.trigger === triggerName && r.table === def.model.table && (!def.model.schema || r.schema === def.model.schema));
       const entry: TriggerStatus = {
