@@ -43,8 +43,8 @@ export interface ListenerStatus {
   listener: string | null;
   /** False for non-durable channels (nothing is stored, so every count is 0); null when the channel is not among the loaded listeners. */
   durable: boolean | null;
-  /** Whether the loaded listener modules declare it. */
-  loaded: boolean;
+  /** Whether the loaded listener modules declare it; null when none were loaded. */
+  loaded: boolean | null;
   /** Whether pubsub.subscription has it (durable channels; null for unassigned rows and non-durable channels). */
   subscribed: boolean | null;
   /** Stored, never attempted, not claimed right now. */
@@ -87,8 +87,8 @@ export interface TriggerStatus {
 }
 
 export interface DriftReport {
-  /** True when everything compared matches. */
-  ok: boolean;
+  /** True when everything compared matches; null when nothing was compared (no listener modules loaded). */
+  ok: boolean | null;
   triggers: TriggerStatus[];
   /** Subscriptions the loaded listeners need but the database lacks (their notifications are not stored), and ones it has for listeners not loaded. */
   subscriptions: { missing: Array<{ channel: string; listener: string }>; extra: Array<{ channel: string; listener: string }> };
@@ -258,7 +258,7 @@ function listenerRows(counts: CountRow[], registry: Registry, subscribed: Set<st
       channel,
       listener,
       durable,
-      loaded: !!def && (listener === null || def.listeners.some((l) => l.id === listener)),
+      loaded: registry.list().length === 0 ? null : !!def && (listener === null || def.listeners.some((l) => l.id === listener)),
       subscribed: listener === null || durable === false ? null : subscribed.has(`${channel} ${listener}`),
       pending: 0,
       running: 0,
@@ -322,7 +322,7 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
   for (const s of dbSubscriptions) report.subscribed.add(`${s.channel} ${s.listener}`);
   if (registry.list().length === 0) {
     report.notes.push('No listener modules were loaded (--require, or "require" in pubsub.config.json), so triggers, subscriptions and channel modes were not compared.');
-    return report;
+    return { ...report, ok: null };
   }
   report.notes.push('Extra triggers and subscriptions are those of listeners not loaded here: load every listener module (as make-migration does) before acting on them.');
 

@@ -23,7 +23,7 @@ const plain = (s: string) => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
 export function formatStatus(report: StatusReport): string {
   const rows = report.listeners.map((l) => [
     plain(l.channel),
-    plain(l.listener ?? '(unassigned)') + (l.durable === false ? ' (non-durable)' : '') + (l.subscribed === false ? ' (not subscribed!)' : '') + (!l.loaded ? ' (not loaded)' : ''),
+    plain(l.listener ?? '(unassigned)') + (l.durable === false ? ' (non-durable)' : '') + (l.subscribed === false ? ' (not subscribed!)' : '') + (l.loaded === false ? ' (not loaded)' : ''),
     count(l.pending),
     count(l.running),
     count(l.failing),
@@ -53,12 +53,13 @@ export function formatStatus(report: StatusReport): string {
   const { drift } = report;
   const problems = drift.triggers.filter((tr) => tr.state !== 'ok');
   const okTriggers = drift.triggers.length - problems.length;
-  out.push('', drift.ok ? `database matches the loaded listeners${drift.triggers.length ? ` (${okTriggers} trigger${okTriggers === 1 ? '' : 's'} ok)` : ''}` : 'database does NOT match the loaded listeners:');
+  if (drift.ok === null) out.push('', 'database not compared with the listeners');
+  else out.push('', drift.ok ? `database matches the loaded listeners${drift.triggers.length ? ` (${okTriggers} trigger${okTriggers === 1 ? '' : 's'} ok)` : ''}` : 'database does NOT match the loaded listeners:');
   for (const tr of problems) out.push(`  trigger ${tr.state}: ${plain(tr.trigger)} on ${plain(tr.table)}${tr.channel ? ` (${plain(tr.channel)})` : ''}: ${tr.detail}`);
   for (const s of drift.subscriptions.missing) out.push(`  subscription missing: ${plain(s.listener)} on ${plain(s.channel)} (nothing is stored for it)`);
   for (const s of drift.subscriptions.extra) out.push(`  subscription extra: ${plain(s.listener)} on ${plain(s.channel)} (stored for a listener not loaded here)`);
   for (const c of drift.channels) out.push(`  channel ${plain(c.name)}: ${c.expected ? 'durable' : 'non-durable'} in the listeners, ${c.installed === null ? 'not recorded' : c.installed ? 'durable' : 'non-durable'} in the database`);
-  if (!drift.ok) out.push('  fix: run `pubsub make-migration` with every listener module loaded, and apply the migration');
+  if (drift.ok === false) out.push('  fix: run `pubsub make-migration` with every listener module loaded, and apply the migration');
   for (const note of drift.notes) out.push(`note: ${note}`);
   return out.join('\n');
 }

@@ -9,7 +9,7 @@ interface ListenerRow {
   channel: string;
   listener: string | null;
   durable: boolean | null;
-  loaded: boolean;
+  loaded: boolean | null;
   subscribed: boolean | null;
   pending: number;
   running: number;
@@ -25,7 +25,7 @@ interface Report {
   workers: Array<{ worker: string; claims: number; rows: number; since: string }>;
   throughput: { windowSeconds: number; perMinute: number | null; history: Array<{ at: string; seconds: number; processed: number }>; note: string };
   drift: {
-    ok: boolean;
+    ok: boolean | null;
     triggers: Array<{ state: string; trigger: string; table: string; channel?: string; detail?: string }>;
     subscriptions: { missing: Array<{ channel: string; listener: string }>; extra: Array<{ channel: string; listener: string }> };
     channels: Array<{ name: string; expected: boolean | null; installed: boolean | null }>;
@@ -43,6 +43,8 @@ interface Dead {
 }
 
 const POLL_MS = 2000;
+/** Dead letters shown at once, oldest first; retry and purge "all matching" reach the others. */
+const DEAD_SHOWN = 25;
 const $ = <T extends Element = HTMLElement>(selector: string) => document.querySelector(selector) as T;
 
 /** An element with text content and optional class and attributes: the only way anything enters the page. */
@@ -75,7 +77,7 @@ function renderListeners(report: Report) {
   body.replaceChildren(
     ...report.listeners.map((l) => {
       const tr = el('tr', null, '', { 'data-channel': l.channel, 'data-listener': l.listener ?? '' });
-      const notes = [l.durable === false ? 'non-durable' : '', l.subscribed === false ? 'not subscribed' : '', l.loaded ? '' : 'not loaded'].filter(Boolean);
+      const notes = [l.durable === false ? 'non-durable' : '', l.subscribed === false ? 'not subscribed' : '', l.loaded === false ? 'not loaded' : ''].filter(Boolean);
       const name = el('td', l.listener ?? '(unassigned)', 'listener');
       if (notes.length) name.append(el('span', ` (${notes.join(', ')})`, l.subscribed === false ? 'problem' : 'muted'));
       tr.append(
@@ -124,7 +126,7 @@ function renderChart(report: Report) {
   add('line', { class: 'axis', x1: pad, y1: height - 20, x2: width, y2: height - 20 });
   add('text', { x: 0, y: 12 }, `${number(Math.round(max))}/min`);
   add('text', { x: 0, y: height - 22 }, '0');
-  const slots = 180;
+  const slots = Math.min(180, Math.max(60, rates.length));
   const barWidth = (width - pad) / slots;
   rates.slice(-slots).forEach((rate, i, shown) => {
     const h = ((height - 40) * rate) / max;
@@ -149,10 +151,13 @@ function renderDrift(report: Report) {
   for (const n of drift.notes) items.push(el('li', n, 'muted'));
   const ok = drift.triggers.filter((t) => t.state === 'ok').length;
   const summary = $('#drift-summary');
-  summary.textContent = drift.ok
-    ? `The database matches the loaded listeners${drift.triggers.length ? ` (${ok} trigger${ok === 1 ? '' : 's'} checked)` : ''}.`
-    : 'The database does not match the loaded listeners: run pubsub make-migration with every listener module loaded, and apply the migration.';
-  summary.className = drift.ok ? 'ok' : 'problem';
+  summary.textContent =
+    drift.ok === null
+      ? 'Not compared.'
+      : drift.ok
+        ? `The database matches the loaded listeners${drift.triggers.length ? ` (${ok} trigger${ok === 1 ? '' : 's'} checked)` : ''}.`
+        : 'The database does not match the loaded listeners: run pubsub make-migration with every listener module loaded, and apply the migration.';
+  summary.className = drift.ok === null ? 'muted' : drift.ok ? 'ok' : 'problem';
   $('#drift').replaceChildren(...items);
 }
 
@@ -177,14 +182,18 @@ async function act(action: 'retry' | 'purge', target: object, question: string) 
 
 async function renderDead() {
   const filter = deadFilter();
-  const query = new URLSearchParams({ ...filter, limit: '100' });
+  const query = new URLSearchParams({ ...filter, limit: String(DEAD_SHOWN) });
   const { rows, total } = await api<{ rows: Dead[]; total: number }>(`api/dead?${query}`);
   $('#dead-summary').textContent = `${number(total)} dead${total > rows.length ? `, the oldest ${rows.length} shown` : ''}.`;
   $('#dead tbody').replaceChildren(
     ...rows.map((d) => {
       const tr = el('tr', null, '', { 'data-id': d.id });
+      // The first line of the error (its message) in view; the whole text, with the stack, one click away.
       const error = el('td');
-      error.append(el('pre', d.last_error ?? '', 'error-text'));
+      const details = el('details');
+      const text = d.last_error ?? '';
+      details.append(el('summary', text.split('\n')[0]!.slice(0, 200)), el('pre', text, 'error-text'));
+      error.append(details);
       const payload = el('td');
       payload.append(el('pre', JSON.stringify(d.payload, null, 2), 'payload'));
       const buttons = el('td', null, 'mutations');

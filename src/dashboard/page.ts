@@ -74,6 +74,7 @@ th, td { text-align: left; padding: 0.3em 0.6em; border-bottom: 1px solid #eceef
 th.n, td.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.warn { color: #a15c00; font-weight: 600; }
 td.bad { color: #b3261e; font-weight: 600; }
+summary { cursor: pointer; max-width: 40em; overflow-wrap: anywhere; }
 pre { margin: 0; max-width: 40em; max-height: 12em; overflow: auto; white-space: pre-wrap; word-break: break-all; font-size: 12px; }
 .muted { color: #6b7385; }
 .error { color: #ffb4ab; }
