@@ -122,13 +122,19 @@ export function dashboardHandler(options: DashboardOptions = {}): DashboardHandl
   const pool = options.pool ?? new pg.Pool({ connectionString: options.databaseUrl ?? process.env.DATABASE_URL, max: 3 });
   if (own) pool.on('error', () => {});
   const monitor = statusMonitor({ pool, ...(options.registry && { registry: options.registry }), ...(options.models && { models: options.models }) });
-  // Every open page polls; one sample per second at most serves them all and keeps the throughput intervals meaningful.
+  // Every open page polls; one sample serves them all. A sample scans pubsub.notification (about 1 s
+  // per million rows), so samples are at least 5 times as far apart as the last one took, and 1 s.
   let cached: { at: number; report: Promise<unknown> } | undefined;
+  let spacing = 1000;
   const report = () => {
-    if (!cached || Date.now() - cached.at > 1000) {
+    if (!cached || Date.now() - cached.at > spacing) {
+      const started = Date.now();
       const pending = monitor.read();
-      cached = { at: Date.now(), report: pending };
-      pending.catch(() => (cached = undefined));
+      cached = { at: started, report: pending };
+      pending.then(
+        () => (spacing = Math.max(1000, (Date.now() - started) * 5)),
+        () => (cached = undefined),
+      );
     }
     return cached.report;
   };
