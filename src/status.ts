@@ -324,7 +324,6 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
     report.notes.push('No listener modules were loaded (--require, or "require" in pubsub.config.json), so triggers, subscriptions and channel modes were not compared.');
     return { ...report, ok: null };
   }
-  report.notes.push('Extra triggers and subscriptions are those of listeners not loaded here: load every listener module (as make-migration does) before acting on them.');
 
   const expected = subscriptions(registry);
   const need = new Set(expected);
@@ -380,6 +379,9 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
       if (matched.has(row) || !row.trigger.startsWith('_900_pubsub_')) continue;
       report.triggers.push({ state: 'extra', trigger: row.trigger, function: row.function, table: row.table, schema: row.schema, detail: 'no loaded listener needs it' });
     }
+  }
+  if (report.subscriptions.extra.length || report.triggers.some((t) => t.state === 'extra')) {
+    report.notes.push('Extra triggers and subscriptions may belong to listeners not loaded here: load every listener module (as make-migration does) before acting on them.');
   }
   report.ok =
     report.triggers.every((t) => t.state === 'ok') && !report.subscriptions.missing.length && !report.subscriptions.extra.length && !report.channels.length;

@@ -45,6 +45,9 @@ try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   await page.goto(dashboard.url);
   let id = 0;
+  // `pubsub status --watch` as it reads while the worker runs: two samples, the last 5 s of the load apart.
+  const monitor = statusMonitor({ pool: db.pool });
+  let sampled = false;
   const until = Date.now() + Number(process.env.SCREENSHOT_SECONDS ?? 40) * 1000;
   while (Date.now() < until) {
     // A load that rises and falls, so the chart has a shape.
@@ -52,17 +55,15 @@ try {
     for (let i = 0; i < burst; i++) await notify('order_placed', { id: ++id, total: (id * 37) % 500 }, { client: db.pool });
     if (id % 7 === 0) await notify('user_signed_up', { email: `user${id}@example.${id % 3 ? 'com' : 'invalid'}` }, { client: db.pool });
     await new Promise((r) => setTimeout(r, 250));
+    if (!sampled && Date.now() > until - 5000) await monitor.read().then(() => (sampled = true));
   }
+  const table = formatStatus(await monitor.read());
+  await monitor.close();
   await worker.close(); // leaves a backlog in view
   for (let i = 0; i < 40; i++) await notify('order_placed', { id: ++id, total: 10 }, { client: db.pool });
   await page.waitForTimeout(2500);
   await page.screenshot({ path: out });
-  console.log(`wrote ${out}\n`);
-  const monitor = statusMonitor({ pool: db.pool });
-  await monitor.read();
-  await new Promise((r) => setTimeout(r, 1000));
-  console.log(formatStatus(await monitor.read()));
-  await monitor.close();
+  console.log(`wrote ${out}\n\n${table}`);
 } finally {
   await browser.close();
   await dashboard.close();
