@@ -14,7 +14,8 @@ import { Registry } from '../../src/registry.js';
 import { startCli } from '../helpers/cli.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
-const CHROMIUM = '/usr/bin/chromium';
+/** Debian's chromium; PUBSUB_CHROMIUM names another (or a missing one, to see the skip). */
+const CHROMIUM = process.env.PUBSUB_CHROMIUM ?? '/usr/bin/chromium';
 const HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">';
 
 class Order {
@@ -124,6 +125,33 @@ test('`pubsub dashboard --read-only` through the real CLI serves the status and 
     assert.equal(await cli.stop('SIGTERM'), 0, cli.output());
   } finally {
     await cli.stop('SIGKILL');
+  }
+});
+
+test('on a database role with only the read grants, the dashboard shows the status and reports a refused retry', async () => {
+  const role = `pubsub_dash_${process.pid}`;
+  await db.query(`drop role if exists ${role}`);
+  await db.query(`create role ${role} login password 'dash'`);
+  const url = new URL(db.url);
+  url.username = role;
+  url.password = 'dash';
+  const server = await startDashboard({ databaseUrl: url.toString(), port: 0, registry: new Registry() });
+  try {
+    await db.query(`grant usage on schema pubsub to ${role}`);
+    await db.query(`grant select on pubsub.notification, pubsub.claim, pubsub.subscription, pubsub.channel to ${role}`);
+    const { report } = await (await fetch(`${server.url}api/status`)).json();
+    assert.equal(report.totals.dead, (await deadIds()).length);
+    const dead = await (await fetch(`${server.url}api/dead`)).json();
+    assert.equal(dead.total, report.totals.dead);
+    const [id] = await deadIds();
+    const res = await post(`${server.url}api/dead/retry`, JSON.stringify({ id }), { 'content-type': 'application/json', 'x-pubsub-dashboard': '1' });
+    assert.equal(res.status, 500);
+    assert.match((await res.json()).error, /permission denied for table notification/);
+    assert.equal((await deadIds()).length, report.totals.dead);
+  } finally {
+    await server.close();
+    await db.query(`drop owned by ${role}`);
+    await db.query(`drop role ${role}`);
   }
 });
 
