@@ -5,6 +5,7 @@
  * loaded listeners need are what the database holds. Reads only: it never writes to the database.
  */
 import pg from 'pg';
+import { databaseUrlFromEnv, requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
 import { channelModes, subscriptions, triggerDefinitions } from './migration.js';
 import type { PrismaModel } from './prisma-schema.js';
@@ -159,7 +160,7 @@ export interface StatusMonitor {
  */
 export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
   const own = !options.pool;
-  const pool = options.pool ?? new pg.Pool({ connectionString: options.databaseUrl ?? process.env.DATABASE_URL, max: 1 });
+  const pool = options.pool ?? new pg.Pool({ connectionString: requireDatabaseUrl(options.databaseUrl ?? databaseUrlFromEnv()), max: 1 });
   if (own) pool.on('error', () => {});
   const registry = options.registry ?? getRegistry();
   let previous: Sample | undefined;

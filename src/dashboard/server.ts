@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
+import { databaseUrlFromEnv, requireDatabaseUrl } from '../config.js';
 import { countDead, listDead, purgeDead, retryDead, type DeadFilter } from '../dead.js';
 import { PubSubError } from '../errors.js';
 import type { PrismaModel } from '../prisma-schema.js';
@@ -119,7 +120,7 @@ function route(req: http.IncomingMessage): { path: string; query: URLSearchParam
 /** A Node request handler for the dashboard: mount it at any path (`/pubsub/` …) of your server. */
 export function dashboardHandler(options: DashboardOptions = {}): DashboardHandler {
   const own = !options.pool;
-  const pool = options.pool ?? new pg.Pool({ connectionString: options.databaseUrl ?? process.env.DATABASE_URL, max: 3 });
+  const pool = options.pool ?? new pg.Pool({ connectionString: requireDatabaseUrl(options.databaseUrl ?? databaseUrlFromEnv()), max: 3 });
   if (own) pool.on('error', () => {});
   const monitor = statusMonitor({ pool, ...(options.registry && { registry: options.registry }), ...(options.models && { models: options.models }) });
   // Every open page polls; one sample serves them all. A sample scans pubsub.notification (about 1 s

@@ -243,3 +243,14 @@ test('dead retry --all over 25,000 dead rows: progress on a terminal, quiet in a
   assert.deepEqual(JSON.parse(json.trim()), { count: 25000 });
   assert.equal((await db.query(`select count(*)::int as n from pubsub.notification where channel = 'bulk'`))[0].n, 0);
 });
+
+test('status against a database without the pubsub tables says what to do, and exits 1', async () => {
+  const bare = await createTestDatabase();
+  try {
+    const run = await runCli(['status'], { DATABASE_URL: bare.url }, empty());
+    assert.equal(run.code, 1);
+    assert.match(run.output, /no pubsub tables\. Run `pubsub make-migration` and apply the migration/);
+  } finally {
+    await bare.drop();
+  }
+});
