@@ -211,8 +211,18 @@ export interface DashboardServer {
 /** The dashboard on its own HTTP server. @defaultValue host 127.0.0.1, port 8080 */
 export async function startDashboard(options: DashboardOptions & { port?: number; host?: string } = {}): Promise<DashboardServer> {
   const handler = dashboardHandler(options);
-  const server = http.createServer(handler);
   const host = options.host ?? '127.0.0.1';
+  const loopback = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host);
+  const server = http.createServer((req, res) => {
+    // DNS rebinding: a web page whose name resolves to 127.0.0.1 is same-origin with a dashboard on
+    // loopback, custom header or not. Such a request names the page's host, not a loopback one.
+    const name = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+    if (loopback && !/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(name)) {
+      res.writeHead(421, { 'content-type': 'text/plain; charset=utf-8' });
+      return void res.end('This dashboard answers only to a loopback host name (localhost, 127.0.0.1, [::1]).');
+    }
+    handler(req, res);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 8080, host, resolve);

@@ -122,6 +122,11 @@ test('`pubsub dashboard --read-only` through the real CLI serves the status and 
     const res = await post(`${url}api/dead/retry`, JSON.stringify({ id }), { 'content-type': 'application/json', 'x-pubsub-dashboard': '1' });
     assert.equal(res.status, 403);
     assert.equal((await deadIds()).length, 3);
+    // DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own host name.
+    const rebound = await new Promise<number>((resolve, reject) =>
+      http.get(`${url}api/status`, { headers: { host: 'evil.example:80' } }, (r) => (r.resume(), resolve(r.statusCode!))).on('error', reject),
+    );
+    assert.equal(rebound, 421);
     assert.equal(await cli.stop('SIGTERM'), 0, cli.output());
   } finally {
     await cli.stop('SIGKILL');
