@@ -340,10 +340,11 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
   const triggerListeners = registry.list().some((c) => c.kind === 'trigger');
   if (triggerListeners && !models) {
     report.notes.push('Triggers were not compared: no Prisma schema (pass --schema, or set "schema" in pubsub.config.json).');
-  } else if (triggerListeners) {
+  } else {
+    // With no trigger listeners loaded, every pgpubsub trigger in the database is extra.
     let defs: TriggerDefinition[];
     try {
-      defs = triggerDefinitions(registry, models!);
+      defs = models ? triggerDefinitions(registry, models) : [];
     } catch (error) {
       // The schema does not fit the listeners (a model it lacks): the rest of the report still holds.
       if (!(error instanceof PubSubError)) throw error;

@@ -77,6 +77,12 @@ test('status --json: pending, failing, dead, running (a real worker mid-listener
   } finally {
     assert.equal(await worker.stop('SIGKILL'), null);
   }
+  // Loaded without the Article listener: its trigger and subscription are extra, and the report says to load every module.
+  const partial = await statusJson(['--require', fixture('jobs.js'), '--require', fixture('slow.js')]);
+  assert.equal(partial.drift.ok, false);
+  assert.deepEqual(partial.drift.triggers.map((t) => [t.state, t.table]), [['extra', 'Article']]);
+  assert.deepEqual(partial.drift.subscriptions.extra, [{ channel: 'model.Article', listener: 'ArticleListeners.created' }]);
+  assert.match(partial.drift.notes.join(' '), /load every listener module/);
   // The killed worker's claim is over: its row is no longer running.
   const after = row(await statusJson(), 'slow_jobs', 'SlowListeners.run');
   assert.equal(after.running, 0);
