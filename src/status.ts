@@ -166,7 +166,7 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
   let previous: Sample | undefined;
   const intervals: Array<{ at: number; seconds: number; processed: Map<string, number> }> = [];
 
-  async function read(): Promise<StatusReport> {
+  async function sample(): Promise<StatusReport> {
     const client = await pool.connect();
     let counts: CountRow[];
     let at: number;
@@ -186,8 +186,8 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
       }
       // One snapshot for every figure, so they add up.
       await client.query('begin transaction isolation level repeatable read read only');
+      at = Date.now(); // the snapshot is taken by the next statement
       counts = (await client.query<CountRow>(statusCountsSql, [previous?.maxId ?? null])).rows;
-      at = Date.now();
       workers = (await client.query<WorkerStatus>(statusWorkersSql)).rows;
       ({ subscribed, ...drift } = await compare(client, registry, options.models));
       await client.query('commit');
@@ -236,6 +236,13 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
     };
   }
 
+  // One sample at a time: two reads from the same previous sample would count its interval twice.
+  let last: Promise<unknown> = Promise.resolve();
+  const read = () => {
+    const next = last.then(sample, sample);
+    last = next.catch(() => {});
+    return next;
+  };
   return { read, close: async () => (own ? pool.end() : undefined) };
 }
 
