@@ -218,12 +218,12 @@ export function buildProgram(): Command {
       .option('--json', 'print {"count": n} on stdout, and no progress')
       .action(async (id: string | undefined, flags: CommonFlags & { all?: boolean; channel?: string; listener?: string; json?: boolean }) => {
         needTarget(id, flags);
-        const progress = flags.json ? progressReporter({ isTTY: false } as NodeJS.WriteStream, verb) : progressReporter(process.stderr, verb);
+        const progress = flags.json ? undefined : progressReporter(process.stderr, verb);
         let count: number;
         try {
-          count = await action(url(flags), filter(flags, id), { onProgress: progress.update });
+          count = await action(url(flags), filter(flags, id), { ...(progress && { onProgress: progress.update }) });
         } finally {
-          progress.end();
+          progress?.end();
         }
         if (flags.json) console.log(JSON.stringify({ count }));
         else log.info(`${count} notification(s) ${done}`);
@@ -244,8 +244,6 @@ export function buildProgram(): Command {
       throw error;
     }
   };
-  const seconds = (value: string) => wholeIn(1, 3600)(value);
-
   program
     .command('status')
     .description('Per channel and listener: pending, running, failing and dead notifications, the oldest one, throughput; and whether the database has the triggers and subscriptions the listeners need.')
@@ -254,7 +252,7 @@ export function buildProgram(): Command {
     .addOption(databaseOption())
     .option('--schema <file>', 'Prisma schema file or folder, to compare triggers (default from prisma.config.ts, else prisma/schema.prisma)')
     .option('--json', 'print the report as JSON (one line per sample with --watch)')
-    .addOption(new Option('--watch [seconds]', 'read again every so many seconds (default 2) until SIGINT/SIGTERM; shows throughput').argParser(seconds))
+    .addOption(new Option('--watch [seconds]', 'read again every so many seconds (default 2) until SIGINT/SIGTERM; shows throughput').argParser(wholeIn(1, 3600)))
     .action(async (flags: CommonFlags & { schema?: string; json?: boolean; watch?: number | true }) => {
       const monitor = statusMonitor({ databaseUrl: url(flags), ...(await observed(flags)) });
       const show = async () => {
@@ -276,7 +274,8 @@ export function buildProgram(): Command {
         });
         while (!stopped) {
           await Promise.race([stop, new Promise((r) => setTimeout(r, interval).unref())]);
-          if (!stopped) await show();
+          // A watch outlives a database restart: it says what failed and tries again at the next tick.
+          if (!stopped) await show().catch((error: Error) => log.warn(`status failed (${error.message}); trying again in ${interval / 1000}s`));
         }
       } finally {
         await monitor.close();

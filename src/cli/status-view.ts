@@ -68,7 +68,7 @@ export function formatStatus(report: StatusReport): string {
  * Progress of a long action on stderr, when it is a terminal: one line rewritten in place. Elsewhere
  * (a pipe, a log file, --json) nothing, so scripts read only the result.
  */
-export function progressReporter(stream: NodeJS.WriteStream, verb: string): { update(done: number, total: number): void; end(): void } {
+export function progressReporter(stream: Pick<NodeJS.WriteStream, 'isTTY' | 'write'>, verb: string): { update(done: number, total: number): void; end(): void } {
   if (!stream.isTTY) return { update() {}, end() {} };
   let shown = false;
   return {
