@@ -160,20 +160,27 @@ test('on a database role with only the read grants, the dashboard shows the stat
   }
 });
 
+/** One browser for the file (closed in `after`); each test opens its own context and closes it. */
+let launched: ReturnType<typeof launch> | undefined;
+async function launch() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+}
+after(async () => (await launched)?.close());
 async function browser(t: { skip(reason: string): void }) {
   if (!fs.existsSync(CHROMIUM)) {
     t.skip(`no browser at ${CHROMIUM}: install Debian's chromium (apt-get install -y chromium) to run the dashboard's browser tests`);
     return undefined;
   }
-  const { chromium } = await import('playwright-core');
-  return chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  const context = await (launched ??= launch()).then((b) => b.newContext({ viewport: { width: 1280, height: 900 } }));
+  return { newContext: async () => context, newPage: () => context.newPage(), close: () => context.close() };
 }
 
 test('in a browser: the page shows the database figures and the hostile payload as text; a retry from the page runs the notification again', async (t) => {
   const chrome = await browser(t);
   if (!chrome) return;
   try {
-    const context = await chrome.newContext({ viewport: { width: 1280, height: 900 } });
+    const context = await chrome.newContext();
     await context.addCookies([{ name: 'session', value: 'admin', url: appUrl }]);
     const page = await context.newPage();
     const consoleErrors: string[] = [];
