@@ -189,8 +189,8 @@ export function dashboardHandler(options: DashboardOptions = {}): DashboardHandl
     handle(req, res).catch((error: unknown) => {
       if (res.headersSent) return void res.destroy();
       if (error instanceof HttpError) return json(res, error.status, { error: error.message });
-      // Database errors (a missing grant, the server down) are the operator's to see; they carry no payload.
-      const message = error instanceof PubSubError ? error.message : `The database refused: ${(error as Error).message}`;
+      // Database errors (a missing grant, the server down) and a throwing authorize are the operator's to see; they carry no payload.
+      const message = error instanceof PubSubError ? error.message : `Failed: ${(error as Error).message}`;
       json(res, 500, { error: message });
     });
   }) as DashboardHandler;
