@@ -1,7 +1,8 @@
 import 'reflect-metadata';
 
 export { defineChannel } from './channels.js';
-export { listDead, purgeDead, retryDead, showNotification } from './dead.js';
+export { countDead, listDead, purgeDead, retryDead, showNotification } from './dead.js';
+export { dashboardHandler, startDashboard } from './dashboard/server.js';
 export { startEmbeddedPostgres } from './embedded.js';
 export {
   Listen,
@@ -20,12 +21,15 @@ export { applyMigrations } from './migrate.js';
 export { generateMigration } from './generate.js';
 export { notify, disconnect, setContext, withContext } from './notify.js';
 export { getRegistry } from './registry.js';
+export { status, statusMonitor } from './status.js';
 export { listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
 
 export type { ListenOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
 export type { DeliveryOptions } from './registry.js';
-export type { DeadFilter, DeadNotification } from './dead.js';
+export type { DeadActionOptions, DeadFilter, DeadNotification } from './dead.js';
+export type { DashboardAccess, DashboardHandler, DashboardOptions, DashboardServer } from './dashboard/server.js';
+export type { DriftReport, ListenerStatus, StatusMonitor, StatusOptions, StatusReport, TriggerState, TriggerStatus, WorkerStatus } from './status.js';
 export type { PubSubErrorCode } from './errors.js';
 export type { NotifyOptions } from './notify.js';
 export type { Worker, WorkerOptions } from './worker.js';

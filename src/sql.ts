@@ -402,6 +402,15 @@ export function dollarTag(body: string): string {
  */
 export function triggerFunctionSql(def: TriggerDefinition): string {
   const { functionName } = triggerNames(def);
+  const source = triggerFunctionSource(def);
+  const tag = dollarTag(source);
+  return `create or replace function pubsub.${ident(functionName)}() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as ${tag}${source}${tag};
+revoke all on function pubsub.${ident(functionName)}() from public;`;
+}
+
+/** The trigger function's PL/pgSQL body, exactly as PostgreSQL keeps it (`pg_proc.prosrc`), so `pubsub status` can compare. */
+export function triggerFunctionSource(def: TriggerDefinition): string {
   const channel = literal(def.channel);
   const ret = def.spec.when === 'BEFORE' ? `if TG_OP = 'DELETE' then return OLD; end if;\n  return NEW;` : 'return null;';
   let body: string;
@@ -425,7 +434,7 @@ export function triggerFunctionSql(def: TriggerDefinition): string {
   end if;
   perform pg_notify(${channel}, payload);`;
   }
-  const source = `
+  return `
 declare
 ${declare}
 begin
@@ -433,10 +442,6 @@ ${body}
   ${ret}
 end
 `;
-  const tag = dollarTag(source);
-  return `create or replace function pubsub.${ident(functionName)}() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as ${tag}${source}${tag};
-revoke all on function pubsub.${ident(functionName)}() from public;`;
 }
 
 function triggerEvents(def: TriggerDefinition): string {
@@ -705,7 +710,87 @@ export const deadListSql = `select id::text as id, channel, listener, attempts, 
   from pubsub.notification where ${deadFilter} order by id limit $4`;
 export const deadShowSql = `select id::text as id, channel, listener, payload, context, attempts, last_error, created_at, last_attempt_at, dead_at
   from pubsub.notification where id = $1`;
-export const deadRetrySql = `with revived as (
-    update pubsub.notification set dead_at = null, attempts = 0, run_at = now() where ${deadFilter} returning channel
-  ) select channel, count(*)::int as count from revived group by channel`;
-export const deadPurgeSql = `with purged as (delete from pubsub.notification where ${deadFilter} returning 1) select count(*)::int as count from purged`;
+/** The dead list with payloads and contexts, for the dashboard ($4: limit). */
+export const deadPageSql = `select id::text as id, channel, listener, attempts, last_error, created_at, last_attempt_at, dead_at, payload, context
+  from pubsub.notification where ${deadFilter} order by id limit $4`;
+export const deadCountSql = `select count(*)::int as count from pubsub.notification where ${deadFilter}`;
+/**
+ * One chunk of a retry or purge: up to $5 dead notifications with ids above $4, in id order, locked so
+ * that two operators cannot act on one row twice. Returns the chunk's last id (the next cursor; null
+ * when nothing is left), how many were changed and the channels to wake.
+ */
+const deadChunk = (change: string) => `with picked as (
+    select id from pubsub.notification where ${deadFilter} and id > $4::bigint order by id limit $5 for update
+  ), changed as (${change} returning n.channel)
+  select (select max(id)::text from picked) as last, (select count(*)::int from changed) as count,
+    (select coalesce(array_agg(distinct channel), '{}') from changed) as channels`;
+export const deadRetrySql = deadChunk(
+  `update pubsub.notification n set dead_at = null, attempts = 0, run_at = now() from picked p where n.id = p.id and n.dead_at is not null`,
+);
+export const deadPurgeSql = deadChunk(`delete from pubsub.notification n using picked p where n.id = p.id and n.dead_at is not null`);
+
+
+// Status (`pubsub status`, the dashboard): read-only, each one statement.
+
+/**
+ * A row version is claimed right now when its xmax (the claim's DELETE, or the row lock of its
+ * subquery) belongs to a transaction still in progress for this statement's snapshot: a claim deletes
+ * its rows at once and commits after the listeners, so until then every other session still sees them,
+ * with xmax set. xmax is a 32-bit xid: it is widened to the xid8 that pg_visible_in_snapshot() takes
+ * with the snapshot's own epoch (modulo 2^32, signed). A committed or aborted deleter is "visible"
+ * (completed), so a row left behind by a lost claim does not count. Multixact xmax (several lockers
+ * at once) never comes from pgpubsub's own statements.
+ */
+const claimedNow = `(n.xmax <> '0'::xid and not pg_visible_in_snapshot((
+    pg_snapshot_xmax(snap.s)::text::bigint
+    + ((n.xmax::text::bigint - pg_snapshot_xmax(snap.s)::text::bigint % 4294967296) % 4294967296 + 4294967296 + 2147483648) % 4294967296
+    - 2147483648)::text::xid8, snap.s))`;
+
+/**
+ * Per channel and listener: pending (never attempted), running (claimed now), failing (attempted,
+ * waiting for a retry), dead, the oldest notification not yet processed nor dead, and, for throughput,
+ * how many of its rows have ids up to $1 (the highest id of the previous sample; null: none) and the
+ * highest id. One scan of the table; the counts form a partition of its rows.
+ */
+export const statusCountsSql = `with snap as (select pg_current_snapshot() as s),
+rows as (
+  select n.id, n.channel, n.listener, n.attempts, n.dead_at, n.created_at, ${claimedNow} as running
+  from pubsub.notification n, snap
+)
+select channel, listener,
+  count(*) filter (where dead_at is null and not running and attempts = 0)::int as pending,
+  count(*) filter (where dead_at is null and running)::int as running,
+  count(*) filter (where dead_at is null and not running and attempts > 0)::int as failing,
+  count(*) filter (where dead_at is not null)::int as dead,
+  extract(epoch from now() - min(created_at) filter (where dead_at is null))::float8 as oldest_seconds,
+  count(*) filter (where id <= $1::bigint)::int as up_to_previous,
+  count(*)::int as total,
+  max(id)::text as max_id
+from rows group by channel, listener order by channel, listener nulls first`;
+
+/** Workers with a claim in progress right now, from their claim records (pubsub.claim). */
+export const statusWorkersSql = `select worker, count(*)::int as claims, sum(cardinality(ids))::int as rows, min(claimed_at) as since
+  from pubsub.claim where txid_status(xid) = 'in progress' group by worker order by worker`;
+
+export const statusSubscriptionsSql = `select channel, listener from pubsub.subscription order by channel, listener`;
+export const statusChannelsSql = `select name, durable from pubsub.channel order by name`;
+
+/**
+ * Every trigger that runs a function of schema pubsub, or is named like one of pgpubsub's: its
+ * table, function and body, timing and events (tgtype bits), the columns of UPDATE OF, whether it has
+ * a WHEN clause, and whether it is enabled. The catalogs are readable by every role.
+ */
+export const statusTriggersSql = `select t.tgname::text as trigger, n.nspname::text as schema, c.relname::text as table,
+    pn.nspname::text as function_schema, p.proname::text as function, p.prosrc as source, t.tgenabled::text as enabled,
+    t.tgtype::int as type, t.tgqual is not null as has_condition,
+    coalesce((select array_agg(a.attname::text order by a.attname) from pg_attribute a
+      where a.attrelid = t.tgrelid and a.attnum = any(t.tgattr::int2[])), '{}') as columns
+  from pg_trigger t
+  join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+  join pg_proc p on p.oid = t.tgfoid join pg_namespace pn on pn.oid = p.pronamespace
+  where not t.tgisinternal and (pn.nspname = 'pubsub' or t.tgname like '\\_900\\_pubsub\\_%')
+  order by c.relname, t.tgname`;
+
+/** Trigger functions in schema pubsub, with their bodies: one may exist while its trigger is missing. */
+export const statusFunctionsSql = `select p.proname::text as function, p.prosrc as source from pg_proc p
+  join pg_namespace pn on pn.oid = p.pronamespace where pn.nspname = 'pubsub' and p.prorettype = 'trigger'::regtype`;

@@ -3,13 +3,17 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { WORKER_LIMITS, databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, wholeNumber } from '../config.js';
 import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
+import { startDashboard } from '../dashboard/server.js';
 import { startEmbeddedPostgres } from '../embedded.js';
-import { generateMigration, resolveMigrations } from '../generate.js';
+import { generateMigration, resolveMigrations, resolvePrismaPaths } from '../generate.js';
 import { LEVELS, lineLogger, type LevelSetting } from '../log.js';
+import { readPrismaSchema } from '../prisma-schema.js';
 import { getRegistry } from '../registry.js';
+import { statusMonitor } from '../status.js';
 import { listen } from '../worker.js';
 import { loadModules, loadPrismaFactory } from './load.js';
 import { stopRequested } from './stop.js';
+import { formatStatus, progressReporter } from './status-view.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const jsonObject = (value: string) => {
@@ -230,17 +234,96 @@ export function buildProgram(): Command {
       if (!row) throw new PubSubError('pubsub.config', `there is no stored notification ${id}.`);
       console.log(JSON.stringify(row, null, 2));
     });
-  filterOptions(dead.command('retry [id]').description('Make dead notifications pending again, with a fresh attempt count.'))
-    .option('--all', 'every dead notification (matching --channel/--listener)')
-    .action(async (id: string | undefined, flags: CommonFlags & { all?: boolean; channel?: string; listener?: string }) => {
-      needTarget(id, flags);
-      log.info(`${await retryDead(url(flags), filter(flags, id))} notification(s) will be retried`);
+  // Chunked, with a progress line on a terminal's stderr (quiet in a pipe and with --json).
+  const deadAction = (name: string, description: string, action: typeof retryDead, verb: string, done: string) =>
+    filterOptions(dead.command(`${name} [id]`).description(description))
+      .option('--all', 'every dead notification (matching --channel/--listener)')
+      .option('--json', 'print {"count": n} on stdout, and no progress')
+      .action(async (id: string | undefined, flags: CommonFlags & { all?: boolean; channel?: string; listener?: string; json?: boolean }) => {
+        needTarget(id, flags);
+        const progress = flags.json ? undefined : progressReporter(process.stderr, verb);
+        let count: number;
+        try {
+          count = await action(url(flags), filter(flags, id), { ...(progress && { onProgress: progress.update }) });
+        } finally {
+          progress?.end();
+        }
+        if (flags.json) console.log(JSON.stringify({ count }));
+        else log.info(`${count} notification(s) ${done}`);
+      });
+  deadAction('retry', 'Make dead notifications pending again, with a fresh attempt count.', retryDead, 'retried', 'will be retried');
+  deadAction('purge', 'Delete dead notifications for good.', purgeDead, 'purged', 'deleted');
+
+  /** Listener modules and the Prisma schema, both optional: without them, status shows the database alone and says what it did not compare. */
+  const observed = async (flags: CommonFlags & { schema?: string }) => {
+    const file = loadFileConfig(process.cwd(), flags.config);
+    await loadModules(flags.require ?? file.require ?? []);
+    if (!getRegistry().list().some((c) => c.kind === 'trigger')) return {};
+    try {
+      const { schema } = await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: file.migrations });
+      return { models: readPrismaSchema(schema) };
+    } catch (error) {
+      if (error instanceof PubSubError && error.code === 'pubsub.config') return {}; // no schema: reported as not compared
+      throw error;
+    }
+  };
+  program
+    .command('status')
+    .description('Per channel and listener: pending, running, failing and dead notifications, the oldest one, throughput; and whether the database has the triggers and subscriptions the listeners need.')
+    .addOption(requireOption())
+    .addOption(configOption())
+    .addOption(databaseOption())
+    .option('--schema <file>', 'Prisma schema file or folder, to compare triggers (default from prisma.config.ts, else prisma/schema.prisma)')
+    .option('--json', 'print the report as JSON (one line per sample with --watch)')
+    .addOption(new Option('--watch [seconds]', 'read again every so many seconds (default 2) until SIGINT/SIGTERM; shows throughput').argParser(wholeIn(1, 3600)))
+    .action(async (flags: CommonFlags & { schema?: string; json?: boolean; watch?: number | true }) => {
+      const monitor = statusMonitor({ databaseUrl: url(flags), ...(await observed(flags)) });
+      const show = async () => {
+        const report = await monitor.read();
+        if (flags.json) return console.log(JSON.stringify(report));
+        // On a terminal, redraw in place; in a pipe, one report after another.
+        const clear = flags.watch && process.stdout.isTTY ? '\x1b[H\x1b[2J' : '';
+        console.log(`${clear}${formatStatus(report)}${flags.watch ? `\n\n${report.at.toISOString()}, every ${interval / 1000}s; Ctrl-C to stop` : ''}`);
+      };
+      const interval = (flags.watch === true ? 2 : (flags.watch ?? 0)) * 1000;
+      try {
+        await show();
+        if (!interval) return;
+        let stopped = false;
+        const stop = new Promise<void>((resolve) => {
+          const end = () => ((stopped = true), resolve());
+          process.once('SIGINT', end);
+          process.once('SIGTERM', end);
+        });
+        while (!stopped) {
+          await Promise.race([stop, new Promise((r) => setTimeout(r, interval).unref())]);
+          // A watch outlives a database restart: it says what failed and tries again at the next tick.
+          if (!stopped) await show().catch((error: Error) => log.warn(`status failed (${error.message}); trying again in ${interval / 1000}s`));
+        }
+      } finally {
+        await monitor.close();
+      }
     });
-  filterOptions(dead.command('purge [id]').description('Delete dead notifications for good.'))
-    .option('--all', 'every dead notification (matching --channel/--listener)')
-    .action(async (id: string | undefined, flags: CommonFlags & { all?: boolean; channel?: string; listener?: string }) => {
-      needTarget(id, flags);
-      log.info(`${await purgeDead(url(flags), filter(flags, id))} notification(s) deleted`);
+
+  program
+    .command('dashboard')
+    .description('Serve the web dashboard (status, throughput, dead letters with retry and purge) until SIGINT/SIGTERM.')
+    .addOption(requireOption())
+    .addOption(configOption())
+    .addOption(databaseOption())
+    .option('--schema <file>', 'Prisma schema file or folder, to compare triggers')
+    .addOption(new Option('--port <port>', 'TCP port (0: any free port)').argParser(wholeIn(0, 65535)).default(8080))
+    .option('--host <host>', 'address to listen on; anyone who can reach it can retry and purge unless --read-only', '127.0.0.1')
+    .option('--read-only', 'refuse retry and purge (the server refuses them, not only the page)')
+    .action(async (flags: CommonFlags & { schema?: string; port: number; host: string; readOnly?: boolean }) => {
+      const server = await startDashboard({ databaseUrl: url(flags), port: flags.port, host: flags.host, readOnly: !!flags.readOnly, ...(await observed(flags)) });
+      log.info(`dashboard on ${server.url}${flags.readOnly ? ' (read-only)' : ''}`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await server.close();
+      log.info('stopped');
     });
 
   program
