@@ -39,7 +39,7 @@ export class Dispatcher {
   private readonly warned = new Set<string>();
 
   constructor(
-    listeners: ListenerDefinition[],
+    private readonly listeners: ListenerDefinition[],
     private readonly models: Map<string, ModelShape>,
     private readonly logger: Logger,
     private readonly instance?: (cls: Function) => object,
@@ -53,6 +53,27 @@ export class Dispatcher {
     let obj = this.instances.get(cls);
     if (!obj) this.instances.set(cls, (obj = this.instance ? this.instance(cls) : new (cls as new () => object)()));
     return obj as never;
+  }
+
+  /**
+   * Builds every listener's object now (`instance`, or `new Class()`): a class that cannot be built
+   * (not a provider of the app's container, a throwing constructor) stops the worker at start with
+   * its name, instead of failing each of its notifications until they are dead-lettered.
+   */
+  resolveReceivers(): void {
+    for (const l of this.listeners) {
+      try {
+        const receiver = this.receiver(l);
+        if (typeof receiver?.[l.method] !== 'function') throw new Error(`the object has no method ${String(l.method)}`);
+      } catch (error) {
+        const cls = typeof l.target === 'function' ? l.target : l.target.constructor;
+        throw new PubSubError(
+          'pubsub.config',
+          `${l.id}: the worker could not get the object of class ${cls.name} to call (${(error as Error)?.message ?? String(error)}). With the \`instance\` option, make sure it returns an instance of every listener class (e.g. register the class as a provider of your container).`,
+          { cause: error },
+        );
+      }
+    }
   }
 
   /**

@@ -204,9 +204,12 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const triggers = channels.flatMap((c) => c.listeners.filter((l) => l.trigger));
   let models = new Map<string, ModelShape>();
   let prisma: PrismaBinding | undefined;
+  let dispatcher: Dispatcher;
   try {
     if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
     if (durable.length || triggers.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger));
+    dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
+    dispatcher.resolveReceivers(); // a class the container cannot build fails the start, not every attempt
   } catch (error) {
     await prisma?.close();
     await endPools();
@@ -215,7 +218,6 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   }
 
   const ledger = new AttemptLedger(control, bounded);
-  const dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
   const broadcast = new Broadcast(registry, dispatcher, options.context, logger);
   const timers = new Set<NodeJS.Timeout>();
   const later = (fn: () => void, ms: number) => {
