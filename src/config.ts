@@ -8,7 +8,9 @@ export interface FileConfig {
   require?: string[];
   /** Prisma schema file or folder. */
   schema?: string;
-  /** Prisma migrations folder. */
+  /** Prisma migrations folder (the `--migrations-dir` flag and `migrationsDir` option of the API). */
+  migrationsDir?: string;
+  /** @deprecated The old name of `migrationsDir`, still read. */
   migrations?: string;
   /** Channels the worker listens to; default every registered channel. */
   channels?: string[];
@@ -46,6 +48,7 @@ export function wholeNumber(value: unknown, where: string, min: number, max: num
 const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number'> = {
   require: 'strings',
   schema: 'string',
+  migrationsDir: 'string',
   migrations: 'string',
   channels: 'strings',
   grantNotify: 'strings',
@@ -121,6 +124,10 @@ export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: 
     raw = {};
   }
   const abs = (p: string) => path.resolve(base, p);
+  if (raw.migrations !== undefined && raw.migrationsDir !== undefined) {
+    throw new PubSubError('pubsub.config', `${candidate} sets both "migrationsDir" and "migrations" (its old name); keep only "migrationsDir".`);
+  }
+  const migrationsDir = raw.migrationsDir ?? raw.migrations;
   if (raw?.grantNotify !== undefined && !(Array.isArray(raw.grantNotify) && raw.grantNotify.every((r) => typeof r === 'string'))) {
     throw new PubSubError('pubsub.config', `"grantNotify" in ${candidate} must be a list of role names, such as ["app"].`);
   }
@@ -129,7 +136,7 @@ export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: 
     ...raw,
     ...(raw.require && { require: raw.require.map(abs) }),
     ...(raw.schema && { schema: abs(raw.schema) }),
-    ...(raw.migrations && { migrations: abs(raw.migrations) }),
+    ...(migrationsDir && { migrationsDir: abs(migrationsDir), migrations: abs(migrationsDir) }),
     ...(raw.prisma && { prisma: abs(raw.prisma) }),
   };
 }

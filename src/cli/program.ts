@@ -148,7 +148,7 @@ export function buildProgram(): Command {
       const databaseUrl = flags.databaseUrl ?? databaseUrlFromEnv();
       const result = await generateMigration({
         schema: flags.schema ?? file.schema,
-        migrationsDir: flags.migrationsDir ?? file.migrations,
+        migrationsDir: flags.migrationsDir ?? file.migrationsDir,
         name: flags.name,
         check: flags.check,
         grantNotify: flags.grantNotify ?? file.grantNotify ?? [],
@@ -171,7 +171,7 @@ export function buildProgram(): Command {
       .option('--migrations-dir <dir>', 'Prisma migrations folder (default prisma/migrations)');
   const migrationsOf = (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
     const file = loadFileConfig(process.cwd(), flags.config);
-    return resolveMigrations({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrations });
+    return resolveMigrations({ schema: flags.schema ?? file.schema, migrationsDir: flags.migrationsDir ?? file.migrationsDir });
   };
   const migrate = migrationsOptions(
     program
@@ -260,7 +260,7 @@ export function buildProgram(): Command {
     await loadModules(flags.require ?? file.require ?? []);
     if (!getRegistry().list().some((c) => c.kind === 'trigger')) return {};
     try {
-      const { schema } = await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: file.migrations });
+      const { schema } = await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: file.migrationsDir });
       return { models: readPrismaSchema(schema) };
     } catch (error) {
       if (error instanceof PubSubError && error.code === 'pubsub.config') return {}; // no schema: reported as not compared

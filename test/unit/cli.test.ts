@@ -50,10 +50,16 @@ test('pubsub.config.json goes through the same checks as the flags: bounds, type
     [{ batchSize: 1e6 }, /"batchSize" must be a whole number from 1 to 10000, got 1000000/],
     [{ concurrency: 2.5 }, /"concurrency" must be a whole number from 1 to 1000, got 2.5/],
     [{ pollIntervalMs: '100' }, /"pollIntervalMs" must be a whole number from 10 to 86400000, got "100"/],
-    [{ batchsize: 10 }, /"batchsize" is not a setting; the settings are require, schema, migrations, channels, grantNotify, batchSize/],
+    [{ batchsize: 10 }, /"batchsize" is not a setting; the settings are require, schema, migrationsDir, migrations, channels, grantNotify, batchSize/],
     [{ require: 'a.js' }, /"require" must be an array of non-empty strings/],
     [[], /must be a JSON object/],
+    [{ migrationsDir: 'a', migrations: 'b' }, /sets both "migrationsDir" and "migrations" \(its old name\); keep only "migrationsDir"/],
   ];
+  // `migrationsDir` is named like --migrations-dir; the old key `migrations` is still read.
+  for (const key of ['migrationsDir', 'migrations']) {
+    write({ [key]: 'db/migrations' });
+    assert.equal(loadFileConfig(dir).migrationsDir, path.join(dir, 'db/migrations'), key);
+  }
   for (const [config, message] of refused) {
     write(config);
     assert.throws(() => loadFileConfig(dir), (e: any) => e.code === 'pubsub.config' && message.test(e.message), JSON.stringify(config));
