@@ -5,19 +5,8 @@
  * only ever put in the page as text (textContent, attributes set through the DOM), never as HTML.
  */
 
-interface ListenerRow {
-  channel: string;
-  listener: string | null;
-  durable: boolean | null;
-  loaded: boolean | null;
-  subscribed: boolean | null;
-  pending: number;
-  running: number;
-  failing: number;
-  dead: number;
-  oldestPendingSeconds: number | null;
-  perMinute: number | null;
-}
+import type { ListenerStatus as ListenerRow } from '../status.js';
+
 interface Report {
   at: string;
   listeners: ListenerRow[];
