@@ -116,7 +116,7 @@ export function prismaMigrations(dir: string): MigrationBackend {
       return folder;
     },
 
-    apply: (databaseUrl) =>
+    apply: (databaseUrl, onProgress) =>
       withMigrationSession(databaseUrl, async (client, rows) => {
         const failed = rows.find(isFailed);
         if (failed) {
@@ -127,13 +127,14 @@ export function prismaMigrations(dir: string): MigrationBackend {
         }
         const done = new Map(rows.filter((r) => r.finished_at).map((r) => [r.migration_name, r.checksum]));
         const result: MigrateResult = { applied: [], modified: [] };
-        for (const name of list()) {
+        for (const name of list().filter((n) => done.has(n))) {
+          if (done.get(name) !== migrationChecksum(read(name))) result.modified.push(name);
+        }
+        const pending = list().filter((n) => !done.has(n));
+        for (const [index, name] of pending.entries()) {
+          onProgress?.(index, pending.length, name);
           const sql = read(name);
           const checksum = migrationChecksum(sql);
-          if (done.has(name)) {
-            if (done.get(name) !== checksum) result.modified.push(name);
-            continue;
-          }
           const id = randomUUID();
           await client.query('insert into _prisma_migrations (id, checksum, migration_name, started_at) values ($1, $2, $3, now())', [id, checksum, name]);
           try {

@@ -72,8 +72,8 @@ export interface MigrationBackend {
   read(name: string): string;
   /** Adds a migration named after `name` that runs after every existing one, and says where it went. Never edits one. */
   write(sql: string, name: string, now?: Date): string;
-  /** Runs the pending migrations in order and records each as the tool does. */
-  apply(databaseUrl: string): Promise<MigrateResult>;
+  /** Runs the pending migrations in order and records each as the tool does; `onProgress` hears of each before it runs. */
+  apply(databaseUrl: string, onProgress?: (done: number, total: number, name: string) => void): Promise<MigrateResult>;
   /** Marks the failed migration `name` rolled back, so that `apply` runs it again. */
   markRolledBack(databaseUrl: string, name: string): Promise<void>;
   /** Records the migration `name` as applied without running it. */

@@ -180,7 +180,8 @@ export function buildProgram(): Command {
       // Options after `resolve` belong to `resolve` (this needs the same setting on the program).
       .enablePositionalOptions(),
   ).action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string }) => {
-    const result = await (await migrationsOf(flags)).apply(url(flags));
+    const progress = progressReporter(process.stderr, 'applying migration'); // only on a terminal
+    const result = await (await migrationsOf(flags)).apply(url(flags), (done, total) => progress.update(done + 1, total)).finally(() => progress.end());
     for (const name of result.modified) log.warn(`migration ${name} was edited after it was applied`);
     log.info(result.applied.length ? `applied ${result.applied.join(', ')}` : 'no pending migrations');
   });

@@ -260,3 +260,30 @@ test('status against a database without the pubsub tables says what to do, and e
     await bare.drop();
   }
 });
+
+test('pubsub migrate shows which migration of how many it applies on a terminal, and stays quiet in a pipe', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-migrate-progress-'));
+  for (let i = 1; i <= 3; i++) {
+    fs.mkdirSync(path.join(dir, `2026010100000${i}_step`));
+    fs.writeFileSync(path.join(dir, `2026010100000${i}_step`, 'migration.sql'), `create table progress_${i} (id int);`);
+  }
+  const fresh = await createTestDatabase();
+  try {
+    if (!hasScript) {
+      const piped = await runCli(['migrate', '--migrations-dir', dir], { DATABASE_URL: fresh.url });
+      assert.doesNotMatch(piped.output, /applying migration/);
+      return t.skip('util-linux `script` is not installed: the terminal half is not run');
+    }
+    const tty = await runInTerminal(['migrate', '--migrations-dir', dir], { DATABASE_URL: fresh.url });
+    assert.match(tty, /applying migration 1 of 3 \(33%\)/);
+    assert.match(tty, /applying migration 3 of 3 \(100%\)/);
+    assert.match(tty, /applied 20260101000001_step, 20260101000002_step, 20260101000003_step/);
+    fs.mkdirSync(path.join(dir, '20260101000004_step'));
+    fs.writeFileSync(path.join(dir, '20260101000004_step', 'migration.sql'), 'create table progress_4 (id int);');
+    const piped = await runCli(['migrate', '--migrations-dir', dir], { DATABASE_URL: fresh.url });
+    assert.equal(piped.code, 0, piped.output);
+    assert.equal(piped.output.trim(), 'pubsub: applied 20260101000004_step', 'no progress in a pipe');
+  } finally {
+    await fresh.drop();
+  }
+});
