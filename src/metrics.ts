@@ -36,7 +36,12 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
  * Imports prom-client, or says how to get it. `load` exists for the test that simulates its absence.
  * A missing package is the only error turned into advice; anything else it throws is passed on.
  */
-export async function loadPromClient(load: () => Promise<unknown> = () => import('prom-client')): Promise<typeof Prom> {
+export function loadPromClient(load?: () => Promise<unknown>): Promise<{ Registry: new () => MetricsRegistry }> {
+  return loadProm(load);
+}
+
+/** loadPromClient with prom-client's own types, which must stay out of the published .d.ts (prom-client is optional). */
+async function loadProm(load: () => Promise<unknown> = () => import('prom-client')): Promise<typeof Prom> {
   try {
     const mod = (await load()) as typeof Prom & { default?: typeof Prom };
     return mod.Registry ? mod : mod.default!;
@@ -70,7 +75,7 @@ interface Scrape {
 }
 
 export async function createMetrics(sources: MetricsSources, options: MetricsOptions = {}): Promise<WorkerMetrics> {
-  const prom = await loadPromClient();
+  const prom = await loadProm();
   const registry = (options.registry ?? new prom.Registry()) as Prom.Registry;
   const timeoutMs = options.scrapeTimeoutMs ?? SCRAPE_TIMEOUT_MS;
   const names: string[] = [];
