@@ -8,6 +8,7 @@ import type { Dispatcher } from './dispatch.js';
 import { ENVELOPE_MARK } from './notify.js';
 import { nonDurablePrisma, withPrisma } from './prisma.js';
 import type { Registry } from './registry.js';
+import { traceProcess, withoutTrace } from './tracing.js';
 import type { Logger, NotificationContext } from './types.js';
 
 export class Broadcast {
@@ -34,11 +35,15 @@ export class Broadcast {
         } else if (def.kind === 'trigger') {
           context = (JSON.parse(text) as { context?: unknown } | null)?.context; // trigger payloads carry it inside
         }
+        const stored = context;
+        context = withoutTrace(context); // the trace context is ours, not the listener's
         if (!contains(context, this.filter)) return;
         const ctx: NotificationContext = withPrisma({ channel, durable: false, attempt: 0, ...(context != null && { context }) }, () => nonDurablePrisma(channel));
         for (const l of def.listeners) {
           const arg = await this.dispatcher.argument(l, payload);
-          if (arg) await this.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx);
+          if (!arg) continue;
+          if (def.kind === 'trigger' && stored !== context) setContext(arg.value as { context?: unknown }, context);
+          await traceProcess({ channel, durable: false, listener: l.id, attempt: 1, messages: [{ context: stored }] }, () => this.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx));
         }
       } catch (error) {
         this.logger.error(`non-durable notification on channel "${channel}" failed and is dropped (at most once):`, error);
@@ -50,6 +55,12 @@ export class Broadcast {
   settled(): Promise<void> {
     return this.queue;
   }
+}
+
+/** A trigger payload carries the context inside too: the one without the trace context, or none. */
+function setContext(payload: { context?: unknown }, context: unknown): void {
+  if (context === undefined) delete payload.context;
+  else payload.context = context;
 }
 
 function contains(context: unknown, filter: Record<string, unknown> | undefined): boolean {

@@ -20,6 +20,7 @@ import type { ListenerDefinition, Registry } from './registry.js';
 import { claimSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
 import { noPrisma, withPrisma, type PrismaBinding } from './prisma.js';
 import { ClaimTransaction, TransactionLostError } from './transaction.js';
+import { traceProcess, withoutTrace } from './tracing.js';
 import type { Logger, NotificationContext } from './types.js';
 
 const debug = createDebug('pubsub:drain');
@@ -247,7 +248,13 @@ export class Drain {
    * its failure (whatever was thrown, even `undefined`), or nothing when it succeeded. Throws when the
    * claim's transaction is lost meanwhile.
    */
-  private async attempt(tx: ClaimTransaction, ns: Stored[], l: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>): Promise<{ error: unknown } | undefined> {
+  private attempt(tx: ClaimTransaction, ns: Stored[], l: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>): Promise<{ error: unknown } | undefined> {
+    const n = ns[0]!;
+    const info = { channel: n.channel, durable: true, listener: l?.id, attempt: Math.min(...ns.map((x) => x.attempts)) + 1, messages: ns.map((x) => ({ id: x.id, context: x.context })) };
+    return traceProcess(info, () => this.attemptOnce(tx, ns, l, fn), (failure) => failure);
+  }
+
+  private async attemptOnce(tx: ClaimTransaction, ns: Stored[], l: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>): Promise<{ error: unknown } | undefined> {
     const n = ns[0]!;
     const what = `${l?.id ?? `the listeners of "${n.channel}"`} on notification ${n.id}${ns.length > 1 ? ` (and ${ns.length - 1} more)` : ''}`;
     const scope = tx.scope(what);
@@ -261,7 +268,7 @@ export class Drain {
         attempt: Math.min(...ns.map((x) => x.attempts)),
         tx: scope,
         signal: controller.signal,
-        ...(n.context !== null && { context: JSON.parse(n.context) }),
+        ...(n.context !== null && { context: withoutTrace(JSON.parse(n.context)) }),
       },
       () => (prisma ? prisma.client(scope) : noPrisma()),
     );

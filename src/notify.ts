@@ -6,7 +6,8 @@ import { requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
 import { assertRebuildable, encodePayload } from './payload.js';
 import { getRegistry } from './registry.js';
-import { SQLSTATE_CHANNEL_CONFLICT, SQLSTATE_PAYLOAD_TOO_LARGE, notifySql, setContextSql } from './sql.js';
+import { SQLSTATE_CHANNEL_CONFLICT, SQLSTATE_PAYLOAD_TOO_LARGE, notifySql, setContextSql, tracedNotifySql } from './sql.js';
+import { activeTrace, traceSend } from './tracing.js';
 import { SchemaRejection, formatIssues, validate, type StandardSchemaV1 } from './standard-schema.js';
 import type { Channel, Queryable } from './types.js';
 
@@ -48,10 +49,12 @@ export function withContext<R>(context: Record<string, unknown>, fn: () => R): R
  * Sets the context of the current transaction of `client` (set_config(…, is_local = true)): every
  * notification the transaction produces, trigger or `notify()`, carries it, and it ends with the
  * transaction, so it never leaks to the next user of a pooled connection. Outside a transaction it
- * lasts for that one statement only, so call it inside one.
+ * lasts for that one statement only, so call it inside one. With @opentelemetry/api, the active span's
+ * trace context is stored along (see tracing.ts), so those notifications are traced into their listeners.
  */
 export async function setContext(client: Queryable, context: Record<string, unknown>): Promise<void> {
-  await query(client, setContextSql, [JSON.stringify(context)]);
+  const trace = await activeTrace(); // with @opentelemetry/api, the caller's span: triggers' listeners are traced into it
+  await query(client, setContextSql, [JSON.stringify(trace ? { ...context, ...trace } : context)]);
 }
 
 let defaultPool: pg.Pool | undefined;
@@ -178,11 +181,14 @@ export async function notify(channel: Channel<unknown> | string, payload: unknow
     }
   }
   const client = options.client ?? getDefaultPool();
-  let rows: Array<{ id: string | null }>;
-  try {
-    rows = await query<{ id: string | null }>(client, notifySql, [name, text, contextText, declared, options.durable !== undefined]);
-  } catch (error) {
-    throw notifyError(error, name);
-  }
-  return rows[0]?.id ?? undefined;
+  const values = [name, text, contextText, declared, options.durable !== undefined];
+  return traceSend(name, async (trace) => {
+    let rows: Array<{ id: string | null }>;
+    try {
+      rows = await (trace ? query<{ id: string | null }>(client, tracedNotifySql, [...values, JSON.stringify(trace)]) : query<{ id: string | null }>(client, notifySql, values));
+    } catch (error) {
+      throw notifyError(error, name);
+    }
+    return rows[0]?.id ?? undefined;
+  });
 }

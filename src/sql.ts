@@ -664,6 +664,11 @@ export const settleClaimSql = (xid: string | null) => (xid && /^\d+$/.test(xid) 
 /** $1 channel, $2 payload JSON, $3 context JSON, $4 the publisher's idea of the mode, $5 whether it must match. */
 export const notifySql = `select pubsub.notify($1, $2::jsonb, $3::jsonb, $4::boolean, $5::boolean)::text as id`;
 export const setContextSql = `select set_config('pubsub.context', $1, true) is not null as ok`;
+/** The transaction's context (pubsub.context) merged with $1 (a JSON object), for the rest of the transaction. */
+const currentContext = `coalesce(nullif(current_setting('pubsub.context', true), '')::jsonb, '{}'::jsonb)`;
+export const traceTransactionSql = `select set_config('pubsub.context', (${currentContext} || $1::jsonb)::text, true) is not null as ok`;
+/** notifySql with $6, the trace context (a JSON object), added to the context: the given one, else the transaction's. */
+export const tracedNotifySql = `select pubsub.notify($1, $2::jsonb, coalesce($3::jsonb, ${currentContext}) || $6::jsonb, $4::boolean, $5::boolean)::text as id`;
 
 /** The worker's side of pubsub.wake()'s handshake, on its LISTEN session (autocommit). */
 export const sleepSql = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
