@@ -20,6 +20,7 @@ export { PubSubError } from './errors.js';
 export { applyMigrations } from './migrate.js';
 export { generateMigration } from './generate.js';
 export { notify, disconnect, setContext, withContext } from './notify.js';
+export { traceTransaction } from './tracing.js';
 export { getRegistry } from './registry.js';
 export { status, statusMonitor } from './status.js';
 export { listen } from './worker.js';
