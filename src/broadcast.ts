@@ -42,7 +42,7 @@ export class Broadcast {
         for (const l of def.listeners) {
           const arg = await this.dispatcher.argument(l, payload);
           if (!arg) continue;
-          if (def.kind === 'trigger' && stored !== context) setContext(arg.value as { context?: unknown }, context);
+          if (def.kind === 'trigger' && stored !== context) replaceContext(arg.value as { context?: unknown }, context);
           await traceProcess({ channel, durable: false, listener: l.id, attempt: 1, messages: [{ context: stored }] }, () => this.dispatcher.call(l, l.delivery.batch ? [arg.value] : arg.value, ctx));
         }
       } catch (error) {
@@ -58,7 +58,7 @@ export class Broadcast {
 }
 
 /** A trigger payload carries the context inside too: the one without the trace context, or none. */
-function setContext(payload: { context?: unknown }, context: unknown): void {
+function replaceContext(payload: { context?: unknown }, context: unknown): void {
   if (context === undefined) delete payload.context;
   else payload.context = context;
 }

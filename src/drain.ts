@@ -246,7 +246,7 @@ export class Drain {
   /**
    * One attempt of one listener call (or of a batch): its own `ctx`, savepoint and time limit. Returns
    * its failure (whatever was thrown, even `undefined`), or nothing when it succeeded. Throws when the
-   * claim's transaction is lost meanwhile.
+   * claim's transaction is lost meanwhile. Traced as a `process` span (tracing.ts).
    */
   private attempt(tx: ClaimTransaction, ns: Stored[], l: ListenerDefinition | undefined, fn: (ctx: NotificationContext) => Promise<void>): Promise<{ error: unknown } | undefined> {
     const n = ns[0]!;

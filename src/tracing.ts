@@ -138,7 +138,8 @@ export async function traceProcess<R>(info: ProcessInfo, run: () => Promise<R>, 
   if (!a) return run();
   const producers: Otel.SpanContext[] = [];
   for (const m of info.messages) {
-    const context = typeof m.context === 'string' ? safeParse(m.context) : m.context;
+    // Stored contexts come as JSON text: parsed again only when they carry a trace.
+    const context = typeof m.context === 'string' ? (m.context.includes(TRACE_KEY) ? safeParse(m.context) : undefined) : m.context;
     const sc = spanContextOf(a, (context as Record<string, unknown> | null | undefined)?.[TRACE_KEY]);
     if (sc) producers.push(sc);
   }

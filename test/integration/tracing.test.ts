@@ -35,6 +35,10 @@ class TracedListeners {
     record('traced_jobs', p, ctx);
     if (p.n < 0) throw new TypeError(`job ${p.n} fails`);
   }
+  @Listen('traced_batch', { type: Job, batch: { size: 2, waitMs: 2000 } })
+  batch(p: Job[], ctx: NotificationContext) {
+    record('traced_batch', p, ctx);
+  }
   @Listen('traced_news', { durable: false })
   news(p: Job, ctx: NotificationContext) {
     record('traced_news', p, ctx);
@@ -226,6 +230,24 @@ test('trigger-fed notifications written in a traced transaction (traceTransactio
   assert.deepEqual(byChannel('account').context, { requestId: 'r-9' });
   assert.deepEqual(byChannel('accounts_fast').context, { requestId: 'r-9' });
   assert.deepEqual(byChannel('accounts_fast').payload.context, { requestId: 'r-9' });
+});
+
+test('a batch: one process span linked to each notification\'s send span, a child of none of them', async () => {
+  const client = await db.pool.connect();
+  try {
+    await client.query('begin');
+    for (const n of [1, 2]) await app.startActiveSpan(`request ${n}`, async (span) => (await notify('traced_batch', { n }, { client }), span.end()));
+    await client.query('commit');
+  } finally {
+    client.release();
+  }
+  const [process] = await waitForSpans('process traced_batch');
+  const sends = spans('send traced_batch').map((s) => s.spanContext().spanId).sort();
+  assert.deepEqual(process!.links.map((l) => l.context.spanId).sort(), sends);
+  assert.equal(process!.parentSpanContext, undefined);
+  assert.equal(process!.attributes['messaging.batch.message_count'], 2);
+  assert.equal(process!.attributes['messaging.message.id'], undefined);
+  assert.equal(process!.attributes['pgpubsub.listener'], 'TracedListeners.batch');
 });
 
 test('a stored trace context that is garbage (hand-written, another program) is ignored: an unlinked process span, the listener runs', async () => {
