@@ -126,7 +126,13 @@ export function buildProgram(): Command {
       }
       const file = await loadListeners(flags);
       const prismaModule = flags.prisma ?? file.prisma;
-      const worker = await listen({
+      const forced = (signal: string) => {
+        log.warn(`second ${signal}: exiting now with code ${FORCED_EXIT_CODE}; claims still open are rolled back by the server and retried`);
+        void exitAfterFlush(FORCED_EXIT_CODE);
+      };
+      // Watched from the start: a signal while the worker starts stops it once started, within the grace period.
+      const stop = stopRequested(undefined, forced);
+      const started = listen({
         channels: flags.channel ?? file.channels,
         databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
         ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
@@ -140,14 +146,11 @@ export function buildProgram(): Command {
         ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
         ...(flags.metrics && { metrics: true }),
       });
-      if (worker.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
-      process.send?.('ready', () => process.disconnect?.()); // to the supervisor of --processes; then the channel is closed, so it keeps nothing alive
-      const forced = (signal: string) => {
-        log.warn(`second ${signal}: exiting now with code ${FORCED_EXIT_CODE}; claims still open are rolled back by the server and retried`);
-        void exitAfterFlush(FORCED_EXIT_CODE);
-      };
-      log.info(`${await stopRequested(undefined, forced)}: finishing running listeners (grace period ${gracePeriodMs} ms; a second signal exits at once)`);
-      await shutdown(() => worker.close(), file.hooks, gracePeriodMs, log);
+      const worker = await Promise.race([started, stop.then(() => undefined)]);
+      if (worker?.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
+      if (worker) process.send?.('ready', () => process.disconnect?.()); // to the supervisor of --processes; then the channel is closed, so it keeps nothing alive
+      log.info(`${await stop}: finishing running listeners (grace period ${gracePeriodMs} ms; a second signal exits at once)`);
+      await shutdown(async () => (await started).close(), file.hooks, gracePeriodMs, log);
     });
 
   program

@@ -24,7 +24,8 @@ export function stopRequested(
 ): Promise<string> {
   return new Promise((resolve) => {
     const parent = process.ppid;
-    const timer = watchParent ? setInterval(() => process.ppid !== parent && stop('parent exited'), PARENT_CHECK_MS) : undefined;
+    // Unreferenced: the check alone never keeps the process alive (a command that failed must still exit).
+    const timer = watchParent ? setInterval(() => process.ppid !== parent && stop('parent exited'), PARENT_CHECK_MS).unref() : undefined;
     const onSigint = () => stop('SIGINT');
     const onSigterm = () => stop('SIGTERM');
     function stop(why: string) {

@@ -47,6 +47,7 @@ export async function supervise(options: SuperviseOptions): Promise<never> {
   let stopping = false;
   let anyReady = false;
   let exitCode = 0;
+  let forwarded: NodeJS.Signals | undefined;
   let allExited!: () => void;
   const exited = new Promise<void>((resolve) => (allExited = resolve));
   let stopNow!: (why: string) => void;
@@ -69,7 +70,8 @@ export async function supervise(options: SuperviseOptions): Promise<never> {
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
       if (stopping) {
         log.info(`worker process ${slot.n} (pid ${child.pid}) ${how}`);
-        if (code !== 0) exitCode ||= code ?? 1;
+        // Ended by the forwarded signal itself: it had not started yet, so nothing ran.
+        if (code !== 0 && signal !== forwarded) exitCode ||= code ?? 1;
         if (slots.every((s) => !s.child)) allExited();
         return;
       }
@@ -100,7 +102,8 @@ export async function supervise(options: SuperviseOptions): Promise<never> {
   for (const slot of slots) clearTimeout(slot.restart);
   if (slots.every((s) => !s.child)) allExited();
   log.info(`${why}: stopping ${slots.filter((s) => s.child).length} worker processes (grace period ${gracePeriodMs} ms)`);
-  forward(why === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
+  forwarded = why === 'SIGINT' ? 'SIGINT' : 'SIGTERM';
+  forward(forwarded);
   const killer = setTimeout(() => {
     const left = slots.filter((s) => s.child);
     log.error(`worker processes ${left.map((s) => `${s.n} (pid ${s.child!.pid})`).join(', ')} still running ${KILL_MARGIN_MS} ms after the grace period; killing them`);
