@@ -48,8 +48,7 @@ interface CommonFlags {
   databaseUrl?: string;
 }
 
-async function loadListeners(flags: CommonFlags) {
-  const file = loadFileConfig(process.cwd(), flags.config);
+async function loadListeners(flags: CommonFlags, file = loadFileConfig(process.cwd(), flags.config)) {
   const hooks = await loadModules(flags.require ?? file.require ?? []);
   if (getRegistry().list().length === 0) {
     throw new PubSubError(
@@ -124,7 +123,7 @@ export function buildProgram(): Command {
         if (flags.httpPort !== undefined) throw new PubSubError('pubsub.config', `--http-port with --processes ${processes}: every worker process would serve on the same port. Run one process per container (without --processes) to give each its health port.`);
         return supervise({ processes, gracePeriodMs, args: withoutProcessesFlag(process.argv.slice(2)), log });
       }
-      const file = await loadListeners(flags);
+      const file = await loadListeners(flags, settings);
       const prismaModule = flags.prisma ?? file.prisma;
       const forced = (signal: string) => {
         log.warn(`second ${signal}: exiting now with code ${FORCED_EXIT_CODE}; claims still open are rolled back by the server and retried`);
