@@ -148,7 +148,8 @@ export function buildProgram(): Command {
       const worker = await Promise.race([started, stop.then(() => undefined)]);
       if (worker?.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
       if (worker) process.send?.('ready', () => process.disconnect?.()); // to the supervisor of --processes; then the channel is closed, so it keeps nothing alive
-      log.info(`${await stop}: finishing running listeners (grace period ${gracePeriodMs} ms; a second signal exits at once)`);
+      log.info(`${await stop}: finishing running listeners`);
+      log.info(`stopping within the grace period of ${gracePeriodMs} ms; a second SIGINT or SIGTERM exits at once`);
       await shutdown(async () => (await started).close(), file.hooks, gracePeriodMs, log);
     });
 

@@ -82,7 +82,7 @@ test('a second SIGTERM exits at once with code 130; the notification is processe
   await notify('slow_jobs', { n: 2, firstMs: 60_000 }, { client: db.pool });
   await worker.waitForOutput(/started 2\n/);
   worker.child.kill('SIGTERM');
-  await worker.waitForOutput(/SIGTERM: finishing running listeners \(grace period 30000 ms/);
+  await worker.waitForOutput(/SIGTERM: finishing running listeners\n.*stopping within the grace period of 30000 ms/);
   const { code, ms } = await timedStop(worker);
   assert.equal(code, 130, worker.output());
   assert.ok(ms < 5000, `exited after ${ms} ms`);
