@@ -24,6 +24,10 @@ export interface FileConfig {
   pollIntervalMs?: number;
   /** `pubsub listen --prisma`: a compiled module exporting the `prisma` factory (default or named `prisma`). */
   prisma?: string;
+  /** `pubsub listen --grace-period`, in milliseconds: the longest a stop may take before the process exits anyway. */
+  gracePeriodMs?: number;
+  /** `pubsub listen --processes`: worker processes run by one command. */
+  processes?: number;
 }
 
 /**
@@ -35,6 +39,8 @@ export const WORKER_LIMITS = {
   batchSize: { flag: '--batch-size', min: 1, max: 10_000 },
   concurrency: { flag: '--concurrency', min: 1, max: 1_000 },
   pollIntervalMs: { flag: '--poll-interval', min: 10, max: 86_400_000 },
+  gracePeriodMs: { flag: '--grace-period', min: 0, max: 86_400_000 },
+  processes: { flag: '--processes', min: 1, max: 64 },
 } as const;
 
 /** `value` as a whole number from `min` to `max`; anything but a number (such as "100" in quotes) is refused. */
@@ -56,6 +62,8 @@ const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number'> = {
   concurrency: 'number',
   pollIntervalMs: 'number',
   prisma: 'string',
+  gracePeriodMs: 'number',
+  processes: 'number',
 };
 
 /** Checks every key and value of a config file: a typo or a wrong type fails here, not silently later. */
@@ -87,6 +95,15 @@ export function databaseUrlFromEnv(env: NodeJS.ProcessEnv = process.env): string
  */
 export function startedByNpm(env: NodeJS.ProcessEnv = process.env): boolean {
   return Boolean(env.npm_lifecycle_event);
+}
+
+/** The variable that marks a worker process started by `pubsub listen --processes`, holding its number. */
+export const WORKER_PROCESS_ENV = 'PUBSUB_WORKER_PROCESS';
+
+/** The number of this worker process under `pubsub listen --processes`, or undefined when it runs on its own. */
+export function workerProcessNumber(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const n = Number(env[WORKER_PROCESS_ENV]);
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }
 
 export function requireDatabaseUrl(url: string | undefined = databaseUrlFromEnv()): string {

@@ -21,8 +21,25 @@ async function importModule(module: string, flag: string): Promise<Record<string
   }
 }
 
-export async function loadModules(modules: string[]): Promise<void> {
-  for (const module of modules) await importModule(module, '--require');
+/** A listener module's `shutdown` export, run by `pubsub listen` after the worker closed. */
+export interface ShutdownHook {
+  module: string;
+  shutdown: () => unknown;
+}
+
+/** Imports the listener modules; returns their `shutdown` exports (named, or on the default export), once each. */
+export async function loadModules(modules: string[]): Promise<ShutdownHook[]> {
+  const hooks: ShutdownHook[] = [];
+  for (const module of modules) {
+    const exports = await importModule(module, '--require');
+    const shutdown = exports.shutdown ?? (exports.default as Record<string, unknown> | undefined)?.shutdown;
+    if (shutdown === undefined) continue;
+    if (typeof shutdown !== 'function') {
+      throw new PubSubError('pubsub.config', `--require ${module}: its "shutdown" export must be a function (\`export async function shutdown() { await pool.end(); }\`), got ${typeof shutdown}.`);
+    }
+    if (!hooks.some((h) => h.shutdown === shutdown)) hooks.push({ module, shutdown: shutdown as () => unknown });
+  }
+  return hooks;
 }
 
 /** The `prisma` factory of a module: its export named `prisma`, else its default export (CommonJS `module.exports` too). */

@@ -1,6 +1,6 @@
 /** The `pubsub` command: parses flags, resolves config, calls the library, maps errors to exit codes. */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { WORKER_LIMITS, databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, wholeNumber } from '../config.js';
+import { WORKER_LIMITS, databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, wholeNumber, workerProcessNumber } from '../config.js';
 import { PubSubError } from '../errors.js';
 import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } from '../dead.js';
 import { startDashboard } from '../dashboard/server.js';
@@ -12,7 +12,9 @@ import { getRegistry } from '../registry.js';
 import { statusMonitor } from '../status.js';
 import { listen } from '../worker.js';
 import { loadModules, loadPrismaFactory } from './load.js';
-import { stopRequested } from './stop.js';
+import { exitAfterFlush, shutdown } from './shutdown.js';
+import { FORCED_EXIT_CODE, stopRequested } from './stop.js';
+import { supervise, withoutProcessesFlag } from './supervise.js';
 import { formatStatus, progressReporter } from './status-view.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -46,9 +48,8 @@ interface CommonFlags {
   databaseUrl?: string;
 }
 
-async function loadListeners(flags: CommonFlags) {
-  const file = loadFileConfig(process.cwd(), flags.config);
-  await loadModules(flags.require ?? file.require ?? []);
+async function loadListeners(flags: CommonFlags, file = loadFileConfig(process.cwd(), flags.config)) {
+  const hooks = await loadModules(flags.require ?? file.require ?? []);
   if (getRegistry().list().length === 0) {
     throw new PubSubError(
       'pubsub.noListenersLoaded',
@@ -56,7 +57,7 @@ async function loadListeners(flags: CommonFlags) {
       { exitCode: 2 },
     );
   }
-  return file;
+  return { ...file, hooks };
 }
 
 const log = {
@@ -70,6 +71,8 @@ interface ListenFlags {
   batchSize?: number;
   concurrency?: number;
   pollInterval?: number;
+  gracePeriod?: number;
+  processes?: number;
   listenUrl?: string;
   listen: boolean;
   context?: Record<string, unknown>;
@@ -98,6 +101,8 @@ export function buildProgram(): Command {
     .addOption(workerOption('batchSize', 'n', 'notifications claimed per listener per transaction', 100))
     .addOption(workerOption('concurrency', 'n', 'claiming transactions at once, each on its own connection', 1))
     .addOption(workerOption('pollIntervalMs', 'ms', 'look for stored work this often without a wake-up', 2000))
+    .addOption(workerOption('gracePeriodMs', 'ms', 'after SIGTERM/SIGINT, the longest the stop may take before the process exits anyway with code 1', 30_000))
+    .addOption(workerOption('processes', 'n', 'worker processes to run, each restarted when it crashes', 1))
     .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
     .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
@@ -110,9 +115,23 @@ export function buildProgram(): Command {
     .action(async (flags: CommonFlags & ListenFlags) => {
       const log = lineLogger({ level: flags.logLevel, format: flags.logFormat });
       if (flags.metrics && flags.httpPort === undefined) throw new PubSubError('pubsub.config', '--metrics serves /metrics on --http-port: give one too, e.g. --http-port 9464.');
-      const file = await loadListeners(flags);
+      const settings = loadFileConfig(process.cwd(), flags.config);
+      const gracePeriodMs = flags.gracePeriod ?? settings.gracePeriodMs ?? 30_000;
+      // A worker process of --processes runs one worker, whatever the config file says.
+      const processes = workerProcessNumber() === undefined ? (flags.processes ?? settings.processes ?? 1) : 1;
+      if (processes > 1) {
+        if (flags.httpPort !== undefined) throw new PubSubError('pubsub.config', `--http-port with --processes ${processes}: every worker process would serve on the same port. Run one process per container (without --processes) to give each its health port.`);
+        return supervise({ processes, gracePeriodMs, args: withoutProcessesFlag(process.argv.slice(2)), log });
+      }
+      const file = await loadListeners(flags, settings);
       const prismaModule = flags.prisma ?? file.prisma;
-      const worker = await listen({
+      const forced = (signal: string) => {
+        log.warn(`second ${signal}: exiting now with code ${FORCED_EXIT_CODE}; claims still open are rolled back by the server and retried`);
+        void exitAfterFlush(FORCED_EXIT_CODE);
+      };
+      // Watched from the start: a signal while the worker starts stops it once started, within the grace period.
+      const stop = stopRequested(undefined, forced);
+      const started = listen({
         channels: flags.channel ?? file.channels,
         databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
         ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
@@ -126,10 +145,12 @@ export function buildProgram(): Command {
         ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
         ...(flags.metrics && { metrics: true }),
       });
-      if (worker.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
-      log.info(`${await stopRequested()}: finishing running listeners`);
-      await worker.close();
-      log.info('stopped');
+      const worker = await Promise.race([started, stop.then(() => undefined)]);
+      if (worker?.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
+      if (worker) process.send?.('ready', () => process.disconnect?.()); // to the supervisor of --processes; then the channel is closed, so it keeps nothing alive
+      log.info(`${await stop}: finishing running listeners`);
+      log.info(`stopping within the grace period of ${gracePeriodMs} ms; a second SIGINT or SIGTERM exits at once`);
+      await shutdown(async () => (await started).close(), file.hooks, gracePeriodMs, log);
     });
 
   program
