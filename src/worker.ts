@@ -12,7 +12,7 @@
 import pg from 'pg';
 import { AttemptLedger } from './attempts.js';
 import { Broadcast } from './broadcast.js';
-import { requireDatabaseUrl, wholeNumber } from './config.js';
+import { WORKER_LIMITS, requireDatabaseUrl, wholeNumber } from './config.js';
 import { KEEPALIVE_DELAY_MS, createListenConnection, type ListenConnection } from './connection.js';
 import { Dispatcher } from './dispatch.js';
 import { Drain } from './drain.js';
@@ -155,9 +155,11 @@ function unreachable(error: unknown): boolean {
 export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   const registry = options.registry ?? getRegistry();
   const logger = toLog(options.logger);
-  const batchSize = option('batchSize', 1, 10_000, 100, options.batchSize);
-  const concurrency = option('concurrency', 1, 100, 1, options.concurrency);
-  const pollIntervalMs = option('pollIntervalMs', 10, 3_600_000, 2000, options.pollIntervalMs);
+  // The same bounds as the CLI's flags and the config file.
+  const limit = (name: 'batchSize' | 'concurrency' | 'pollIntervalMs', fallback: number) => option(name, WORKER_LIMITS[name].min, WORKER_LIMITS[name].max, fallback, options[name]);
+  const batchSize = limit('batchSize', 100);
+  const concurrency = limit('concurrency', 1);
+  const pollIntervalMs = limit('pollIntervalMs', 2000);
   const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
   if (options.http) wholeNumber(options.http.port, 'listen(): http.port', 0, 65_535);
   const channels = selectChannels(registry, options.channels);
