@@ -144,16 +144,18 @@ export function loadFileConfig(dir: string, file?: string): FileConfig & { dir: 
   if (raw.migrations !== undefined && raw.migrationsDir !== undefined) {
     throw new PubSubError('pubsub.config', `${candidate} sets both "migrationsDir" and "migrations" (its old name); keep only "migrationsDir".`);
   }
-  const migrationsDir = raw.migrationsDir ?? raw.migrations;
+  // The old key is read into the new one and not passed on: one setting, one name.
+  const { migrations, ...settings } = raw;
+  const migrationsDir = raw.migrationsDir ?? migrations;
   if (raw?.grantNotify !== undefined && !(Array.isArray(raw.grantNotify) && raw.grantNotify.every((r) => typeof r === 'string'))) {
     throw new PubSubError('pubsub.config', `"grantNotify" in ${candidate} must be a list of role names, such as ["app"].`);
   }
   return {
     dir: base,
-    ...raw,
+    ...settings,
     ...(raw.require && { require: raw.require.map(abs) }),
     ...(raw.schema && { schema: abs(raw.schema) }),
-    ...(migrationsDir && { migrationsDir: abs(migrationsDir), migrations: abs(migrationsDir) }),
+    ...(migrationsDir && { migrationsDir: abs(migrationsDir) }),
     ...(raw.prisma && { prisma: abs(raw.prisma) }),
   };
 }

@@ -40,3 +40,13 @@ export async function runCli(args: string[], env: Record<string, string> = {}, c
   const code = await p.exited;
   return { code, output: p.output() };
 }
+
+/** Whether a process with this pid exists (signal 0 checks without signalling). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

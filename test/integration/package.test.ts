@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ROOT } from '../helpers/cli.js';
+import { ROOT, alive } from '../helpers/cli.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
 interface Result {
@@ -224,14 +224,6 @@ async function processTree(pid: number): Promise<number[]> {
   return tree;
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const sessions = async () =>
   Number((await db.query<{ n: string }>(`select count(*) as n from pg_stat_activity where datname = current_database() and application_name like 'pubsub:%'`))[0]!.n);

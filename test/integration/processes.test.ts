@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { notify } from '../../src/index.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
-import { ROOT, runCli, startCli, type CliProcess } from '../helpers/cli.js';
+import { ROOT, alive, runCli, startCli, type CliProcess } from '../helpers/cli.js';
 
 const fixture = (f: string) => path.join(ROOT, 'dist/test/fixtures/listeners', f);
 let db: TestDatabase;
@@ -17,14 +17,6 @@ after(() => db?.drop());
 
 const count = async (sql: string, values: unknown[] = []) => (await db.query(sql, values))[0].n as number;
 const connections = (app: string) => count('select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name like $1', [app]);
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 /** Sends the signal and resolves with the exit code and how long the process took to exit. */
 async function timedStop(cli: CliProcess, signal: NodeJS.Signals = 'SIGTERM') {
   const at = Date.now();
