@@ -47,6 +47,7 @@ interface Unit {
   /** Claims that failed in a row, and when this unit may claim again. */
   failures: number;
   retryAt: number;
+  lastError: string;
   /** The server ends a claim session idle in its transaction this long (0: never); see ClaimTarget. */
   idleTimeoutMs: number;
 }
@@ -85,7 +86,7 @@ export class Drain {
     const unit = (kind: Unit['kind'], listeners: ListenerDefinition[], limit: number): Unit => {
       const timeouts = listeners.map(timeoutOf);
       const idleTimeoutMs = timeouts.includes(0) ? 0 : Math.max(0, ...timeouts) + IDLE_SLACK_MS;
-      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, failures: 0, retryAt: 0, idleTimeoutMs };
+      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, failures: 0, retryAt: 0, lastError: '', idleTimeoutMs };
     };
     const plain: ListenerDefinition[] = [];
     for (const l of o.byId.values()) {
@@ -131,11 +132,18 @@ export class Drain {
     return claimed;
   }
 
+  /** The unit that waits out a failed claim's backoff the longest, if any: when it may claim again, its failures in a row, and its last error. */
+  backoff(): { retryAt: number; failures: number; error: string } | undefined {
+    const waiting = this.units.filter((u) => u.failures > 0).sort((a, b) => b.retryAt - a.retryAt)[0];
+    return waiting && { retryAt: waiting.retryAt, failures: waiting.failures, error: waiting.lastError };
+  }
+
   /** A claim that could not finish: the unit backs off; its rows' attempts are counted by the next claim. */
   private failed(unit: Unit, error: unknown): void {
     unit.failures++;
     const ms = Math.round(Math.min(10_000, 100 * 2 ** unit.failures) * (0.5 + Math.random() / 2));
     unit.retryAt = Date.now() + ms;
+    unit.lastError = describe(error).split('\n')[0]!;
     unit.scale = 1;
     const names = unit.listeners.map((l) => l.id).join(', ') || 'unassigned rows';
     this.o.logger.error(`a ${unit.kind} claim of ${names} could not finish (attempt counted, rows isolated if any listener ran); claiming again in ${ms} ms: ${describe(error).split('\n')[0]}`);

@@ -20,6 +20,7 @@ export type PubSubErrorCode =
   | 'pubsub.invalidClient'
   | 'pubsub.transactionAborted'
   | 'pubsub.listenerTimeout'
+  | 'pubsub.drainFailed'
   | 'pubsub.missingDependency';
 
 export class PubSubError extends Error {

@@ -23,7 +23,7 @@ export { notify, disconnect, setContext, withContext } from './notify.js';
 export { traceTransaction } from './tracing.js';
 export { getRegistry } from './registry.js';
 export { status, statusMonitor } from './status.js';
-export { listen } from './worker.js';
+export { drainOnce, listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
 
 export type { ListenOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
@@ -33,7 +33,7 @@ export type { DashboardAccess, DashboardHandler, DashboardOptions, DashboardServ
 export type { DriftReport, ListenerStatus, StatusMonitor, StatusOptions, StatusReport, TriggerState, TriggerStatus, WorkerStatus } from './status.js';
 export type { PubSubErrorCode } from './errors.js';
 export type { NotifyOptions } from './notify.js';
-export type { Worker, WorkerOptions } from './worker.js';
+export type { DrainOnceOptions, DrainSummary, Worker, WorkerOptions } from './worker.js';
 export type { AttemptEvent, ClaimFailedEvent, FailedEvent, ProcessedEvent, WorkerEventName, WorkerEvents } from './observe.js';
 export type { HttpOptions, Readiness } from './http.js';
 export type { MetricsOptions, MetricsRegistry } from './metrics.js';

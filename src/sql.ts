@@ -690,6 +690,11 @@ export const schemaVersionSql = `select case
     when to_regclass('pubsub.claim') is null then 2
     else 3 end as version`;
 
+/** drainOnce(): the stored rows of $1 (listener ids; $2 channels, for rows stored before anyone subscribed; $3 a context filter or null), due now and not yet. */
+export const backlogSql = `select count(*) filter (where run_at <= now())::int as due, count(*) filter (where run_at > now())::int as waiting
+  from pubsub.notification
+  where dead_at is null and (listener = any($1::text[]) or (listener is null and channel = any($2::text[])))
+    and ($3::jsonb is null or context @> $3::jsonb)`;
 export const subscriptionsOfSql = `select channel, listener from pubsub.subscription where listener = any($1::text[])`;
 export const modelsSql = `select name, version, fields from pubsub.model`;
 

@@ -24,7 +24,7 @@ import { Observer, type WorkerEventName, type WorkerEvents } from './observe.js'
 import type { ModelShape } from './payload.js';
 import { PrismaBinding } from './prisma.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
-import { LIBRARY_SCHEMA_VERSION, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
+import { LIBRARY_SCHEMA_VERSION, backlogSql, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
 import type { Logger, PrismaFactory } from './types.js';
 import { Wakeup } from './wakeup.js';
 
@@ -153,6 +153,59 @@ function unreachable(error: unknown): boolean {
  * process.on('SIGTERM', () => worker.close());
  */
 export async function listen(options: WorkerOptions = {}): Promise<Worker> {
+  return start(options, false);
+}
+
+/** What `drainOnce()` did. */
+export interface DrainSummary {
+  /** Notifications whose listener succeeded (committed). */
+  processed: number;
+  /** Attempts that failed: `retried` are kept for a later attempt, `dead` were dead-lettered. */
+  failed: number;
+  retried: number;
+  dead: number;
+  /** Stored for the served listeners but not due yet (retries waiting out their backoff), at the end. */
+  waiting: number;
+  /** The drain was stopped by `signal` before everything due was claimed. */
+  stopped: boolean;
+}
+
+export interface DrainOnceOptions extends Omit<WorkerOptions, 'listen' | 'listenUrl' | 'pollIntervalMs' | 'http' | 'metrics'> {
+  /** Called as notifications are settled: `done` of `total` (what was due at the start, plus what became due since). */
+  onProgress?: (done: number, total: number) => void;
+  /** Stops claiming; what runs finishes, and the summary says `stopped`. */
+  signal?: AbortSignal;
+}
+
+/** Claims that may fail in a row (a database error) before drainOnce() gives up with `pubsub.drainFailed`. */
+const ONCE_CLAIM_FAILURES = 5;
+
+/**
+ * Runs the listeners on every stored notification that is due, then returns: for a cron job, a
+ * deploy step or a test. No LISTEN, no polling; failures are retried by a later drain (or worker) once
+ * their backoff is over, and counted in `waiting`. A claim that keeps failing (the database is gone)
+ * throws `pubsub.drainFailed` after a few tries with backoff.
+ *
+ * @example
+ * const { processed, failed } = await drainOnce({ channels: ['post_reads_per_date'] });
+ */
+export async function drainOnce(options: DrainOnceOptions = {}): Promise<DrainSummary> {
+  const worker = await start({ ...options, listen: false }, true);
+  try {
+    return await worker.drainDue(options.onProgress, options.signal);
+  } finally {
+    await worker.close();
+  }
+}
+
+/** A worker of drainOnce(): it claims only when told to drain. */
+interface OnceWorker extends Worker {
+  drainDue(onProgress?: DrainOnceOptions['onProgress'], signal?: AbortSignal): Promise<DrainSummary>;
+}
+
+async function start(options: WorkerOptions, once: false): Promise<Worker>;
+async function start(options: WorkerOptions, once: true): Promise<OnceWorker>;
+async function start(options: WorkerOptions, once: boolean): Promise<Worker | OnceWorker> {
   const registry = options.registry ?? getRegistry();
   const logger = toLog(options.logger);
   // The same bounds as the CLI's flags and the config file.
@@ -260,7 +313,7 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
   let gateRetryMs = 1;
 
   function kick(): void {
-    if (closing || durable.length === 0) return;
+    if (closing || once || durable.length === 0) return; // drainOnce() runs its own rounds
     dirty = true;
     running ??= run().finally(() => (running = undefined));
   }
@@ -287,6 +340,68 @@ export async function listen(options: WorkerOptions = {}): Promise<Worker> {
       gateRetryMs = 1;
       dirty = true; // the last look
     }
+  }
+
+  /** drainOnce(): rounds until one claims nothing and no unit waits out a claim's backoff. */
+  async function drainDue(onProgress?: DrainOnceOptions['onProgress'], signal?: AbortSignal): Promise<DrainSummary> {
+    const summary: DrainSummary = { processed: 0, failed: 0, retried: 0, dead: 0, waiting: 0, stopped: false };
+    const count = (key: 'processed' | 'failed' | 'retried' | 'dead') => (e: { ids: string[] }) => void (summary[key] += e.ids.length);
+    const off = [observer.on('processed', count('processed')), observer.on('failed', count('failed')), observer.on('retried', count('retried')), observer.on('dead', count('dead'))];
+    const backlogValues = [listeners.map((l) => l.id), durable.map((c) => c.name), options.context ? JSON.stringify(options.context) : null];
+    const backlog = async () => (await control.query<{ due: number; waiting: number }>(backlogSql, backlogValues)).rows[0]!;
+    const stop = () => {
+      summary.stopped = true;
+      drain.closing = true;
+    };
+    if (signal?.aborted) stop();
+    signal?.addEventListener('abort', stop, { once: true });
+    try {
+      let total = (await backlog()).due;
+      const report = () => {
+        const done = summary.processed + summary.failed;
+        total = Math.max(total, done);
+        onProgress?.(done, total);
+      };
+      const reporting = onProgress ? [observer.on('processed', report), observer.on('failed', report)] : [];
+      off.push(...reporting);
+      onProgress?.(0, total);
+      while (!drain.closing) {
+        const claimed = (await Promise.all(Array.from({ length: concurrency }, () => drain.round()))).reduce((a, b) => a + b, 0);
+        if (claimed > 0) continue;
+        const backoff = drain.backoff();
+        if (!backoff) break;
+        if (backoff.failures >= ONCE_CLAIM_FAILURES) {
+          throw new PubSubError('pubsub.drainFailed', `Claims kept failing (${backoff.failures} in a row), so the drain stopped with notifications still due; they stay stored for the next drain or worker. The last error: ${backoff.error}`);
+        }
+        await new Promise((r) => setTimeout(r, Math.max(0, backoff.retryAt - Date.now())));
+      }
+      summary.waiting = (await backlog()).waiting;
+      return summary;
+    } finally {
+      for (const f of off) f();
+      signal?.removeEventListener('abort', stop);
+    }
+  }
+  if (once) {
+    let draining: Promise<DrainSummary> | undefined;
+    const worker: OnceWorker = {
+      channels: channels.map((c) => c.name),
+      on: (event, fn) => observer.on(event, fn),
+      readiness: () => health.readiness(),
+      drainDue(onProgress?: DrainOnceOptions['onProgress'], signal?: AbortSignal) {
+        return (draining ??= drainDue(onProgress, signal));
+      },
+      async close() {
+        drain.closing = true;
+        for (const timer of timers) clearTimeout(timer);
+        await draining?.catch(() => {});
+        await broadcast.settled();
+        await prisma?.close();
+        await ledger.close();
+        await endPools();
+      },
+    };
+    return worker;
   }
 
   let connection: ListenConnection | undefined;

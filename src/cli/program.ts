@@ -6,13 +6,13 @@ import { listDead, purgeDead, retryDead, showNotification, type DeadFilter } fro
 import { startDashboard } from '../dashboard/server.js';
 import { startEmbeddedPostgres } from '../embedded.js';
 import { generateMigration, resolveMigrations, resolvePrismaPaths } from '../generate.js';
-import { LEVELS, lineLogger, type LevelSetting } from '../log.js';
+import { LEVELS, lineLogger, type LevelSetting, type Log } from '../log.js';
 import { readPrismaSchema } from '../prisma-schema.js';
 import { getRegistry } from '../registry.js';
 import { statusMonitor } from '../status.js';
-import { listen } from '../worker.js';
-import { loadModules, loadPrismaFactory } from './load.js';
-import { exitAfterFlush, shutdown } from './shutdown.js';
+import { drainOnce, listen, type DrainSummary } from '../worker.js';
+import { loadModules, loadPrismaFactory, type ShutdownHook } from './load.js';
+import { GRACE_EXPIRED_EXIT_CODE, exitAfterFlush, shutdown } from './shutdown.js';
 import { FORCED_EXIT_CODE, stopRequested } from './stop.js';
 import { supervise, withoutProcessesFlag } from './supervise.js';
 import { formatStatus, progressReporter } from './status-view.js';
@@ -82,6 +82,38 @@ interface ListenFlags {
   metrics?: boolean;
   logLevel: LevelSetting;
   logFormat: 'json' | 'pretty';
+  once?: boolean;
+}
+
+/**
+ * `pubsub listen --once`: drains what is due with a progress line on a terminal, prints what it did,
+ * runs the modules' shutdown hooks and returns. A signal stops claiming; what runs finishes within the
+ * grace period.
+ */
+async function drainAndExit(options: Parameters<typeof drainOnce>[0], stop: Promise<string>, hooks: ShutdownHook[], gracePeriodMs: number, log: Log): Promise<void> {
+  const controller = new AbortController();
+  const progress = progressReporter(process.stderr, 'drained', 100);
+  const draining = drainOnce({ ...options, signal: controller.signal, onProgress: progress.update });
+  void stop.then((signal) => {
+    controller.abort();
+    log.info(`${signal}: finishing running listeners within the grace period of ${gracePeriodMs} ms; a second SIGINT or SIGTERM exits at once`);
+    setTimeout(() => {
+      log.error(`grace period of ${gracePeriodMs} ms ended with listeners still running; exiting with code ${GRACE_EXPIRED_EXIT_CODE}. Their claims roll back and are retried later.`);
+      void exitAfterFlush(GRACE_EXPIRED_EXIT_CODE);
+    }, gracePeriodMs).unref();
+  });
+  const outcome = await draining.then((summary) => ({ summary }), (error: unknown) => ({ error }));
+  progress.end();
+  if ('summary' in outcome) log.info(drainedLine(outcome.summary));
+  await shutdown(async () => {}, hooks, gracePeriodMs, log);
+  if ('error' in outcome) throw outcome.error;
+}
+
+function drainedLine(s: DrainSummary): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  const failed = s.failed ? `, ${n(s.failed)} failed (${n(s.retried)} kept for a retry, ${n(s.dead)} dead-lettered)` : '';
+  const waiting = s.waiting ? `; ${n(s.waiting)} stored but not due yet (retries waiting out their backoff)` : '';
+  return `${s.stopped ? 'stopped early' : 'drained'}: ${n(s.processed)} processed${failed}${waiting}`;
 }
 
 export function buildProgram(): Command {
@@ -103,6 +135,7 @@ export function buildProgram(): Command {
     .addOption(workerOption('pollIntervalMs', 'ms', 'look for stored work this often without a wake-up', 2000))
     .addOption(workerOption('gracePeriodMs', 'ms', 'after SIGTERM/SIGINT, the longest the stop may take before the process exits anyway with code 1', 30_000))
     .addOption(workerOption('processes', 'n', 'worker processes to run, each restarted when it crashes', 1))
+    .option('--once', 'run the listeners on every stored notification that is due, then exit (progress on a terminal)')
     .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
     .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
     .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
@@ -119,6 +152,9 @@ export function buildProgram(): Command {
       const gracePeriodMs = flags.gracePeriod ?? settings.gracePeriodMs ?? 30_000;
       // A worker process of --processes runs one worker, whatever the config file says.
       const processes = workerProcessNumber() === undefined ? (flags.processes ?? settings.processes ?? 1) : 1;
+      if (flags.once && (processes > 1 || flags.httpPort !== undefined)) {
+        throw new PubSubError('pubsub.config', `--once drains in this process and exits: it takes neither ${processes > 1 ? `--processes ${processes}` : '--http-port'}. Run several \`pubsub listen --once\` side by side instead; they share the work.`);
+      }
       if (processes > 1) {
         if (flags.httpPort !== undefined) throw new PubSubError('pubsub.config', `--http-port with --processes ${processes}: every worker process would serve on the same port. Run one process per container (without --processes) to give each its health port.`);
         return supervise({ processes, gracePeriodMs, args: withoutProcessesFlag(process.argv.slice(2)), log });
@@ -131,7 +167,7 @@ export function buildProgram(): Command {
       };
       // Watched from the start: a signal while the worker starts stops it once started, within the grace period.
       const stop = stopRequested(undefined, forced);
-      const started = listen({
+      const options = {
         channels: flags.channel ?? file.channels,
         databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
         ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
@@ -140,8 +176,12 @@ export function buildProgram(): Command {
         ...(prismaModule && { prisma: await loadPrismaFactory(prismaModule) }),
         batchSize: flags.batchSize ?? file.batchSize ?? 100,
         concurrency: flags.concurrency ?? file.concurrency ?? 1,
-        pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
         logger: log,
+      };
+      if (flags.once) return drainAndExit(options, stop, file.hooks, gracePeriodMs, log);
+      const started = listen({
+        ...options,
+        pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
         ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
         ...(flags.metrics && { metrics: true }),
       });

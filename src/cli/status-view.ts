@@ -66,13 +66,18 @@ export function formatStatus(report: StatusReport): string {
 
 /**
  * Progress of a long action on stderr, when it is a terminal: one line rewritten in place. Elsewhere
- * (a pipe, a log file, --json) nothing, so scripts read only the result.
+ * (a pipe, a log file, --json) nothing, so scripts read only the result. With `everyMs`, at most one
+ * line that often, and always the last.
  */
-export function progressReporter(stream: Pick<NodeJS.WriteStream, 'isTTY' | 'write'>, verb: string): { update(done: number, total: number): void; end(): void } {
+export function progressReporter(stream: Pick<NodeJS.WriteStream, 'isTTY' | 'write'>, verb: string, everyMs = 0): { update(done: number, total: number): void; end(): void } {
   if (!stream.isTTY) return { update() {}, end() {} };
   let shown = false;
+  let last = 0;
   return {
     update(done, total) {
+      // At most one line per `everyMs`, except the last one (updates may come per notification).
+      if (done < total && everyMs > 0 && Date.now() - last < everyMs) return;
+      last = Date.now();
       shown = true;
       const percent = total ? Math.floor((done / total) * 100) : 100;
       stream.write(`\r\x1b[Kpubsub: ${verb} ${count(done)} of ${count(total)} (${percent}%)`);
