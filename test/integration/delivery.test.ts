@@ -72,7 +72,7 @@ class Slow {
 
 const sequence: number[] = [];
 class Ordered {
-  @Listen('ordered', { ordered: true, orderKey: (e: Event) => e.key!, backoff: { baseMs: 1000, maxMs: 1000 } })
+  @Listen('ordered', { ordered: true, orderKey: (e: Event) => e.key!, backoff: { baseMs: 3000, maxMs: 3000 } })
   async handle(e: Event, ctx: NotificationContext) {
     const left = failures.get(`ordered:${e.n}`) ?? 0;
     if (left > 0) {
@@ -123,11 +123,12 @@ const stored = async (channel: string) => db.query('select id::text, attempts, l
 test('each listener of a channel processes each notification once, independently: one failing neither re-runs nor rolls back the other', async () => {
   await notify('fanout', { n: 1, fail: 2 }, { client: db.pool });
   await waitFor(() => count('flaky', 1) === 1, 'the flaky listener to succeed on its third attempt', 15_000);
+  // Its count is taken inside the attempt, before the commit: read the writes once both rows are gone.
+  await waitFor(async () => (await stored('fanout')).length === 0, 'both rows to be deleted');
   assert.equal(count('healthy', 1), 1);
   assert.deepEqual(await effects('healthy'), [1], 'the healthy listener ran once');
   assert.deepEqual(await effects('flaky'), [1], 'the failed attempts left no writes');
   assert.equal(calls.flaky![0]!.attempt, 2);
-  await waitFor(async () => (await stored('fanout')).length === 0, 'both rows to be deleted');
 });
 
 test('a poison notification is dead-lettered after maxAttempts, never blocks the others, and can be listed, retried and purged', async () => {
@@ -202,7 +203,7 @@ test('ordered listeners process each key strictly in order across workers; a fai
       assert.deepEqual(seen, [...seen].sort((x, y) => x - y), `key ${key} in order: ${seen}`);
       assert.equal(new Set(seen).size, 10);
     }
-    // Key a waited at least 0.5 s for the retry of n = 4; keys b and c did not wait for it.
+    // Key a waited at least 1.5 s (the backoff, jittered) for the retry of n = 4; keys b and c did not wait for it.
     const retried = sequence.indexOf(4);
     assert.deepEqual(sequence.slice(0, retried).filter((x) => x % 3 === 1), [1], 'nothing of key a overtook n = 4');
     assert.equal(sequence.slice(0, retried).filter((x) => x % 3 !== 1).length, 20, `b and c went on: ${sequence}`);

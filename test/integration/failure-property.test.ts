@@ -31,7 +31,7 @@ let db: TestDatabase;
 let worker: Worker;
 
 class Faulty {
-  @PostInsertListen('Everything', { maxAttempts: MAX_ATTEMPTS, timeoutMs: 150, backoff: { baseMs: 10, maxMs: 20 } })
+  @PostInsertListen('Everything', { maxAttempts: MAX_ATTEMPTS, timeoutMs: 400, backoff: { baseMs: 10, maxMs: 20 } })
   async inserted(p: TriggerPayload<Everything>, ctx: NotificationContext) {
     const key = p.new!.text;
     calls.set(key, (calls.get(key) ?? 0) + 1);
