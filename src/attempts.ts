@@ -34,6 +34,9 @@ export interface Stored {
   isolated: boolean;
   /** From the start of the transaction that stored it to the start of this claim's, on the server's clock (events, metrics). float8 (date_part), not numeric: cheap per row. */
   latency_ms: number;
+  /** Ordered claims only: kept for a row put back without an attempt. */
+  last_error?: string | null;
+  last_attempt_at?: string | null;
 }
 
 export interface Failure {
@@ -179,6 +182,12 @@ export function restoreValues(failed: Failure[]): unknown[] {
     failed.map((f) => retryDelaySeconds(f.n.attempts + 1, f.listener?.delivery.backoff)),
     failed.map(isLastAttempt),
   ];
+}
+
+/** Puts rows of an ordered claim back as they were claimed (held back behind a failure of their key). */
+export function holdBackValues(ns: Stored[]): unknown[] {
+  const field = <K extends keyof Stored>(k: K) => ns.map((n) => n[k] ?? null);
+  return [field('id'), field('channel'), field('listener'), field('payload'), field('context'), field('attempts'), field('created_at'), field('order_key'), field('isolated'), field('last_error'), field('last_attempt_at')];
 }
 
 export { restoreSql };

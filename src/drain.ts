@@ -3,7 +3,7 @@
  * transaction (transaction.ts), settling every attempt (attempts.ts).
  *
  * Units are ways of claiming, each with its own cursor, claim size and backoff: all plain listeners
- * together; each ordered listener (heads of keys only); each batch listener; and the isolated rows
+ * together; each ordered listener (heads of keys, each with the run of its key behind it); each batch listener; and the isolated rows
  * (whose earlier attempt was lost), one per transaction. A drain round visits the units in turn, one
  * claim each, until every unit comes back short, so one backlog cannot starve the others; a unit whose
  * claim fails waits out its own backoff while the others go on.
@@ -13,11 +13,11 @@
 import { performance } from 'node:perf_hooks';
 import createDebug from 'debug';
 import type pg from 'pg';
-import { AttemptLedger, describe, restoreSql, restoreValues, type Failure, type Stored } from './attempts.js';
+import { AttemptLedger, describe, holdBackValues, restoreSql, restoreValues, type Failure, type Stored } from './attempts.js';
 import { Dispatcher, ListenerTimeoutError, timeoutOf, withTimeout } from './dispatch.js';
 import type { Attempted, Observer, Reaped } from './observe.js';
 import type { ListenerDefinition, Registry } from './registry.js';
-import { claimSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
+import { claimSql, holdBackSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
 import { noPrisma, withPrisma, type PrismaBinding } from './prisma.js';
 import { ClaimTransaction, TransactionLostError } from './transaction.js';
 import { traceProcess, withoutTrace } from './tracing.js';
@@ -158,7 +158,7 @@ export class Drain {
     try {
       if (unit.kind === 'ordered') await this.assignKeys(tx, unit.listeners[0]!);
       const started = performance.now();
-      const limit = unit.kind === 'plain' ? unit.limit * unit.scale : unit.limit;
+      const limit = unit.kind === 'plain' || unit.kind === 'ordered' ? unit.limit * unit.scale : unit.limit;
       const { rows, xid, reaped } = await this.claim(tx, unit, limit);
       if (!rows.length || !xid) {
         await tx.commit(); // it may have counted lost attempts
@@ -177,15 +177,16 @@ export class Drain {
       unit.waited = false;
       const recording = this.o.ledger.record(xid, rows, this.o.byId);
       if (!recording.sent) await recording.done;
-      const attempts = await this.run(tx, unit, rows);
+      const { attempts, heldBack } = await this.run(tx, unit, rows);
       const failed: Failure[] = [];
       for (const a of attempts) if (a.failure) for (const n of a.ns) failed.push({ n, error: a.failure.error, listener: a.listener });
       // The record must be in before the commit deletes it. If it failed, it may or may not be there: the
       // delete below removes it if it is; one still in flight lands as garbage that the next claim drops.
       await recording.done.catch((error) => debug('claim record of %s failed: %s', xid, (error as Error).message));
       if (failed.length) await tx.run(restoreSql, restoreValues(failed));
+      if (heldBack.length) await tx.run(holdBackSql, holdBackValues(heldBack));
       await tx.commit(settleClaimSql(xid));
-      if (unit.kind === 'plain') {
+      if (unit.kind === 'plain' || unit.kind === 'ordered') {
         // Quick listeners get bigger claims (fewer commits), slow ones keep short transactions.
         const ms = performance.now() - started;
         if (rows.length >= limit && ms < 25) unit.scale = Math.min(MAX_SCALE, unit.scale * 2);
@@ -222,21 +223,37 @@ export class Drain {
     const rows = (claimed!.rows as Stored[]).sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
     if (unit.kind === 'isolated' && rows[0]) unit.after.set('', rows[0].id); // one cursor over every listener's isolated rows
+    if (unit.kind === 'ordered' && rows.length) {
+      // The highest head (first row of a key's run): the next claim of this round looks for heads after it.
+      const heads = new Map<string | null, string>();
+      for (const n of rows) if (!heads.has(n.order_key)) heads.set(n.order_key, n.id);
+      unit.after.set(unit.listeners[0]!.id, [...heads.values()].at(-1)!);
+    }
     return { rows, xid: xid!.rows[0].xid, reaped: reaped!.rows };
   }
 
-  /** Runs the listeners of the claimed rows; returns every attempt with its outcome. Throws when the transaction is lost. */
-  private async run(tx: ClaimTransaction, unit: Unit, rows: Stored[]): Promise<Attempted[]> {
+  /**
+   * Runs the listeners of the claimed rows; returns every attempt with its outcome, and the rows of an
+   * ordered claim held back behind a failure of their key (not attempted). Throws when the transaction is lost.
+   */
+  private async run(tx: ClaimTransaction, unit: Unit, rows: Stored[]): Promise<{ attempts: Attempted[]; heldBack: Stored[] }> {
     const attempts: Attempted[] = [];
+    const heldBack: Stored[] = [];
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
     if (unit.kind === 'batch' || single?.delivery.batch) {
       const l = single ?? unit.listeners[0]!;
       const started = performance.now();
       const failure = await this.attempt(tx, rows, l, async (ctx) => this.o.dispatcher.call(l, await Promise.all(rows.map(async (n) => (await this.o.dispatcher.argument(l, n.payload))?.value)), ctx));
       attempts.push({ ns: rows, listener: l, durationMs: performance.now() - started, failure });
-      return attempts;
+      return { attempts, heldBack };
     }
+    /** Ordered: keys with a failed row in this claim; their later rows wait for its retry. */
+    const failedKeys = new Set<string | null>();
     for (const n of rows) {
+      if (unit.kind === 'ordered' && failedKeys.has(n.order_key)) {
+        heldBack.push(n);
+        continue;
+      }
       const own = n.listener ? this.o.byId.get(n.listener) : undefined;
       const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id));
       const started = performance.now();
@@ -247,8 +264,9 @@ export class Drain {
         }
       });
       attempts.push({ ns: [n], listener: own, durationMs: performance.now() - started, failure });
+      if (failure) failedKeys.add(n.order_key);
     }
-    return attempts;
+    return { attempts, heldBack };
   }
 
   /**

@@ -540,6 +540,8 @@ export function modelSql(model: PrismaModel): string {
 const returning = `returning n.id::text as id, n.channel, n.listener, n.payload::text as payload, n.context::text as context,
   n.attempts, n.created_at::text as created_at, n.order_key, n.isolated,
   date_part('epoch', now() - n.created_at) * 1000 as latency_ms`;
+/** Ordered claims also return what a row held back (not attempted) needs to go back unchanged. */
+const orderedReturning = `${returning}, n.last_error, n.last_attempt_at::text as last_attempt_at`;
 
 export interface ClaimTarget {
   /** Listener names; one ordered listener for `ordered`. */
@@ -549,7 +551,11 @@ export interface ClaimTarget {
   limit: number;
   /** Only notifications whose context contains this JSON. */
   context: string | null;
-  /** Claim the head of each key only (ordered listener). */
+  /**
+   * Ordered listener: claim the heads of keys (the first row of a key, none earlier waiting, failing or
+   * running elsewhere), each with the rows of its key that follow it, in id order, up to the first one
+   * that is not ready; `limit` rows in all. Its cursor (`after`) is the highest head claimed this round.
+   */
   ordered?: boolean;
   /** Claim isolated rows (see version 3), one per transaction, of any of `listeners`; its cursor is `after.get('')`. */
   isolated?: boolean;
@@ -604,10 +610,17 @@ export function claimSql(target: ClaimTarget): string {
       and (h.order_key is null or ${headOfKey})
     order by id limit 1 for update skip locked`;
   } else if (target.ordered) {
-    // Only the first notification of each key: not a later one while an earlier one waits, fails or runs elsewhere.
-    ids = `select id from pubsub.notification h
-    where listener = ${literal(target.listeners[0]!)} and order_key is not null and not isolated and ${ready} and ${headOfKey}
-    order by id limit ${limit} for update skip locked`;
+    // The heads, locked: holding a key's head is holding the key (no other claim sees its later rows as
+    // heads while the head exists). Then each head's run: its key's rows from it on, cut at the first one
+    // not ready (dead, backing off, isolated, another context), so a run never skips a row of its key.
+    const name = literal(target.listeners[0]!);
+    ids = `select r.id from (select id, order_key from pubsub.notification h
+      where listener = ${name}${from(target.listeners[0]!)} and order_key is not null and not isolated and ${ready} and ${headOfKey}
+      order by id limit ${limit} for update skip locked) h
+    cross join lateral (select id from (select id, bool_and(ok) over (order by id) as run
+      from (select id, (not isolated and ${ready}) as ok from pubsub.notification
+        where listener = ${name} and order_key = h.order_key and id >= h.id order by id limit ${limit}) k) k where run) r
+    order by h.id, r.id limit ${limit}`;
   } else {
     const parts = target.listeners.map(
       (name, i) => `select * from (select id from pubsub.notification where listener = ${literal(name)}${from(name)} and not isolated and ${ready} order by id limit ${limit} for update skip locked) l${i}`,
@@ -622,12 +635,15 @@ export function claimSql(target: ClaimTarget): string {
   const session = idle > 0
     ? `select pg_backend_pid() as pid, case when ${keepShorter} then set_config('idle_in_transaction_session_timeout', '${idle}', true) end as idle`
     : `select pg_backend_pid() as pid`;
-  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims();\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${returning};\nselect txid_current_if_assigned()::text as xid`;
+  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims();\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${target.ordered ? orderedReturning : returning};\nselect txid_current_if_assigned()::text as xid`;
 }
 
-/** Ordered listener $1: notifications still waiting for their key, oldest first. */
-export const unkeyedSql = `select id::text as id, payload::text as payload from pubsub.notification
-  where listener = $1 and order_key is null order by id limit 1000`;
+/**
+ * Ordered listener $1: notifications still waiting for their key, oldest first: by the bigint column
+ * (`order by id` would sort the text alias, so "10" before "2", and give keys out of order).
+ */
+export const unkeyedSql = `select n.id::text as id, n.payload::text as payload from pubsub.notification n
+  where n.listener = $1 and n.order_key is null order by n.id limit 1000`;
 export const setKeysSql = `update pubsub.notification n set order_key = k.key
   from unnest($1::bigint[], $2::text[]) k(id, key) where n.id = k.id`;
 
@@ -643,6 +659,17 @@ export const restoreSql = `insert into pubsub.notification
          now() + make_interval(secs => f.delay), case when f.dead then now() end
   from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[], $8::text[], $9::boolean[], $10::text[], $11::float8[], $12::boolean[])
     as f(id, channel, listener, payload, context, attempts, created_at, order_key, isolated, error, delay, dead)`;
+
+/**
+ * Puts rows of an ordered claim back exactly as they were claimed, without an attempt: those behind a
+ * failed row of their key in the same claim, which must not run before it.
+ */
+export const holdBackSql = `insert into pubsub.notification
+    (id, channel, listener, payload, context, attempts, created_at, order_key, isolated, last_error, last_attempt_at)
+  overriding system value
+  select f.id, f.channel, f.listener, f.payload::jsonb, f.context::jsonb, f.attempts, f.created_at, f.order_key, f.isolated, f.error, f.last_attempt_at
+  from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[], $8::text[], $9::boolean[], $10::text[], $11::timestamptz[])
+    as f(id, channel, listener, payload, context, attempts, created_at, order_key, isolated, error, last_attempt_at)`;
 
 /**
  * Records a claim before any of its listeners runs, in its own transaction (autocommit, on another
@@ -716,13 +743,14 @@ export const scrapeSql = `select
 
 // Dead letters.
 const deadFilter = `dead_at is not null and ($1::bigint is null or id = $1) and ($2::text is null or channel = $2) and ($3::text is null or listener = $3)`;
-export const deadListSql = `select id::text as id, channel, listener, attempts, last_error, created_at, last_attempt_at, dead_at
-  from pubsub.notification where ${deadFilter} order by id limit $4`;
+// \`order by n.id\`: a bare \`id\` would sort the text alias ("10" before "9").
+export const deadListSql = `select n.id::text as id, channel, listener, attempts, last_error, created_at, last_attempt_at, dead_at
+  from pubsub.notification n where ${deadFilter} order by n.id limit $4`;
 export const deadShowSql = `select id::text as id, channel, listener, payload, context, attempts, last_error, created_at, last_attempt_at, dead_at
   from pubsub.notification where id = $1`;
 /** The dead list with payloads and contexts, for the dashboard ($4: limit). */
-export const deadPageSql = `select id::text as id, channel, listener, attempts, last_error, created_at, last_attempt_at, dead_at, payload, context
-  from pubsub.notification where ${deadFilter} order by id limit $4`;
+export const deadPageSql = `select n.id::text as id, channel, listener, attempts, last_error, created_at, last_attempt_at, dead_at, payload, context
+  from pubsub.notification n where ${deadFilter} order by n.id limit $4`;
 export const deadCountSql = `select count(*)::int as count from pubsub.notification where ${deadFilter}`;
 /**
  * One chunk of a retry or purge: up to $5 dead notifications with ids above $4, in id order, locked so

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { Listen, PubSubError, drainOnce, type NotificationContext } from '../../src/index.js';
+import { Listen, PubSubError, drainOnce, listDead, type NotificationContext } from '../../src/index.js';
 import { ROOT, runCli, startCli } from '../helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
@@ -131,5 +131,16 @@ test('pubsub listen --once refuses --processes and --http-port with a clear erro
     const run = await runCli(['listen', '--once', ...flag, '--require', fixture], { DATABASE_URL: db.url });
     assert.equal(run.code, 1, run.output);
     assert.match(run.output, /--once drains in this process and exits/);
+  }
+});
+
+test('dead list and the dashboard page sort ids as numbers, and the limit keeps the oldest (ids 5–16 cross a digit)', async () => {
+  await db.query(`delete from pubsub.notification`);
+  await db.query(`insert into pubsub.notification (id, channel, listener, payload, attempts, dead_at) overriding system value
+    select g, 'dead_sort', 'X.y', '{}', 1, now() from generate_series(5, 16) g`);
+  const ids = Array.from({ length: 12 }, (_, i) => String(i + 5));
+  for (const payloads of [false, true]) {
+    const listed = await listDead(db.url, { channel: 'dead_sort' }, 10, { payloads });
+    assert.deepEqual(listed.map((d) => d.id), ids.slice(0, 10), `payloads: ${payloads}`);
   }
 });
