@@ -16,7 +16,21 @@ export class Sample {
 export const observed = { latencies: [] as number[], received: 0, sentAt: 0 };
 const now = () => performance.timeOrigin + performance.now();
 
+export class Keyed {
+  n!: number;
+  key!: number;
+}
+
+/** Ordered runs (W10): the last n seen per key; a smaller one is an ordering violation, printed for the bench to find. */
+const lastOfKey = new Map<number, number>();
+
 export class BenchListeners {
+  @Listen('bench_ordered', { ordered: true, orderKey: (k: Keyed) => String(k.key) })
+  ordered(k: Keyed) {
+    if ((lastOfKey.get(k.key) ?? 0) >= k.n) console.log(`ORDER VIOLATION: key ${k.key} got ${k.n} after ${lastOfKey.get(k.key)}`);
+    lastOfKey.set(k.key, k.n);
+  }
+
   @Listen('bench_drain')
   noop(_item: Item) {}
 

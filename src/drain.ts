@@ -44,6 +44,8 @@ interface Unit {
   scale: number;
   /** Batch units: the last claim was short and we already waited for it to fill. */
   waited: boolean;
+  /** Ordered units: the highest id given a key this round (keys are given in id order, so the rest come after it). */
+  keyedAfter: string;
   /** Claims that failed in a row, and when this unit may claim again. */
   failures: number;
   retryAt: number;
@@ -86,7 +88,7 @@ export class Drain {
     const unit = (kind: Unit['kind'], listeners: ListenerDefinition[], limit: number): Unit => {
       const timeouts = listeners.map(timeoutOf);
       const idleTimeoutMs = timeouts.includes(0) ? 0 : Math.max(0, ...timeouts) + IDLE_SLACK_MS;
-      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, failures: 0, retryAt: 0, lastError: '', idleTimeoutMs };
+      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, keyedAfter: '0', failures: 0, retryAt: 0, lastError: '', idleTimeoutMs };
     };
     const plain: ListenerDefinition[] = [];
     for (const l of o.byId.values()) {
@@ -127,7 +129,10 @@ export class Drain {
     } finally {
       // The round is over: the next one scans each listener's range from its start again, which
       // picks up rows written with lower ids after we passed them (late commits, retries).
-      for (const unit of this.units) unit.after.clear();
+      for (const unit of this.units) {
+        unit.after.clear();
+        unit.keyedAfter = '0';
+      }
     }
     return claimed;
   }
@@ -156,7 +161,7 @@ export class Drain {
     const client = await this.o.pool.connect();
     const tx = new ClaimTransaction(client, this.o.roundTripMs);
     try {
-      if (unit.kind === 'ordered') await this.assignKeys(tx, unit.listeners[0]!);
+      if (unit.kind === 'ordered') await this.assignKeys(tx, unit);
       const started = performance.now();
       const limit = unit.kind === 'plain' || unit.kind === 'ordered' ? unit.limit * unit.scale : unit.limit;
       const { rows, xid, reaped } = await this.claim(tx, unit, limit);
@@ -322,12 +327,20 @@ export class Drain {
     return { error };
   }
 
-  /** Gives newly stored notifications of an ordered listener their key, in id order, one worker at a time. */
-  private async assignKeys(tx: ClaimTransaction, l: ListenerDefinition): Promise<void> {
+  /**
+   * Gives newly stored notifications of an ordered listener their key, in id order, one worker at a
+   * time, committed before the claim. Within a drain round it looks only after the last id it keyed:
+   * from the start it would walk every keyed row still waiting (a heap visit each) on every claim.
+   * Rows committed late with lower ids get their key in the next round, which starts from the start.
+   */
+  private async assignKeys(tx: ClaimTransaction, unit: Unit): Promise<void> {
+    const l = unit.listeners[0]!;
+    let last: string | undefined;
     await tx.run('begin');
     const { rows } = await tx.run<{ locked: boolean }>('select pg_try_advisory_xact_lock(hashtext($1)) as locked', [`pubsub.order:${l.id}`]);
     if (rows[0]!.locked) {
-      const waiting = (await tx.run<{ id: string; payload: string }>(unkeyedSql, [l.id])).rows;
+      const waiting = (await tx.run<{ id: string; payload: string }>(unkeyedSql, [l.id, unit.keyedAfter])).rows;
+      last = waiting.at(-1)?.id;
       if (waiting.length) {
         const keys = await Promise.all(
           waiting.map(async (n) => {
@@ -343,5 +356,6 @@ export class Drain {
       }
     }
     await tx.commit();
+    if (last) unit.keyedAfter = last;
   }
 }

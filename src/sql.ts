@@ -613,13 +613,16 @@ export function claimSql(target: ClaimTarget): string {
     // The heads, locked: holding a key's head is holding the key (no other claim sees its later rows as
     // heads while the head exists). Then each head's run: its key's rows from it on, cut at the first one
     // not ready (dead, backing off, isolated, another context), so a run never skips a row of its key.
+    // Each key's run is its share of the claim (limit / heads, at least 1): many keys fetch a few rows each.
     const name = literal(target.listeners[0]!);
-    ids = `select r.id from (select id, order_key from pubsub.notification h
+    ids = `with h as materialized (select id, order_key from pubsub.notification h
       where listener = ${name}${from(target.listeners[0]!)} and order_key is not null and not isolated and ${ready} and ${headOfKey}
-      order by id limit ${limit} for update skip locked) h
+      order by id limit ${limit} for update skip locked)
+    select r.id from h
     cross join lateral (select id from (select id, bool_and(ok) over (order by id) as run
       from (select id, (not isolated and ${ready}) as ok from pubsub.notification
-        where listener = ${name} and order_key = h.order_key and id >= h.id order by id limit ${limit}) k) k where run) r
+        where listener = ${name} and order_key = h.order_key and id >= h.id order by id
+        limit greatest(1, ${limit} / (select count(*) from h))) k) k where run) r
     order by h.id, r.id limit ${limit}`;
   } else {
     const parts = target.listeners.map(
@@ -639,11 +642,11 @@ export function claimSql(target: ClaimTarget): string {
 }
 
 /**
- * Ordered listener $1: notifications still waiting for their key, oldest first: by the bigint column
+ * Ordered listener $1: notifications still waiting for their key after id $2, oldest first: by the bigint column
  * (`order by id` would sort the text alias, so "10" before "2", and give keys out of order).
  */
 export const unkeyedSql = `select n.id::text as id, n.payload::text as payload from pubsub.notification n
-  where n.listener = $1 and n.order_key is null order by n.id limit 1000`;
+  where n.listener = $1 and n.order_key is null and n.id > $2::bigint order by n.id limit 1000`;
 export const setKeysSql = `update pubsub.notification n set order_key = k.key
   from unnest($1::bigint[], $2::text[]) k(id, key) where n.id = k.id`;
 
