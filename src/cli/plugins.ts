@@ -7,6 +7,7 @@
  * claims its name when it exports `plugin` or `registerCommands`; two claims of one name, a claimed
  * name that is a built-in command, or `registerCommands` without a name are errors.
  */
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import pg from 'pg';
 import { databaseUrlFromEnv, loadFileConfig, requireDatabaseUrl, type FileConfig } from '../config.js';
@@ -44,7 +45,7 @@ export interface PluginContext {
  * An action's exit code is the process's: the number it returns (0 to 255), or a thrown PubSubError's
  * `exitCode`; any other error exits 1.
  */
-export type RegisterCommands = (cmd: Command, ctx: PluginContext) => void | Promise<void>;
+export type RegisterCommands = (cmd: PluginCommand, ctx: PluginContext) => void | Promise<void>;
 
 /** One plugin: every loaded module of one name, and the listeners they declare. */
 export interface Plugin {
@@ -149,8 +150,11 @@ export interface PluginRun {
   close(): Promise<void>;
 }
 
-/** Made by `cmd.command()` under a plugin: its action's returned number becomes the exit code. */
-class PluginCommand extends Command {
+/**
+ * The command a plugin's `registerCommands` gets: commander's Command, whose subcommands (made with
+ * `cmd.command()`) may return their exit code from the action.
+ */
+export class PluginCommand extends Command {
   constructor(
     name: string | undefined,
     private readonly run: { exitCode?: number },
@@ -158,14 +162,15 @@ class PluginCommand extends Command {
     super(name);
   }
 
-  override createCommand(name?: string): Command {
+  override createCommand(name?: string): PluginCommand {
     return new PluginCommand(name, this.run);
   }
 
-  override action(fn: (this: this, ...args: any[]) => unknown): this {
+  /** As commander's, but a returned number (0 to 255) becomes the process's exit code. */
+  override action(fn: (this: this, ...args: any[]) => void | number | Promise<void | number>): this {
     const run = this.run;
     return super.action(async function (this: PluginCommand, ...args: unknown[]) {
-      const code = await (fn as (...a: unknown[]) => unknown).apply(this, args);
+      const code: unknown = await (fn as (...a: unknown[]) => unknown).apply(this, args);
       if (code === undefined) return;
       if (typeof code !== 'number' || !Number.isInteger(code) || code < 0 || code > 255) {
         throw new PubSubError('pubsub.plugin', `${this.parent?.name()} ${this.name()}: the action returned ${JSON.stringify(code)}; return an exit code from 0 to 255, or nothing for 0.`);
@@ -228,7 +233,7 @@ export async function addPluginCommands(program: Command, argv: string[]): Promi
       },
       log,
     };
-    const group = new PluginCommand(plugin.name, run).copyInheritedSettings(program).description(`Commands of the ${plugin.name} plugin (${module}).`);
+    const group = new PluginCommand(plugin.name, run).copyInheritedSettings(program).description(`Commands of the ${plugin.name} plugin (${path.relative(process.cwd(), path.resolve(module))}).`);
     for (const option of commonOptions()) group.addOption(option);
     group.hook('preAction', (_, action) => {
       const flags = action.optsWithGlobals<{ config?: string; databaseUrl?: string }>();
