@@ -92,6 +92,16 @@ describe('plugin commands', () => {
     assert.match(noDatabase.output, /No database: set DATABASE_URL/);
   });
 
+  test('the database ends a connection: an idle one is logged and replaced; the one an action uses fails the command with exit 1', async () => {
+    const survive = await inProject(['orders', 'survive']);
+    assert.equal(survive.code, 0, survive.output);
+    assert.match(survive.output, /pubsub: orders: an idle database connection failed: terminating connection due to administrator command/);
+    assert.match(survive.output, /after: 1/);
+    const cut = await inProject(['orders', 'cut']);
+    assert.equal(cut.code, 1, cut.output);
+    assert.match(cut.output, /terminating connection due to administrator command/);
+  });
+
   test('-r/--require anywhere after the plugin name finds modules without a config file', async () => {
     const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-plugins-bare-'));
     const run = await runCli(['reports', 'hello', '-r', fixture('plugin-reports.js')], {}, cwd);
@@ -131,6 +141,12 @@ describe('broken plugins', () => {
     assert.match(help.output, /pubsub: plugin commands are not shown: .*plugin-bad\.js: registerCommands of the broken plugin failed/);
     assert.match(help.output, /^ {2}orders \[options\]/m, 'the working plugin is listed');
     assert.doesNotMatch(help.output, /^ {2}broken/m);
+  });
+
+  test('a plugin option that pubsub reads itself (-c): a clear error', async () => {
+    const run = await withBad('reserved', ['reserved', 'count']);
+    assert.equal(run.code, 1);
+    assert.match(run.output, /registerCommands of the reserved plugin failed: count defines -c, which pubsub reads itself \(-r, --require, -c, --config, --database-url\)/);
   });
 
   test('registerCommands with no name to derive (listeners on two channels): asks for export const plugin', async () => {
