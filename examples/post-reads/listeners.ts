@@ -55,6 +55,9 @@ export const registerCommands: RegisterCommands = (cmd, ctx) => {
       const client = await ctx.pool().connect();
       try {
         await client.query('begin');
+        // Workers wait while it recounts: a read they are counting right now is either in the recount
+        // (committed before the lock) or added on top of it (their upsert runs after this commits).
+        await client.query('lock table post_read_counts in exclusive mode');
         const scope = [flags.since, flags.post ?? null];
         await client.query(
           `create temporary table fresh on commit drop as
@@ -63,7 +66,7 @@ export const registerCommands: RegisterCommands = (cmd, ctx) => {
           scope,
         );
         const cached = `select day, post_id, reads from post_read_counts where day >= $1::date and ($2::int is null or post_id = $2)`;
-        const { rows } = await client.query<{ n: number }>(`select count(*)::int as n from ((table fresh except ${cached}) union all (${cached} except table fresh)) d`, scope);
+        const { rows } = await client.query<{ n: number }>(`select count(distinct (day, post_id))::int as n from ((table fresh except ${cached}) union all (${cached} except table fresh)) d`, scope);
         const differ = rows[0]!.n;
         if (flags.check) {
           await client.query('rollback');

@@ -117,6 +117,36 @@ describe('plugin commands', () => {
   });
 });
 
+test('the example: the posts plugin of the repository’s config counts reads with its listener and `pubsub posts recount` rebuilds the counts', async () => {
+  const demo = await createTestDatabase();
+  const env = { DATABASE_URL: demo.url };
+  try {
+    const migrate = await runCli(['migrate'], env); // prisma/migrations, from the repository's pubsub.config.json
+    assert.equal(migrate.code, 0, migrate.output);
+    for (const [postId, date] of [[1, '2026-01-02T10:00:00Z'], [1, '2026-01-02T23:00:00Z'], [2, '2025-12-31T12:00:00Z']] as const) {
+      await demo.query(`select pubsub.notify('post_reads_per_date', $1::jsonb)`, [JSON.stringify({ postId, date })]);
+    }
+    const drained = await runCli(['listen', '--once'], env);
+    assert.equal(drained.code, 0, drained.output);
+    const counts = async () => (await demo.query(`select to_char(day, 'YYYY-MM-DD') as day, post_id, reads from post_read_counts order by 1, 2`)).map((r) => `${r.day} ${r.post_id} ${r.reads}`);
+    assert.deepEqual(await counts(), ['2025-12-31 2 1', '2026-01-02 1 2']);
+
+    assert.equal((await runCli(['posts', 'recount', '--since', '2026-01-01', '--check'], env)).code, 0, 'the counts match the reads');
+    await demo.query(`update post_read_counts set reads = 99`); // a cache gone wrong
+    const check = await runCli(['posts', 'recount', '--since', '2026-01-01', '--check'], env);
+    assert.equal(check.code, 1, check.output);
+    assert.match(check.output, /1 count\(s\) since 2026-01-01 differ from the reads/);
+    const recount = await runCli(['posts', 'recount', '--since', '2026-01-01'], env);
+    assert.equal(recount.code, 0, recount.output);
+    assert.deepEqual(await counts(), ['2025-12-31 2 99', '2026-01-02 1 2'], 'days before --since are left alone');
+    const bad = await runCli(['posts', 'recount', '--since', 'yesterday'], env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.output, /error: option '--since <day>' argument 'yesterday' is invalid\. Expected a day such as 2026-01-01\./);
+  } finally {
+    await demo.drop();
+  }
+});
+
 describe('broken plugins', () => {
   const withBad = (kind: string, args: string[]) => runCli([...args, '-r', fixture('plugin-orders.js'), '-r', fixture('plugin-bad.js')], { PLUGIN_CASE: kind, DATABASE_URL: db.url });
 
