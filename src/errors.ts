@@ -21,7 +21,8 @@ export type PubSubErrorCode =
   | 'pubsub.transactionAborted'
   | 'pubsub.listenerTimeout'
   | 'pubsub.drainFailed'
-  | 'pubsub.missingDependency';
+  | 'pubsub.missingDependency'
+  | 'pubsub.plugin';
 
 export class PubSubError extends Error {
   readonly code: PubSubErrorCode;

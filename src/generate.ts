@@ -4,11 +4,11 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { PubSubError } from './errors.js';
+import { PubSubError, closestName } from './errors.js';
 import { prismaMigrations } from './migrate.js';
-import { channelModes, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration, type MigrationBackend } from './migration.js';
+import { channelModes, onlyPlugins, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration, type MigrationBackend } from './migration.js';
 import { readPrismaSchema } from './prisma-schema.js';
-import { getRegistry, type Registry } from './registry.js';
+import { Registry, getRegistry } from './registry.js';
 import { conditionCheckSql, scratchTableSql, tableColumnsSql, tableReference, type TriggerDefinition } from './sql.js';
 
 export interface GenerateOptions {
@@ -34,6 +34,17 @@ export interface GenerateOptions {
    * the WHEN clause.
    */
   databaseUrl?: string;
+  /**
+   * Plugin name → ids of the listeners its modules declare (the CLI's plugin names). Recorded in the
+   * migration, so that a later `only` run knows what each plugin had.
+   */
+  plugins?: Record<string, string[]>;
+  /**
+   * Write only what these plugins (names of `plugins`) need: their triggers and subscriptions are
+   * added, changed or removed; everything else the migrations record is left as it is. For services
+   * that share a database and its migrations folder, each loading its own listener modules.
+   */
+  only?: string[];
 }
 
 export interface GenerateResult {
@@ -103,9 +114,41 @@ export async function generateMigration(options: GenerateOptions = {}): Promise<
   const { schema, migrationsDir } = await resolvePrismaPaths(options);
   const migrations = migrationBackend(migrationsDir);
   const registry = options.registry ?? getRegistry();
-  const defs = triggerDefinitions(registry, readPrismaSchema(schema));
-  const plan = planMigration(defs, readMigrationState(migrations), subscriptions(registry), channelModes(registry), options.grantNotify);
-  const notes = await checkConditions(defs, options.databaseUrl);
+  const models = readPrismaSchema(schema);
+  const previous = readMigrationState(migrations);
+  const plugins = options.plugins ?? {};
+  const loose: string[] = [];
+  let plan;
+  let defs;
+  if (options.only?.length) {
+    for (const name of options.only) {
+      if (plugins[name]) continue;
+      const close = closestName(name, Object.keys(plugins));
+      throw new PubSubError(
+        'pubsub.plugin',
+        `--only ${name}: no loaded module is the plugin "${name}".${close ? ` Did you mean "${close}"?` : ''} Plugins loaded: ${Object.keys(plugins).join(', ') || '(none)'}. A module's plugin name is its \`export const plugin\`, else the one channel its listeners declare.`,
+      );
+    }
+    const selected = Object.fromEntries(options.only.map((name) => [name, plugins[name]!]));
+    const ids = new Set(Object.values(selected).flat());
+    const subset = new Registry();
+    for (const channel of registry.list()) for (const listener of channel.listeners) if (ids.has(listener.id)) subset.register(listener);
+    const narrowed = onlyPlugins(previous, { plugins: selected, defs: triggerDefinitions(subset, models), subscribed: subscriptions(subset), channels: channelModes(subset) }, models, options.grantNotify);
+    defs = narrowed.defs;
+    loose.push(...narrowed.notes);
+    plan = planMigration(defs, previous, narrowed.subscribed, narrowed.channels, narrowed.notifyRoles, narrowed.keep);
+  } else {
+    defs = triggerDefinitions(registry, models);
+    const loaded = new Set(registry.listenerIds);
+    for (const [name, ids] of Object.entries(previous?.plugins ?? {})) {
+      if (plugins[name] || ids.some((id) => loaded.has(id))) continue;
+      loose.push(
+        `the plugin ${name} (${ids.join(', ')}) is recorded in the migrations but not loaded: this migration unsubscribes its listeners and drops its triggers. If another service still runs it, delete the new folder and run make-migration --only <your plugins>, or load its module too.`,
+      );
+    }
+    plan = planMigration(defs, previous, subscriptions(registry), channelModes(registry), options.grantNotify, { plugins });
+  }
+  const notes = [...loose, ...(await checkConditions(defs, options.databaseUrl))];
   if (!plan) return { upToDate: true, summary: [], migrationsDir, notes };
   if (options.check) return { upToDate: false, summary: plan.summary, migrationsDir, notes };
   const folder = writeMigration(migrations, plan, options.name);

@@ -25,6 +25,8 @@ export { getRegistry } from './registry.js';
 export { status, statusMonitor } from './status.js';
 export { drainOnce, listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
+/** For plugin commands' argument parsers: commander reports it as a bad option value, with the option's name. */
+export { InvalidArgumentError } from 'commander';
 
 export type { ListenOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
 export type { DeliveryOptions } from './registry.js';
@@ -38,6 +40,7 @@ export type { AttemptEvent, ClaimFailedEvent, FailedEvent, ProcessedEvent, Worke
 export type { HttpOptions, Readiness } from './http.js';
 export type { MetricsOptions, MetricsRegistry } from './metrics.js';
 export type { GenerateOptions, GenerateResult } from './generate.js';
+export type { PluginCommand, PluginConfig, PluginContext, RegisterCommands } from './cli/plugins.js';
 export type {
   Channel,
   Listener,

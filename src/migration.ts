@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { PubSubError, closestName } from './errors.js';
 import { prismaMigrations } from './migrate.js';
 import type { PrismaModel } from './prisma-schema.js';
-import type { Registry } from './registry.js';
+import type { Registry, TriggerSpec } from './registry.js';
 import {
   LIBRARY_SCHEMA_VERSION,
   channelsSql,
@@ -34,6 +34,15 @@ export interface InstalledTrigger {
   function: string;
   /** Hash of the function and trigger DDL: a change means the trigger must be replaced. */
   hash: string;
+  /**
+   * What the trigger was made from (recorded since `make-migration --only` exists): the listeners it
+   * serves, so that a run for some plugins keeps the others' listeners on a shared trigger, and its
+   * spec, so that such a run can rebuild it without the listeners a plugin dropped.
+   */
+  listeners?: string[];
+  channel?: string;
+  durable?: boolean;
+  spec?: TriggerSpec;
 }
 
 /** What the database holds after all generated migrations: recorded at the end of each one. */
@@ -48,6 +57,8 @@ export interface MigrationState {
   notifyRoles?: string[];
   /** Channel name → durable, as recorded in pubsub.channel (since library version 3). */
   channels?: Record<string, boolean>;
+  /** Plugin name → ids of its listeners, for `make-migration --only` (named modules only). */
+  plugins?: Record<string, string[]>;
 }
 
 export interface MigrateResult {
@@ -156,6 +167,15 @@ function triggerDdl(def: TriggerDefinition): string {
   return `${triggerFunctionSql(def)}\n${createTriggerSql(def)}`;
 }
 
+const triggerHash = (def: TriggerDefinition) => createHash('sha256').update(triggerDdl(def)).digest('hex').slice(0, 16);
+
+/** What planMigration carries into the new state without writing SQL for it (`make-migration --only`). */
+export interface KeptState {
+  triggers?: Record<string, InstalledTrigger>;
+  models?: Record<string, string>;
+  plugins?: Record<string, string[]>;
+}
+
 /**
  * The migration that takes the database from `previous` (null: nothing installed) to `defs`, or null
  * if none is needed. `channels`: each channel's mode; `notifyRoles`: roles that may call
@@ -167,6 +187,7 @@ export function planMigration(
   subscribed: string[] = [],
   channels: Record<string, boolean> = {},
   notifyRoles: string[] = [],
+  keep: KeptState = {},
 ): MigrationPlan | null {
   const before = previous ?? { library: 0, triggers: {} };
   const roles = [...new Set(notifyRoles)].sort();
@@ -175,7 +196,15 @@ export function planMigration(
       throw new PubSubError('pubsub.config', 'grantNotify names PUBLIC, which would let every role store notifications as the migration\'s owner. Name the application\'s roles.');
     }
   }
-  const state: MigrationState = { library: LIBRARY_SCHEMA_VERSION, triggers: {}, subscriptions: subscribed, models: {}, channels, ...(roles.length > 0 && { notifyRoles: roles }) };
+  const state: MigrationState = {
+    library: LIBRARY_SCHEMA_VERSION,
+    triggers: { ...keep.triggers },
+    subscriptions: subscribed,
+    models: { ...keep.models },
+    channels,
+    ...(roles.length > 0 && { notifyRoles: roles }),
+    ...(keep.plugins && Object.keys(keep.plugins).length > 0 && { plugins: keep.plugins }),
+  };
   const sections: string[] = [];
   const summary: string[] = [];
   if (before.library < LIBRARY_SCHEMA_VERSION) {
@@ -185,8 +214,18 @@ export function planMigration(
   for (const def of defs) {
     const { functionName, triggerName } = triggerNames(def);
     const ddl = triggerDdl(def);
-    const hash = createHash('sha256').update(ddl).digest('hex').slice(0, 16);
-    state.triggers[functionName] = { ...(def.model.schema ? { schema: def.model.schema } : {}), table: def.model.table, trigger: triggerName, function: functionName, hash };
+    const hash = triggerHash(def);
+    state.triggers[functionName] = {
+      ...(def.model.schema ? { schema: def.model.schema } : {}),
+      table: def.model.table,
+      trigger: triggerName,
+      function: functionName,
+      hash,
+      listeners: def.listeners,
+      channel: def.channel,
+      durable: def.durable,
+      spec: def.spec,
+    };
     const old = before.triggers[functionName];
     if (old?.hash === hash) continue;
     // A trigger whose table moved must be dropped from the old table first.
@@ -253,4 +292,80 @@ export function writeMigration(migrations: MigrationBackend | string, plan: Migr
     throw new PubSubError('pubsub.config', `Migration name "${name}" may only contain letters, digits and "_".`);
   }
   return backend(migrations).write(plan.sql, name, now);
+}
+
+/** The listeners of some plugins, as `make-migration --only` plans them. */
+export interface PluginSelection {
+  /** Plugin name → ids of its listeners now. */
+  plugins: Record<string, string[]>;
+  /** Trigger definitions of those listeners alone. */
+  defs: TriggerDefinition[];
+  /** Their `channel listener` subscriptions. */
+  subscribed: string[];
+  /** The modes of their channels. */
+  channels: Record<string, boolean>;
+}
+
+/**
+ * `make-migration --only`: the arguments of planMigration that change what the selected plugins own
+ * and carry everything else of `previous` over untouched. A plugin owns the listeners it declares now
+ * and those recorded for it before (so that ones it dropped are unsubscribed). Triggers shared with
+ * other plugins' listeners keep those listeners; a shared trigger that loses the plugin's listeners is
+ * rebuilt from its recorded spec and the current `models`. Grants are only added, never revoked (the
+ * other services' roles may be missing from this one's config), and channels are never forgotten.
+ * `notes` says what could not be decided for triggers recorded before their listeners were.
+ */
+export function onlyPlugins(
+  previous: MigrationState | null,
+  selection: PluginSelection,
+  models: Map<string, PrismaModel>,
+  notifyRoles: string[] = [],
+): { defs: TriggerDefinition[]; subscribed: string[]; channels: Record<string, boolean>; notifyRoles: string[]; keep: KeptState; notes: string[] } {
+  const before = previous ?? { library: 0, triggers: {} };
+  const owned = new Set(Object.entries(selection.plugins).flatMap(([name, ids]) => [...ids, ...(before.plugins?.[name] ?? [])]));
+  const others = (t: InstalledTrigger) => (t.listeners ?? []).filter((l) => !owned.has(l));
+  const union = (a: string[], b: string[]) => [...new Set([...a, ...b])].sort();
+  const notes: string[] = [];
+  const unknown = (t: InstalledTrigger, why: string) =>
+    `trigger ${t.trigger} on ${t.table} is left as it is: ${why}, and the migrations do not record which listeners it serves (written before pgpubsub recorded them). Run make-migration once without --only, loading every listener module, to update it.`;
+  const keep: KeptState = { triggers: {}, models: { ...before.models }, plugins: { ...before.plugins, ...selection.plugins } };
+  const defs: TriggerDefinition[] = [];
+  const mine = new Set<string>();
+  for (const def of selection.defs) {
+    const { functionName } = triggerNames(def);
+    mine.add(functionName);
+    const old = before.triggers[functionName];
+    if (old && !old.listeners && def.durable && old.hash !== triggerHash(def)) {
+      // A durable trigger's SQL names its listeners: rewriting it with ours alone could cut off another service's.
+      keep.triggers![functionName] = old;
+      notes.push(unknown(old, 'it changed'));
+      continue;
+    }
+    defs.push(old?.listeners ? { ...def, listeners: union(def.listeners, others(old)) } : def);
+  }
+  for (const [name, old] of Object.entries(before.triggers)) {
+    if (mine.has(name)) continue;
+    const rest = others(old);
+    if (!old.listeners?.some((l) => owned.has(l))) {
+      keep.triggers![name] = old; // another plugin's, or unknown
+    } else if (rest.length) {
+      // Shared with other plugins' listeners: rebuilt without the ones this plugin dropped.
+      const model = old.spec && models.get(old.spec.model);
+      if (!old.spec || !model || old.channel === undefined || old.durable === undefined) {
+        keep.triggers![name] = old;
+        notes.push(unknown(old, `it still serves ${old.listeners.filter((l) => owned.has(l)).join(', ')}`));
+      } else {
+        defs.push({ key: triggerKey(old.spec, old.channel, old.durable), channel: old.channel, durable: old.durable, spec: old.spec, model, listeners: rest });
+      }
+    } // else: only this plugin's listeners used it: dropped
+  }
+  for (const def of defs) delete keep.models![def.model.name];
+  return {
+    defs: defs.sort((a, b) => (a.key < b.key ? -1 : 1)),
+    subscribed: union((before.subscriptions ?? []).filter((s) => !owned.has(pair(s).listener)), selection.subscribed),
+    channels: Object.fromEntries(Object.entries({ ...before.channels, ...selection.channels }).sort(([a], [b]) => (a < b ? -1 : 1))),
+    notifyRoles: union(before.notifyRoles ?? [], notifyRoles),
+    keep,
+    notes,
+  };
 }

@@ -11,7 +11,8 @@ import { readPrismaSchema } from '../prisma-schema.js';
 import { getRegistry } from '../registry.js';
 import { statusMonitor } from '../status.js';
 import { drainOnce, listen, type DrainSummary } from '../worker.js';
-import { loadModules, loadPrismaFactory, type ShutdownHook } from './load.js';
+import { importListenerModules, loadModules, loadPrismaFactory, type ShutdownHook } from './load.js';
+import { addPluginCommands, builtInCommands, resolvePlugins, type PluginRun } from './plugins.js';
 import { GRACE_EXPIRED_EXIT_CODE, exitAfterFlush, shutdown } from './shutdown.js';
 import { FORCED_EXIT_CODE, stopRequested } from './stop.js';
 import { supervise, withoutProcessesFlag } from './supervise.js';
@@ -204,10 +205,14 @@ export function buildProgram(): Command {
     .option('--check', 'write nothing; exit 1 if the migrations do not match the listeners')
     .addOption(new Option('--grant-notify <role>', 'role that may call pubsub.notify(), i.e. durable notify() (repeatable; default "grantNotify" of the config file)').argParser(collect))
     .addOption(new Option('--database-url <url>', 'database to check trigger conditions against (default DATABASE_URL; optional)'))
-    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; name: string; check?: boolean; grantNotify?: string[] }) => {
+    .addOption(new Option('--only <plugin>', "write only this plugin's triggers and subscriptions, leaving the rest as the migrations have them (repeatable)").argParser(collect))
+    .action(async (flags: CommonFlags & { schema?: string; migrationsDir?: string; name: string; check?: boolean; grantNotify?: string[]; only?: string[] }) => {
       const file = await loadListeners(flags);
       const databaseUrl = flags.databaseUrl ?? databaseUrlFromEnv();
+      const plugins = resolvePlugins(await importListenerModules(flags.require ?? file.require ?? []), builtInCommands(program));
       const result = await generateMigration({
+        plugins: Object.fromEntries(plugins.map((p) => [p.name, p.listeners])),
+        ...(flags.only && { only: flags.only }),
         schema: flags.schema ?? file.schema,
         migrationsDir: flags.migrationsDir ?? file.migrationsDir,
         name: flags.name,
@@ -404,9 +409,12 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  let plugins: PluginRun | undefined;
   try {
-    await buildProgram().parseAsync(argv);
-    return 0;
+    const program = buildProgram();
+    plugins = await addPluginCommands(program, argv);
+    await program.parseAsync(argv);
+    return plugins.exitCode ?? 0;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode;
     if (error instanceof PubSubError) {
@@ -415,5 +423,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     console.error(error);
     return 1;
+  } finally {
+    await plugins?.close();
   }
 }
