@@ -44,6 +44,8 @@ interface Unit {
   scale: number;
   /** Batch units: the last claim was short and we already waited for it to fill. */
   waited: boolean;
+  /** Ordered units: the highest key claimed this round (the next claim starts after it). */
+  afterKey?: string;
   /** Ordered units: the highest id given a key this round (keys are given in id order, so the rest come after it). */
   keyedAfter: string;
   /** Claims that failed in a row, and when this unit may claim again. */
@@ -132,6 +134,7 @@ export class Drain {
       for (const unit of this.units) {
         unit.after.clear();
         unit.keyedAfter = '0';
+        unit.afterKey = undefined;
       }
     }
     return claimed;
@@ -219,6 +222,7 @@ export class Drain {
       ordered: unit.kind === 'ordered',
       isolated: unit.kind === 'isolated',
       after: unit.after,
+      ...(unit.kind === 'ordered' && unit.afterKey !== undefined && { afterKey: unit.afterKey }),
       idleTimeoutMs: unit.idleTimeoutMs,
     });
     const [, session, reaped, isolated, claimed, xid] = await tx.runScript(sql);
@@ -228,11 +232,10 @@ export class Drain {
     const rows = (claimed!.rows as Stored[]).sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
     if (unit.kind === 'isolated' && rows[0]) unit.after.set('', rows[0].id); // one cursor over every listener's isolated rows
-    if (unit.kind === 'ordered' && rows.length) {
-      // The highest head (first row of a key's run): the next claim of this round looks for heads after it.
-      const heads = new Map<string | null, string>();
-      for (const n of rows) if (!heads.has(n.order_key)) heads.set(n.order_key, n.id);
-      unit.after.set(unit.listeners[0]!.id, [...heads.values()].at(-1)!);
+    if (unit.kind === 'ordered' && rows.length >= limit) {
+      // A full claim: the next one of this round starts after its highest key, compared as the index does.
+      const keys = [...new Set(rows.map((n) => n.order_key))];
+      unit.afterKey = (await tx.run<{ k: string }>('select max(k) as k from unnest($1::text[]) k', [keys])).rows[0]!.k;
     }
     return { rows, xid: xid!.rows[0].xid, reaped: reaped!.rows };
   }
