@@ -50,3 +50,16 @@ export function alive(pid: number): boolean {
     return false;
   }
 }
+
+/** Runs the CLI to completion under a pseudo-terminal (util-linux `script`), so its stdout and stderr are TTYs; resolves with what it printed. */
+export function runInTerminal(args: string[], env: Record<string, string>): Promise<string> {
+  const command = [process.execPath, CLI, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('exit', () => resolve(out));
+  });
+}

@@ -2,13 +2,12 @@
 // with progress on a terminal only; failures stay stored for later; a claim that keeps failing gives
 // up with pubsub.drainFailed and loses nothing; SIGTERM mid-drain stops early without a duplicate.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { Listen, PubSubError, drainOnce, listDead, type NotificationContext } from '../../src/index.js';
-import { ROOT, runCli, startCli } from '../helpers/cli.js';
+import { ROOT, runCli, runInTerminal, startCli } from '../helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 const fixture = path.join(ROOT, 'dist/test/fixtures/listeners/drain.js');
@@ -77,19 +76,6 @@ test('drainOnce() gives up with pubsub.drainFailed when claims keep failing, and
   assert.equal(summary.processed, 50);
   assert.deepEqual(await one('select count(*)::int as rows, count(distinct n)::int as distinct_n from once_seen'), { rows: 50, distinct_n: 50 });
 });
-
-/** Runs the CLI under a pseudo-terminal (util-linux `script`), so stderr is a TTY. */
-function runInTerminal(args: string[], env: Record<string, string>): Promise<string> {
-  const command = [process.execPath, path.join(ROOT, 'dist/src/cli/main.js'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-  return new Promise((resolve, reject) => {
-    const child = spawn('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
-    child.on('error', reject);
-    child.on('exit', () => resolve(out));
-  });
-}
 
 test('pubsub listen --once: drains and exits 0 with a summary; progress on a terminal, none in a pipe', async (t) => {
   await store('drain_jobs', 'DrainListeners.run', 1, 3000);

@@ -2,14 +2,13 @@
 // dead, claimed by a real worker right now, a missing trigger, a drifted one, a missing subscription;
 // throughput from two samples around a real worker; a read-only role; `dead retry --all` progress.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Listen, listen, notify, statusMonitor, type NotificationContext, type StatusReport } from '../../src/index.js';
 import { Registry, getRegistry } from '../../src/registry.js';
-import { ROOT, runCli, startCli } from '../helpers/cli.js';
+import { ROOT, runCli, runInTerminal, startCli } from '../helpers/cli.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
 const fixture = (f: string) => path.join(ROOT, 'dist/test/fixtures/listeners', f);
@@ -213,18 +212,6 @@ test('status --watch redraws until SIGTERM; --json --watch prints one report per
   assert.ok(reports[2]!.throughput.windowSeconds >= 1);
 });
 
-/** Runs the CLI under a pseudo-terminal (util-linux `script`), so that stderr is a TTY. */
-function runInTerminal(args: string[], env: Record<string, string>): Promise<string> {
-  const command = [process.execPath, path.join(ROOT, 'dist/src/cli/main.js'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-  return new Promise((resolve, reject) => {
-    const child = spawn('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
-    child.on('error', reject);
-    child.on('exit', () => resolve(out));
-  });
-}
 const hasScript = fs.existsSync('/usr/bin/script');
 
 test('dead retry --all over 25,000 dead rows: progress on a terminal, quiet in a pipe and with --json; every row retried once', async (t) => {
