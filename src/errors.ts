@@ -21,6 +21,7 @@ export type PubSubErrorCode =
   | 'pubsub.transactionAborted'
   | 'pubsub.listenerTimeout'
   | 'pubsub.drainFailed'
+  | 'pubsub.invalidSchedule'
   | 'pubsub.missingDependency';
 
 export class PubSubError extends Error {

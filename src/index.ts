@@ -15,6 +15,8 @@ export {
   PreUpdateListen,
   PreDeleteListen,
   PreSaveListen,
+  Every,
+  Cron,
 } from './decorators.js';
 export { PubSubError } from './errors.js';
 export { applyMigrations } from './migrate.js';
@@ -26,7 +28,8 @@ export { status, statusMonitor } from './status.js';
 export { drainOnce, listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
 
-export type { ListenOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
+export type { CronOptions, ListenOptions, PublishScheduleOptions, ScheduleOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
+export type { CatchUp } from './timing.js';
 export type { DeliveryOptions } from './registry.js';
 export type { DeadActionOptions, DeadFilter, DeadNotification } from './dead.js';
 export type { DashboardAccess, DashboardHandler, DashboardOptions, DashboardServer } from './dashboard/server.js';
