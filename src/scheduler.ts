@@ -11,13 +11,16 @@
  * (`schedule:<name>`), which the workers then claim and run like any other, with the same retries,
  * time limit and dead letters; a publishing schedule calls notify() in that transaction.
  *
- * Slots that passed before this worker was running (or while its database was unreachable) and that
- * no other worker handled follow the schedule's `catchUp` policy (timing.ts `planSlots`).
+ * Missed slots: each worker holds a session advisory lock on every schedule it runs, taken on its
+ * tick connection, so the database knows who runs a schedule and since when (that connection's start).
+ * A slot that passed while some worker was running the schedule is attended: it runs, however late. One
+ * that passed while none was (every worker down, or cut off from the database) was missed, and follows
+ * the schedule's `catchUp` policy (timing.ts `planSlots`).
  */
 import pg from 'pg';
 import { notify } from './notify.js';
 import type { ScheduleDefinition } from './registry.js';
-import { scheduleAdvanceSql, scheduleLockSql, scheduleStoreSql, scheduleUpsertSql } from './sql.js';
+import { scheduleAdvanceSql, scheduleLockSql, scheduleRunningSql, scheduleStoreSql, scheduleUpsertSql } from './sql.js';
 import { planSlots } from './timing.js';
 import type { Logger } from './types.js';
 
@@ -28,7 +31,10 @@ const RETRY_MS = [500, 30_000] as const;
 
 export interface SchedulerOptions {
   schedules: ScheduleDefinition[];
-  /** Connections for the ticks (the worker's own, with bounded round trips); not closed here. */
+  /**
+   * Connections for the ticks (the worker's own, with bounded round trips, that never closes idle
+   * ones: they hold the running locks); not closed here.
+   */
   pool: pg.Pool;
   logger: Logger;
   /** The clock, in ms since the epoch, instead of the database server's (tests). */
@@ -50,8 +56,10 @@ class PayloadError extends Error {}
 
 export class Scheduler {
   private readonly timers = new Map<string, NodeJS.Timeout>();
-  /** Per schedule: since when this worker has been handling its slots (reset when a tick cannot reach the database). */
-  private readonly since = new Map<string, number>();
+  /** Connections that hold the running locks of every schedule here. */
+  private readonly locked = new WeakSet<pg.PoolClient>();
+  /** With an injected clock: its time at the first tick, standing for the connection's start. */
+  private injectedSince?: number;
   /** Schedules whose row this worker has created or brought up to date. */
   private readonly recorded = new Set<string>();
   private readonly failures = new Map<string, number>();
@@ -89,8 +97,6 @@ export class Scheduler {
       if (error instanceof PayloadError) {
         this.o.logger.error(`schedule ${s.name}: payload() failed, so the slot was not published; trying again in ${wait} ms:`, error.cause);
       } else {
-        // Slots passing from now until a tick succeeds again are missed, as when no worker runs.
-        this.since.delete(s.name);
         this.o.logger.warn(`schedule ${s.name}: could not record its slots (${(error as Error)?.message ?? String(error)}); trying again in ${wait} ms`);
       }
     }
@@ -102,13 +108,18 @@ export class Scheduler {
     const client = await this.o.pool.connect();
     let broken: Error | undefined;
     try {
+      if (!this.locked.has(client)) {
+        // A new connection (the first, or one replacing a lost one): running from its start on.
+        await client.query(scheduleRunningSql, [this.o.schedules.map((x) => x.name)]);
+        this.locked.add(client);
+      }
       await client.query('begin');
       const injected = this.o.now?.();
       if (!this.recorded.has(s.name)) {
         const t = s.timing;
         await client.query(scheduleUpsertSql, [s.name, t.kind, t.expression, t.timeZone, s.catchUp, injected === undefined ? null : new Date(injected).toISOString()]);
       }
-      const row = (await client.query<{ covered_until: number; now: number }>(scheduleLockSql, [s.name])).rows[0];
+      const row = (await client.query<{ covered_until: number; now: number; attended_from: number }>(scheduleLockSql, [s.name])).rows[0];
       if (!row) {
         // Deleted since this worker recorded it: the next tick creates it again.
         await client.query('commit');
@@ -117,8 +128,8 @@ export class Scheduler {
         return { now, coveredUntil: now, ran: [], skipped: 0 };
       }
       const now = injected ?? row.now;
-      if (!this.since.has(s.name)) this.since.set(s.name, now);
-      const plan = planSlots(s.timing, s.catchUp, row.covered_until, now, this.since.get(s.name)! - s.timing.graceMs);
+      if (injected !== undefined) this.injectedSince ??= injected;
+      const plan = planSlots(s.timing, s.catchUp, row.covered_until, now, injected === undefined ? row.attended_from : this.injectedSince!);
       if (plan.through !== null) {
         if (plan.run.length) await this.handOn(client, s, plan.run);
         const iso = (ms: number) => new Date(ms).toISOString();
@@ -127,8 +138,7 @@ export class Scheduler {
       await client.query('commit');
       this.recorded.add(s.name);
       if (plan.skipped) {
-        const missed = s.catchUp === 'none' ? 'skipped' : `skipped (catchUp '${s.catchUp}'${s.catchUp === 'all' ? ', at most 100 at once' : ''})`;
-        this.o.logger.info(`schedule ${s.name}: ${plan.skipped} slot${plan.skipped === 1 ? '' : 's'} that passed while no worker ran ${missed}; ${plan.run.length} run now`);
+        this.o.logger.info(`schedule ${s.name}: ${plan.skipped} slot${plan.skipped === 1 ? '' : 's'} skipped (catchUp '${s.catchUp}'${s.catchUp === 'all' ? ', at most 100 at once' : ''}: passed while no worker ran it); ${plan.run.length} run now`);
       }
       return { now, coveredUntil: Math.max(row.covered_until, plan.through ?? 0), ran: plan.run.map((ms) => new Date(ms)), skipped: plan.skipped };
     } catch (error) {

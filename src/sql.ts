@@ -14,6 +14,8 @@ const { escapeIdentifier, escapeLiteral } = pg;
 /** Advisory lock classes (first key of the two-int form) of pubsub.wake()'s handshake; the second key is hashtext(channel). */
 export const WAKE_GATE = 1886745202;
 export const WAKE_SLEEP = 1886745203;
+/** Advisory lock class a worker holds (shared, for its session) on each schedule it runs; the second key is hashtext(name). */
+export const SCHEDULE_RUNNING = 1886745204;
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
 export const LIBRARY_SCHEMA_VERSION = 4;
@@ -834,8 +836,20 @@ export const scheduleUpsertSql = `insert into pubsub.schedule as s (name, kind, 
   values ($1, $2, $3, $4, $5, coalesce($6::timestamptz, clock_timestamp()))
   on conflict (name) do update set kind = excluded.kind, expression = excluded.expression, time_zone = excluded.time_zone, catch_up = excluded.catch_up
   where (s.kind, s.expression, s.time_zone, s.catch_up) is distinct from (excluded.kind, excluded.expression, excluded.time_zone, excluded.catch_up)`;
-/** Locks the schedule's row for this tick (other workers' ticks wait, then find the slots settled); times in ms, on the server's clock. */
-export const scheduleLockSql = `select (extract(epoch from covered_until) * 1000)::float8 as covered_until, (extract(epoch from clock_timestamp()) * 1000)::float8 as now
+/**
+ * Marks this session as running the schedules $1 (a session lock, shared: released when the worker's
+ * connection ends, however it ends), so that other workers know their slots are attended.
+ */
+export const scheduleRunningSql = `select pg_advisory_lock_shared(${SCHEDULE_RUNNING}, hashtext(n)) from unnest($1::text[]) n`;
+/**
+ * Locks the schedule's row for this tick (other workers' ticks wait, then find the slots settled).
+ * Times in ms, on the server's clock; `attended_from`: since when some worker has been running the
+ * schedule without a break: the oldest connection among those holding its running lock (this one
+ * included). A session of another role whose start this role may not read counts as running forever.
+ */
+export const scheduleLockSql = `select (extract(epoch from covered_until) * 1000)::float8 as covered_until, (extract(epoch from clock_timestamp()) * 1000)::float8 as now,
+    (select (extract(epoch from min(coalesce(a.backend_start, '-infinity'))) * 1000)::float8 from pg_locks l join pg_stat_activity a on a.pid = l.pid
+      where l.locktype = 'advisory' and l.classid = ${SCHEDULE_RUNNING} and l.objid = hashtext($1)::oid and l.objsubid = 2 and l.granted) as attended_from
   from pubsub.schedule where name = $1 for update`;
 /**
  * Stores one notification per slot ($3: the slots' JSON texts) for the scheduled method's listener $2 on

@@ -22,18 +22,11 @@ export interface Timing {
   readonly timeZone: string | null;
   /** The first slot strictly after `after`; Infinity when there is none. */
   next(after: number): number;
-  /**
-   * How late a slot may be handled by a worker that started after it and still count as on time (a
-   * peer running late), rather than as missed while every worker was down.
-   */
-  readonly graceMs: number;
 }
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
-/** Slots later than this are handled as on time by a worker that was not running when they passed. */
-const MAX_GRACE_MS = 5_000;
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: MINUTE, h: HOUR, d: DAY };
 
@@ -65,7 +58,6 @@ export function everyTiming(ms: number): Timing {
     expression: String(ms),
     timeZone: null,
     next: (after) => (Math.floor(after / ms) + 1) * ms,
-    graceMs: Math.min(MAX_GRACE_MS, Math.floor(ms / 2)),
   };
 }
 
@@ -261,7 +253,7 @@ export function cronTiming(expression: string, zone = 'UTC', where = 'cron'): Ti
     return best;
   };
   if (next(Date.UTC(2001, 0, 1)) === Infinity) throw bad(where, `cron expression ${JSON.stringify(expression)} never fires (no such date).`);
-  return { kind: 'cron', expression, timeZone: zone, next, graceMs: MAX_GRACE_MS };
+  return { kind: 'cron', expression, timeZone: zone, next };
 }
 
 /** The timing of a schedule as stored in pubsub.schedule (for `pubsub status`, without the modules). */
@@ -307,10 +299,10 @@ export interface SlotPlan {
 
 /**
  * What a tick does with the slots in (`from`, `now`]: slots at or after `attendedFrom` passed while
- * this worker was running (late, perhaps, never missed) and all run; older ones were missed while no
- * worker ran (or its database was unreachable) and follow `catchUp`: 'all' runs them, 'last' runs the
- * latest one unless an on-time slot runs anyway, 'none' skips them. At most MAX_CATCH_UP run at once;
- * older ones are skipped.
+ * some worker was running the schedule (late, perhaps, never missed) and all run; older ones were
+ * missed while no worker ran it (or could reach the database) and follow `catchUp`: 'all' runs them,
+ * 'last' runs the latest of them, 'none' skips them. At most MAX_CATCH_UP run at once; older ones are
+ * skipped.
  */
 export function planSlots(timing: Timing, catchUp: CatchUp, from: number, now: number, attendedFrom: number): SlotPlan {
   const keep: number[] = []; // the latest MAX_CATCH_UP slots to run
@@ -345,13 +337,10 @@ export function planSlots(timing: Timing, catchUp: CatchUp, from: number, now: n
   } else {
     for (let slot = timing.next(Math.max(from, now - LOOKBACK_MS)); slot <= now; slot = timing.next(slot)) visit(slot);
   }
-  if (catchUp !== 'all') {
-    const onTime = keep.length > 0;
-    if (catchUp === 'last' && !onTime && lastMissed !== null) {
-      keep.push(lastMissed);
-      missedCount--;
-    }
-    skipped += missedCount;
+  if (catchUp === 'last' && lastMissed !== null) {
+    keep.unshift(lastMissed); // missed slots all come before attended ones
+    missedCount--;
   }
+  if (catchUp !== 'all') skipped += missedCount;
   return { run: keep, skipped, through };
 }

@@ -477,7 +477,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   let scheduler: Scheduler | undefined;
   let schedulePool: pg.Pool | undefined;
   if (schedules.length) {
-    schedulePool = new pg.Pool({ ...bounded, application_name: 'pubsub:schedule', max: 1 });
+    schedulePool = new pg.Pool({ ...bounded, application_name: 'pubsub:schedule', max: 1, idleTimeoutMillis: 0 }); // its connection holds the running locks
     schedulePool.on('error', idleClosed);
     scheduler = new Scheduler({ schedules, pool: schedulePool, logger, ...(options.scheduleClock && { now: options.scheduleClock }) });
     scheduler.start();
