@@ -26,6 +26,9 @@ import type { Logger } from './types.js';
 
 /** A timer never waits longer than this: a tick that finds nothing due costs one short transaction. */
 const MAX_WAIT_MS = 3_600_000;
+/** Server-side bounds of a tick's transaction (see `tick`). */
+const TICK_LOCK_TIMEOUT = '5s';
+const TICK_IDLE_TIMEOUT = '30s';
 /** Waits before trying a failed tick again: doubling from 0.5 s up to 30 s. */
 const RETRY_MS = [500, 30_000] as const;
 
@@ -51,8 +54,8 @@ export interface TickResult {
   skipped: number;
 }
 
-/** What the schedule's `payload()` threw: the slot stays due and the tick is tried again. */
-class PayloadError extends Error {}
+/** A publishing schedule's `payload()` or `notify()` failed: the slot stays due and the tick is tried again. */
+class PublishError extends Error {}
 
 export class Scheduler {
   private readonly timers = new Map<string, NodeJS.Timeout>();
@@ -94,8 +97,8 @@ export class Scheduler {
       const n = (this.failures.get(s.name) ?? 0) + 1;
       this.failures.set(s.name, n);
       wait = Math.round(Math.min(RETRY_MS[1], RETRY_MS[0] * 2 ** (n - 1)) * (0.5 + Math.random() / 2));
-      if (error instanceof PayloadError) {
-        this.o.logger.error(`schedule ${s.name}: payload() failed, so the slot was not published; trying again in ${wait} ms:`, error.cause);
+      if (error instanceof PublishError) {
+        this.o.logger.error(`schedule ${s.name}: ${error.message}, so the slot was not published; trying again in ${wait} ms:`, error.cause);
       } else {
         this.o.logger.warn(`schedule ${s.name}: could not record its slots (${(error as Error)?.message ?? String(error)}); trying again in ${wait} ms`);
       }
@@ -113,7 +116,9 @@ export class Scheduler {
         await client.query(scheduleRunningSql, [this.o.schedules.map((x) => x.name)]);
         this.locked.add(client);
       }
-      await client.query('begin');
+      // Bounded on the server too: a tick never waits long for another's row lock, and one whose worker
+      // froze mid-tick (a half-open connection) is ended by the server, which frees the row for the others.
+      await client.query(`begin; set local lock_timeout = '${TICK_LOCK_TIMEOUT}'; set local idle_in_transaction_session_timeout = '${TICK_IDLE_TIMEOUT}'`);
       const injected = this.o.now?.();
       if (!this.recorded.has(s.name)) {
         const t = s.timing;
@@ -160,9 +165,13 @@ export class Scheduler {
       try {
         value = await payload(new Date(ms));
       } catch (error) {
-        throw new PayloadError(`payload() of schedule ${s.name} failed`, { cause: error });
+        throw new PublishError(`payload() failed for the slot ${new Date(ms).toISOString()}`, { cause: error });
       }
-      await notify(channel as never, value, { client });
+      try {
+        await notify(channel as never, value, { client });
+      } catch (error) {
+        throw new PublishError(`notify() refused the payload of the slot ${new Date(ms).toISOString()}`, { cause: error });
+      }
     }
   }
 

@@ -204,6 +204,7 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
     let drift: DriftReport;
     let subscribed: Set<string>;
     let scheduleRows: ScheduleRow[];
+    let readable: boolean;
     try {
       installed = (await client.query<{ version: number }>(schemaVersionSql)).rows[0]!.version;
       if (installed < LIBRARY_SCHEMA_VERSION) {
@@ -219,8 +220,11 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
       at = Date.now(); // the snapshot is taken by the next statement
       counts = (await client.query<CountRow>(statusCountsSql, [previous?.maxId ?? null])).rows;
       workers = (await client.query<WorkerStatus>(statusWorkersSql)).rows;
-      scheduleRows = (await client.query<ScheduleRow>(statusSchedulesSql)).rows;
+      // A role granted only what older versions documented still gets the rest of the report.
+      readable = (await client.query<{ ok: boolean }>(`select has_table_privilege('pubsub.schedule', 'select') as ok`)).rows[0]!.ok;
+      scheduleRows = readable ? (await client.query<ScheduleRow>(statusSchedulesSql)).rows : [];
       ({ subscribed, ...drift } = await compare(client, registry, options.models));
+      if (!readable) drift.notes.push('Schedules were not read: this role may not read pubsub.schedule (grant select on pubsub.schedule).');
       await client.query('commit');
     } catch (error) {
       await client.query('rollback').catch(() => {});
@@ -257,7 +261,7 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
       listeners,
       totals: { pending: sum('pending'), running: sum('running'), failing: sum('failing'), dead: sum('dead') },
       workers,
-      schedules: scheduleStatus(scheduleRows, registry, at),
+      schedules: readable ? scheduleStatus(scheduleRows, registry, at) : [],
       throughput: {
         windowSeconds: Math.round(windowSeconds * 10) / 10,
         perMinute: perMinute(),
