@@ -41,6 +41,8 @@ before(async () => {
   db = await createTestDatabase({ library: true });
   await db.query('create table ticks (slot timestamptz not null, pid int not null, attempt int not null, same_slot boolean not null)');
   await db.query('create table catch_runs (schedule text not null, slot timestamptz not null)');
+  await db.query('create table published (slot timestamptz not null)');
+  await db.query(`insert into pubsub.subscription (channel, listener) values ('tick_published', 'Published.record')`);
 });
 after(() => db?.drop());
 
@@ -51,49 +53,65 @@ function worker(fixture: string, env: Record<string, string> = {}): CliProcess {
   return startCli(['listen', '--require', fixture, '--poll-interval', '200'], { DATABASE_URL: db.url, ...env });
 }
 
-test('three workers, a one-second schedule for 30 s, one worker SIGKILLed mid-run and restarted: every slot runs exactly once', { timeout: 120_000 }, async () => {
+/** Rows of `table` (a slot column) ran once each, one second apart; returns their times. */
+async function onceEach(table: string): Promise<number[]> {
+  const times = (await db.query<{ slot: Date }>(`select slot from ${table} order by slot`)).map((r) => r.slot.getTime());
+  assert.equal(new Set(times).size, times.length, `${table}: no slot twice`);
+  for (let i = 1; i < times.length; i++) assert.equal(times[i]! - times[i - 1]!, SECOND, `${table}: no gap after ${new Date(times[i - 1]!).toISOString()}`);
+  assert.ok(times.length >= 28, `${table}: ${times.length} slots over 30 s`);
+  return times;
+}
+
+test('three workers, one-second schedules for 30 s, a worker SIGKILLed mid-run and one mid-publication, both restarted: every slot exactly once', { timeout: 120_000 }, async () => {
   const sideEffects = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-ticks-')), 'runs.log');
   fs.writeFileSync(sideEffects, '');
   const env = { SIDE_EFFECTS: sideEffects };
   const workers = [worker(TICKS, env), worker(TICKS, env), worker(TICKS, env)];
+  /** Kills a live worker as soon as it starts a run or a publication (its line is written, its transaction open); returns the slot. */
+  const killDuring = async (what: 'run' | 'publish') => {
+    const seen = fs.readFileSync(sideEffects, 'utf8').length;
+    const live = new Set(workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null).map((w) => String(w.child.pid)));
+    const line = await waitFor(
+      () => fs.readFileSync(sideEffects, 'utf8').slice(seen).split('\n').find((l) => l.startsWith(`${what} `) && live.has(l.split(' ')[2]!)),
+      `a ${what} started by a worker`,
+      30_000,
+    );
+    const [, slot, pid] = line!.split(' ');
+    const victim = workers.find((w) => String(w.child.pid) === pid)!;
+    victim.child.kill('SIGKILL');
+    await victim.exited;
+    workers.push(worker(TICKS, env));
+    await workers.at(-1)!.waitForOutput(/listening on/, 30_000);
+    return new Date(slot!).getTime();
+  };
   try {
     await Promise.all(workers.map((w) => w.waitForOutput(/listening on/, 30_000)));
     const started = await serverNow();
-    await waitFor(async () => (await one('select count(*)::int as n from ticks')).n >= 5, 'the first runs', 30_000);
-
-    // Kill a worker while it runs a slot: it wrote its line outside the transaction, not yet its row.
-    const victim = workers[0]!;
-    const linesBefore = fs.readFileSync(sideEffects, 'utf8').split('\n').length;
-    const line = await waitFor(
-      () => fs.readFileSync(sideEffects, 'utf8').split('\n').slice(linesBefore - 1).find((l) => l.endsWith(` ${victim.child.pid}`)),
-      'a run started by the first worker',
-      30_000,
-    );
-    victim.child.kill('SIGKILL');
-    await victim.exited;
-    const killedSlot = new Date(line!.split(' ')[0]!);
-    workers.push(worker(TICKS, env));
-    await workers.at(-1)!.waitForOutput(/listening on/, 30_000);
+    await waitFor(async () => (await one('select count(*)::int as n from ticks')).n >= 3, 'the first runs', 30_000);
+    const killedRun = await killDuring('run');
+    const killedPublication = await killDuring('publish');
 
     await waitFor(async () => (await serverNow()) - started >= 30 * SECOND, '30 s of schedule', 60_000);
-    for (const w of workers.slice(1)) assert.equal(await w.stop(), 0, w.output());
+    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) assert.equal(await w.stop(), 0, w.output());
     // What was handed on and not run yet (stored for the schedule's listener) is drained once.
     const drained = await runCli(['listen', '--once', '--require', TICKS], { DATABASE_URL: db.url, ...env });
     assert.equal(drained.code, 0, drained.output);
 
-    const rows = await db.query<{ slot: Date; attempt: number; same_slot: boolean }>('select slot, attempt, same_slot from ticks order by slot');
-    const times = rows.map((r) => r.slot.getTime());
-    assert.equal(new Set(times).size, times.length, 'no slot ran twice');
-    for (let i = 1; i < times.length; i++) assert.equal(times[i]! - times[i - 1]!, SECOND, `no gap after ${new Date(times[i - 1]!).toISOString()}`);
-    assert.ok(times.length >= 28, `${times.length} slots over 30 s`);
+    const ticks = await onceEach('ticks');
+    const rows = await db.query<{ slot: Date; attempt: number; same_slot: boolean }>('select slot, attempt, same_slot from ticks');
     assert.ok(rows.every((r) => r.same_slot), 'ctx.slot is the slot the method receives');
-    const killed = rows.filter((r) => r.slot.getTime() === killedSlot.getTime());
+    const killed = rows.filter((r) => r.slot.getTime() === killedRun);
     assert.equal(killed.length, 1, 'the slot whose run was killed ran once, in another worker');
     assert.ok(killed[0]!.attempt >= 1, 'its lost attempt was counted');
-    const schedule = await one(`select runs::int as runs, skipped::int as skipped, last_slot from pubsub.schedule where name = 'Ticks.tick'`);
-    assert.deepEqual(schedule, { runs: times.length, skipped: 0, last_slot: new Date(times.at(-1)!) }, 'every slot handed on ran');
+    const published = await onceEach('published');
+    assert.ok(published.includes(killedPublication), 'the slot whose publication was killed was published by another worker');
+    const schedules = await db.query(`select name, runs::int as runs, skipped::int as skipped, last_slot from pubsub.schedule order by name`);
+    assert.deepEqual(schedules, [
+      { name: 'Ticks.publish', runs: published.length, skipped: 0, last_slot: new Date(published.at(-1)!) },
+      { name: 'Ticks.tick', runs: ticks.length, skipped: 0, last_slot: new Date(ticks.at(-1)!) },
+    ], 'every slot handed on ran');
     assert.equal((await one(`select count(*)::int as n from pubsub.notification`)).n, 0, 'nothing left, nothing dead');
-    assert.equal((await one(`select count(*)::int as n from pubsub.subscription`)).n, 0, 'a schedule needs no subscription');
+    assert.equal((await one(`select count(*)::int as n from pubsub.subscription where channel like 'schedule:%'`)).n, 0, 'a schedule needs no subscription');
   } finally {
     for (const w of workers) if (w.child.pid && alive(w.child.pid)) w.child.kill('SIGKILL');
   }
@@ -149,7 +167,7 @@ test('pubsub status --json lists the schedules with their last and next slot; th
   assert.equal(code, 0, output);
   const report = JSON.parse(output) as StatusReport;
   const names = report.schedules.map((s) => s.name);
-  assert.deepEqual(names, ['CatchUp.all', 'CatchUp.last', 'CatchUp.none', 'Ticks.tick']);
+  assert.deepEqual(names, ['CatchUp.all', 'CatchUp.last', 'CatchUp.none', 'Ticks.publish', 'Ticks.tick']);
   for (const s of report.schedules) {
     assert.equal(s.when, 'every 1s');
     assert.ok(s.lastSlot && s.nextSlot, `${s.name}: last and next slot`);
@@ -168,6 +186,7 @@ test('pubsub status --json lists the schedules with their last and next slot; th
   assert.match(text.output, /SCHEDULE\s+WHEN\s+CATCH UP\s+LAST SLOT\s+NEXT SLOT\s+RUNS\s+SKIPPED/);
   assert.match(text.output, /CatchUp\.none\s+every 1s\s+none\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ/);
   assert.match(text.output, /Ticks\.tick \(not loaded\)/);
+  assert.match(text.output, /Ticks\.publish \(not loaded\)/);
   assert.doesNotMatch(text.output, /not subscribed/);
 });
 
