@@ -2,6 +2,7 @@
 
 export type PubSubErrorCode =
   | 'pubsub.invalidChannel'
+  | 'pubsub.invalidSchedule'
   | 'pubsub.missingParamType'
   | 'pubsub.duplicateListener'
   | 'pubsub.channelConflict'
@@ -21,7 +22,6 @@ export type PubSubErrorCode =
   | 'pubsub.transactionAborted'
   | 'pubsub.listenerTimeout'
   | 'pubsub.drainFailed'
-  | 'pubsub.invalidSchedule'
   | 'pubsub.missingDependency';
 
 export class PubSubError extends Error {
