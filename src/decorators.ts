@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import { assertChannelName } from './channels.js';
 import { PubSubError } from './errors.js';
 import { getRegistry, type DeliveryOptions, type TriggerSpec } from './registry.js';
+import { cronTiming, everyTiming, parseInterval, type CatchUp, type Timing } from './timing.js';
 import type { Channel, ModelField, ModelName, ModelRow, NotificationContext, TriggerOperation, TriggerPayload, TriggerTiming } from './types.js';
 
 type MethodDecoratorFor<T> = <F extends (payload: T, ctx: NotificationContext) => unknown>(
@@ -330,3 +331,113 @@ export const PreUpdateListen = shortcut('BEFORE', ['UPDATE']);
 export const PreDeleteListen = shortcut('BEFORE', ['DELETE']);
 /** Before a row is inserted or updated. */
 export const PreSaveListen = shortcut('BEFORE', ['INSERT', 'UPDATE']);
+
+/** Options of a scheduled method (@Every, @Cron): its retries, like any listener's, and how missed slots are handled. */
+export interface ScheduleOptions extends Pick<DeliveryOptions, 'maxAttempts' | 'backoff' | 'timeoutMs'> {
+  /**
+   * The schedule's name, kept in pubsub.schedule with its last slot; default `Class.method`. Set it
+   * before renaming the class or method, or the schedule starts afresh (at its next slot).
+   */
+  name?: string;
+  /**
+   * Slots that passed while no worker ran: `'last'` runs the latest of them once, `'all'` runs each (at
+   * most 100 at once), `'none'` skips them. @defaultValue 'last'
+   */
+  catchUp?: CatchUp;
+}
+
+/** A schedule that publishes on a channel at each slot instead of running a method (on a class). */
+export interface PublishScheduleOptions<I> {
+  publish: Channel<any, I> | string;
+  /** The payload of a slot; default `{ slot }`. Runs in the transaction that records the slot: keep it quick. */
+  payload?: (slot: Date) => I | Promise<I>;
+  /** Default `Class.<channel>`. */
+  name?: string;
+  catchUp?: CatchUp;
+}
+
+export interface CronOptions {
+  /** IANA time zone of the expression's wall-clock times, e.g. 'Europe/Paris'. @defaultValue 'UTC' */
+  tz?: string;
+}
+
+const SCHEDULE_KEYS = ['name', 'catchUp', 'maxAttempts', 'backoff', 'timeoutMs'];
+const PUBLISH_KEYS = ['name', 'catchUp', 'publish', 'payload'];
+
+/** What @Every and @Cron return: a method decorator, or with `publish` a class decorator. */
+function scheduler(timing: (where: string) => Timing, options: Record<string, unknown>, extraKeys: string[]) {
+  return (target: object, key?: string | symbol): void => {
+    const publishing = options !== null && typeof options === 'object' && 'publish' in options;
+    const id = key === undefined ? (target as Function).name : listenerId(target, key);
+    checkShape(id, options, [...(publishing ? PUBLISH_KEYS : SCHEDULE_KEYS), ...extraKeys], 'the options of the schedule');
+    const catchUp = options.catchUp ?? 'last';
+    if (!['none', 'last', 'all'].includes(catchUp as string)) {
+      throw new PubSubError('pubsub.invalidSchedule', `${id}: catchUp must be 'none', 'last' or 'all', got ${show(catchUp)}.`);
+    }
+    const when = timing(id);
+    if (publishing) {
+      if (key !== undefined) {
+        throw new PubSubError('pubsub.invalidSchedule', `${id}: a schedule with \`publish\` runs no method; put it on the class, or drop \`publish\` and call notify(…, { client: ctx.tx }) from the method.`);
+      }
+      const channel = options.publish as Channel<unknown> | string;
+      const name = typeof channel === 'string' ? channel : channel?.name;
+      assertChannelName(name, id);
+      if (options.payload !== undefined && typeof options.payload !== 'function') {
+        throw new PubSubError('pubsub.invalidSchedule', `${id}: payload must be a function (slot: Date) => payload, got ${show(options.payload)}.`);
+      }
+      const scheduleName = (options.name as string | undefined) ?? `${id}.${name}`;
+      if (typeof scheduleName !== 'string' || !LISTENER_NAME.test(scheduleName)) {
+        throw new PubSubError('pubsub.invalidSchedule', `${id}: name ${show(scheduleName)} must be 1 to 200 letters, digits, "_", ".", ":" or "-".`);
+      }
+      const payload = (options.payload as ((slot: Date) => unknown) | undefined) ?? ((slot: Date) => ({ slot }));
+      getRegistry().registerSchedule({ name: scheduleName, timing: when, catchUp: catchUp as CatchUp, publish: { channel, payload } });
+      return;
+    }
+    if (key === undefined) {
+      throw new PubSubError('pubsub.invalidSchedule', `${id}: on a class, a schedule needs \`publish: channel\` (what to publish at each slot); otherwise put it on the method to run.`);
+    }
+    const { name, delivery: opts } = delivery(id, options);
+    const channel = `schedule:${name}`;
+    if (Buffer.byteLength(channel) > 63) {
+      throw new PubSubError('pubsub.invalidSchedule', `${id}: the schedule's channel "${channel}" is over 63 bytes; give the schedule a shorter \`name\`.`);
+    }
+    const listener = { id: name, channel, durable: true, target, method: key, payloadType: Date, schedule: name, delivery: opts };
+    getRegistry().registerSchedule({ name, timing: when, catchUp: catchUp as CatchUp, listener });
+  };
+}
+
+type ScheduledMethod = MethodDecoratorFor<Date>;
+
+/**
+ * Runs the method once per interval, in one of the workers: `(slot: Date, ctx)`, with retries and dead
+ * letters like any listener. Slots are multiples of the interval since the Unix epoch ('5m': :00, :05…
+ * UTC). With `publish` (on a class), publishes `payload(slot)` on that channel at each slot instead.
+ *
+ * @example
+ * class Reports {
+ *   @Every('5m') async refresh(slot: Date, ctx: NotificationContext) {}
+ * }
+ * @Every(300_000, { publish: pipeline, payload: (slot) => ({ startTimeMs: slot.getTime() }) })
+ * class Pipelines {}
+ */
+export function Every<I>(interval: string | number, options: PublishScheduleOptions<I>): (target: Function) => void;
+export function Every(interval: string | number, options?: ScheduleOptions): ScheduledMethod;
+export function Every(interval: string | number, options: ScheduleOptions | PublishScheduleOptions<unknown> = {}): any {
+  return scheduler((where) => everyTiming(parseInterval(interval, where)), options as Record<string, unknown>, []);
+}
+
+/**
+ * Runs the method at the times of a cron expression (minute hour day-of-month month day-of-week, or
+ * @hourly, @daily…), in a time zone (default UTC), once across all workers. Daylight saving time: a
+ * time skipped by the clocks going forward runs that much later (02:30 → 03:30), a time repeated when
+ * they go back runs once, the first time. With `publish` (on a class), publishes instead, as @Every.
+ *
+ * @example
+ * @Cron('0 * * * *', { tz: 'Europe/Paris' }) async hourly(slot: Date) {}
+ */
+export function Cron<I>(expression: string, options: PublishScheduleOptions<I> & CronOptions): (target: Function) => void;
+export function Cron(expression: string, options?: ScheduleOptions & CronOptions): ScheduledMethod;
+export function Cron(expression: string, options: (ScheduleOptions | PublishScheduleOptions<unknown>) & CronOptions = {}): any {
+  const o = options as Record<string, unknown>;
+  return scheduler((where) => cronTiming(expression, (o?.tz as string | undefined) ?? 'UTC', where), o, ['tz']);
+}

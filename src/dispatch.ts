@@ -101,6 +101,7 @@ export class Dispatcher {
 
   /** Calls the listener's method; its own error becomes the cause of one naming the listener. */
   async call(l: ListenerDefinition, arg: unknown, ctx: NotificationContext): Promise<void> {
+    if (l.schedule) ctx.slot = arg as Date; // a scheduled method's payload is its slot
     try {
       await this.receiver(l)[l.method]!(arg, ctx);
     } catch (error) {

@@ -2,6 +2,7 @@
 
 export type PubSubErrorCode =
   | 'pubsub.invalidChannel'
+  | 'pubsub.invalidSchedule'
   | 'pubsub.missingParamType'
   | 'pubsub.duplicateListener'
   | 'pubsub.channelConflict'

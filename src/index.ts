@@ -15,6 +15,8 @@ export {
   PreUpdateListen,
   PreDeleteListen,
   PreSaveListen,
+  Every,
+  Cron,
 } from './decorators.js';
 export { PubSubError } from './errors.js';
 export { applyMigrations } from './migrate.js';
@@ -28,7 +30,8 @@ export { Type, Transform } from 'class-transformer';
 /** For plugin commands' argument parsers: commander reports it as a bad option value, with the option's name. */
 export { InvalidArgumentError } from 'commander';
 
-export type { ListenOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
+export type { CronOptions, ListenOptions, PublishScheduleOptions, ScheduleOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
+export type { CatchUp } from './timing.js';
 export type { DeliveryOptions } from './registry.js';
 export type { DeadActionOptions, DeadFilter, DeadNotification } from './dead.js';
 export type { DashboardAccess, DashboardHandler, DashboardOptions, DashboardServer } from './dashboard/server.js';

@@ -143,7 +143,7 @@ export function triggerDefinitions(registry: Registry, models: Map<string, Prism
 export function subscriptions(registry: Registry): string[] {
   return registry
     .list()
-    .filter((c) => c.durable)
+    .filter((c) => c.durable && c.kind !== 'schedule') // a schedule's slots are stored for its method alone, by the scheduler
     .flatMap((c) => c.listeners.map((l) => `${c.name} ${l.id}`))
     .sort();
 }
@@ -153,6 +153,7 @@ export function channelModes(registry: Registry): Record<string, boolean> {
   return Object.fromEntries(
     registry
       .list()
+      .filter((c) => c.kind !== 'schedule')
       .map((c) => [c.name, c.durable] as const)
       .sort(([a], [b]) => (a < b ? -1 : 1)),
   );

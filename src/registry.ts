@@ -1,7 +1,8 @@
 /** The one global registry that decorators record into and the worker and migrations read from. */
 import { PubSubError } from './errors.js';
 import type { StandardSchemaV1 } from './standard-schema.js';
-import type { TriggerOperation, TriggerTiming } from './types.js';
+import type { CatchUp, Timing } from './timing.js';
+import type { Channel, TriggerOperation, TriggerTiming } from './types.js';
 
 export interface TriggerSpec {
   /** Prisma model name. */
@@ -52,19 +53,35 @@ export interface ListenerDefinition {
   /** Custom channels defined with a Standard Schema: payloads are validated with it instead (no class). */
   schema?: StandardSchemaV1;
   trigger?: TriggerSpec;
+  /** A scheduled method (@Every, @Cron): its payload is the slot, stored by the scheduler itself, so it needs no subscription. */
+  schedule?: string;
   delivery: DeliveryOptions;
+}
+
+/** A schedule (@Every, @Cron): the workers run it once per slot, all of them together. */
+export interface ScheduleDefinition {
+  /** Unique; the row of pubsub.schedule, and the listener's id for a method. */
+  name: string;
+  timing: Timing;
+  catchUp: CatchUp;
+  /** A method: each slot is stored as a notification for this listener (channel `schedule:<name>`). */
+  listener?: ListenerDefinition;
+  /** Or each slot publishes `payload(slot)` on a channel. */
+  publish?: { channel: Channel<any, any> | string; payload: (slot: Date) => unknown };
 }
 
 export interface ChannelDefinition {
   name: string;
   durable: boolean;
-  kind: 'custom' | 'trigger';
+  /** schedule: the channel of one scheduled method, `schedule:<name>`. */
+  kind: 'custom' | 'trigger' | 'schedule';
   listeners: ListenerDefinition[];
 }
 
 export class Registry {
   readonly channels = new Map<string, ChannelDefinition>();
   readonly listenerIds = new Set<string>();
+  readonly schedules = new Map<string, ScheduleDefinition>();
 
   register(listener: ListenerDefinition): void {
     if (this.listenerIds.has(listener.id)) {
@@ -73,7 +90,7 @@ export class Registry {
         `${listener.id} is registered twice. Is the module loaded twice (e.g. both its .ts and .js file, or by two --require paths)?`,
       );
     }
-    const kind = listener.trigger ? 'trigger' : 'custom';
+    const kind = listener.trigger ? 'trigger' : listener.schedule ? 'schedule' : 'custom';
     const existing = this.channels.get(listener.channel);
     if (existing && (existing.kind !== kind || existing.durable !== listener.durable)) {
       const first = existing.listeners[0]!.id;
@@ -88,6 +105,18 @@ export class Registry {
     this.listenerIds.add(listener.id);
   }
 
+  /** A schedule; a method's listener is registered first (see `register`), under the same name. */
+  registerSchedule(schedule: ScheduleDefinition): void {
+    if (this.schedules.has(schedule.name)) {
+      throw new PubSubError(
+        'pubsub.duplicateListener',
+        `Schedule ${schedule.name} is registered twice. Is the module loaded twice, or do two schedules need a \`name\` of their own?`,
+      );
+    }
+    if (schedule.listener) this.register(schedule.listener);
+    this.schedules.set(schedule.name, schedule);
+  }
+
   get(channel: string): ChannelDefinition | undefined {
     return this.channels.get(channel);
   }
@@ -100,6 +129,7 @@ export class Registry {
   clear(): void {
     this.channels.clear();
     this.listenerIds.clear();
+    this.schedules.clear();
   }
 }
 

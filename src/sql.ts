@@ -14,9 +14,11 @@ const { escapeIdentifier, escapeLiteral } = pg;
 /** Advisory lock classes (first key of the two-int form) of pubsub.wake()'s handshake; the second key is hashtext(channel). */
 export const WAKE_GATE = 1886745202;
 export const WAKE_SLEEP = 1886745203;
+/** Advisory lock class a worker holds (shared, for its session) on each schedule it runs; the second key is hashtext(name). */
+export const SCHEDULE_RUNNING = 1886745204;
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
-export const LIBRARY_SCHEMA_VERSION = 3;
+export const LIBRARY_SCHEMA_VERSION = 4;
 
 export function ident(name: string): string {
   if (!name || name.includes('\0') || Buffer.byteLength(name) > 63) {
@@ -258,6 +260,22 @@ $$;
 ${CHANNEL_DDL_V3}
 
 ${SECURITY_DDL_V3}`,
+  4: `-- Version 4: schedules (@Every, @Cron). One row per schedule, written by the workers: every slot up to
+-- covered_until is settled (run or skipped), advanced in the transaction that stores the slot's run, so
+-- a slot runs once across all workers and a restart neither repeats nor loses one.
+create table pubsub.schedule (
+  name text primary key,
+  kind text not null,
+  expression text not null,
+  time_zone text,
+  catch_up text not null,
+  covered_until timestamptz not null,
+  last_slot timestamptz,
+  last_run_at timestamptz,
+  runs bigint not null default 0,
+  skipped bigint not null default 0,
+  created_at timestamptz not null default now()
+);`,
 };
 
 /** Lets `roles` call pubsub.notify() (durable `notify()`); `revoke` takes it back from `removed`. */
@@ -735,7 +753,8 @@ export const schemaVersionSql = `select case
     when to_regclass('pubsub.notification') is null then 0
     when to_regclass('pubsub.subscription') is null then 1
     when to_regclass('pubsub.claim') is null then 2
-    else 3 end as version`;
+    when to_regclass('pubsub.schedule') is null then 3
+    else 4 end as version`;
 
 /** drainOnce(): the stored rows of $1 (listener ids; $2 channels, for rows stored before anyone subscribed; $3 a context filter or null), due now and not yet. */
 export const backlogSql = `select count(*) filter (where run_at <= now())::int as due, count(*) filter (where run_at > now())::int as waiting
@@ -852,3 +871,49 @@ export const statusTriggersSql = `select t.tgname::text as trigger, n.nspname::t
 /** Trigger functions in schema pubsub, with their bodies: one may exist while its trigger is missing. */
 export const statusFunctionsSql = `select p.proname::text as function, p.prosrc as source from pg_proc p
   join pg_namespace pn on pn.oid = p.pronamespace where pn.nspname = 'pubsub' and p.prorettype = 'trigger'::regtype`;
+
+
+// Schedules (scheduler.ts).
+
+/**
+ * A worker's first tick of a schedule: creates its row (nothing is due before now: a new schedule
+ * starts at its next slot) or records what the loaded code says of it. $1 name, $2 kind, $3
+ * expression, $4 time zone, $5 catch-up policy, $6 the time it starts from (null: the server's clock).
+ */
+export const scheduleUpsertSql = `insert into pubsub.schedule as s (name, kind, expression, time_zone, catch_up, covered_until)
+  values ($1, $2, $3, $4, $5, coalesce($6::timestamptz, clock_timestamp()))
+  on conflict (name) do update set kind = excluded.kind, expression = excluded.expression, time_zone = excluded.time_zone, catch_up = excluded.catch_up
+  where (s.kind, s.expression, s.time_zone, s.catch_up) is distinct from (excluded.kind, excluded.expression, excluded.time_zone, excluded.catch_up)`;
+/**
+ * Marks this session as running the schedules $1 (a session lock, shared: released when the worker's
+ * connection ends, however it ends), so that other workers know their slots are attended.
+ */
+export const scheduleRunningSql = `select pg_advisory_lock_shared(${SCHEDULE_RUNNING}, hashtext(n)) from unnest($1::text[]) n`;
+/**
+ * Locks the schedule's row for this tick (other workers' ticks wait, then find the slots settled).
+ * Times in ms, on the server's clock; `attended_from`: since when some worker has been running the
+ * schedule without a break: the oldest connection among those holding its running lock (this one
+ * included). A session of another role whose start this role may not read counts as running forever.
+ */
+export const scheduleLockSql = `select (extract(epoch from covered_until) * 1000)::float8 as covered_until, (extract(epoch from clock_timestamp()) * 1000)::float8 as now,
+    (select (extract(epoch from min(coalesce(a.backend_start, '-infinity'))) * 1000)::float8 from pg_locks l join pg_stat_activity a on a.pid = l.pid
+      where l.locktype = 'advisory' and l.classid = ${SCHEDULE_RUNNING} and l.objid = hashtext($1)::oid and l.objsubid = 2 and l.granted) as attended_from
+  from pubsub.schedule where name = $1 for update`;
+/**
+ * Stores one notification per slot ($3: the slots' JSON texts) for the scheduled method's listener $2 on
+ * channel $1, then a wake-up. A plain NOTIFY, not pubsub.wake(), whose EXECUTE workers are not granted:
+ * one per tick costs nothing.
+ */
+export const scheduleStoreSql = `with stored as (
+    insert into pubsub.notification (channel, listener, payload) select $1, $2, p::jsonb from unnest($3::text[]) p returning 1
+  ) select pg_notify($1, '') from (select count(*) from stored) c`;
+/** Settles the slots up to $2: $3 the latest that ran (null: none), $4 how many ran, $5 how many were skipped. */
+export const scheduleAdvanceSql = `update pubsub.schedule set covered_until = $2::timestamptz,
+    last_slot = coalesce($3::timestamptz, last_slot), last_run_at = case when $3 is null then last_run_at else now() end,
+    runs = runs + $4, skipped = skipped + $5
+  where name = $1`;
+/** `pubsub status`: every schedule, times in ms. */
+export const statusSchedulesSql = `select name, kind, expression, time_zone, catch_up, runs::int as runs, skipped::int as skipped,
+    (extract(epoch from covered_until) * 1000)::float8 as covered_until, (extract(epoch from last_slot) * 1000)::float8 as last_slot, last_run_at,
+    (extract(epoch from clock_timestamp()) * 1000)::float8 as now
+  from pubsub.schedule order by name`;

@@ -10,12 +10,14 @@ import { PubSubError } from './errors.js';
 import { channelModes, subscriptions, triggerDefinitions } from './migration.js';
 import type { PrismaModel } from './prisma-schema.js';
 import { getRegistry, type Registry } from './registry.js';
+import { describeTiming, storedTiming, type Timing } from './timing.js';
 import {
   LIBRARY_SCHEMA_VERSION,
   schemaVersionSql,
   statusChannelsSql,
   statusCountsSql,
   statusFunctionsSql,
+  statusSchedulesSql,
   statusSubscriptionsSql,
   statusTriggersSql,
   statusWorkersSql,
@@ -99,12 +101,39 @@ export interface DriftReport {
   notes: string[];
 }
 
+/** A schedule (@Every, @Cron), from pubsub.schedule and the loaded modules. */
+export interface ScheduleStatus {
+  name: string;
+  kind: 'every' | 'cron';
+  /** As the code says it: `every 5m`, `cron 0 * * * * (Europe/Paris)`. */
+  when: string;
+  /** The interval in ms, or the cron expression. */
+  expression: string;
+  timeZone: string | null;
+  catchUp: string;
+  /** The latest slot handed on (run, or published); null before the first. */
+  lastSlot: Date | null;
+  /** When it was handed on (the server's clock). */
+  lastRunAt: Date | null;
+  /** The next slot due; null when it cannot be told (a row written by another version). */
+  nextSlot: Date | null;
+  /** Slots handed on, and slots skipped (missed while no worker ran, by the catch-up policy). */
+  runs: number;
+  skipped: number;
+  /** Whether the loaded modules declare it (null: none loaded); false also lists a schedule no worker has started yet as not recorded. */
+  loaded: boolean | null;
+  /** Whether a worker has recorded it in pubsub.schedule. */
+  recorded: boolean;
+}
+
 export interface StatusReport {
   at: Date;
   library: { installed: number; expected: number };
   listeners: ListenerStatus[];
   totals: { pending: number; running: number; failing: number; dead: number };
   workers: WorkerStatus[];
+  /** Schedules with their last and next slot. */
+  schedules: ScheduleStatus[];
   throughput: {
     /** Seconds covered by the figures (at most 60); 0 before a second sample. */
     windowSeconds: number;
@@ -174,6 +203,8 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
     let workers: WorkerStatus[];
     let drift: DriftReport;
     let subscribed: Set<string>;
+    let scheduleRows: ScheduleRow[];
+    let readable: boolean;
     try {
       installed = (await client.query<{ version: number }>(schemaVersionSql)).rows[0]!.version;
       if (installed < LIBRARY_SCHEMA_VERSION) {
@@ -189,7 +220,11 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
       at = Date.now(); // the snapshot is taken by the next statement
       counts = (await client.query<CountRow>(statusCountsSql, [previous?.maxId ?? null])).rows;
       workers = (await client.query<WorkerStatus>(statusWorkersSql)).rows;
+      // A role granted only what older versions documented still gets the rest of the report.
+      readable = (await client.query<{ ok: boolean }>(`select has_table_privilege('pubsub.schedule', 'select') as ok`)).rows[0]!.ok;
+      scheduleRows = readable ? (await client.query<ScheduleRow>(statusSchedulesSql)).rows : [];
       ({ subscribed, ...drift } = await compare(client, registry, options.models));
+      if (!readable) drift.notes.push('Schedules were not read: this role may not read pubsub.schedule (grant select on pubsub.schedule).');
       await client.query('commit');
     } catch (error) {
       await client.query('rollback').catch(() => {});
@@ -226,6 +261,7 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
       listeners,
       totals: { pending: sum('pending'), running: sum('running'), failing: sum('failing'), dead: sum('dead') },
       workers,
+      schedules: readable ? scheduleStatus(scheduleRows, registry, at) : [],
       throughput: {
         windowSeconds: Math.round(windowSeconds * 10) / 10,
         perMinute: perMinute(),
@@ -267,7 +303,7 @@ function listenerRows(counts: CountRow[], registry: Registry, subscribed: Set<st
       listener,
       durable,
       loaded: registry.list().length === 0 ? null : !!def && (listener === null || def.listeners.some((l) => l.id === listener)),
-      subscribed: listener === null || durable === false ? null : subscribed.has(`${channel} ${listener}`),
+      subscribed: listener === null || durable === false || def?.kind === 'schedule' ? null : subscribed.has(`${channel} ${listener}`),
       pending: 0,
       running: 0,
       failing: 0,
@@ -289,6 +325,59 @@ function listenerRows(counts: CountRow[], registry: Registry, subscribed: Set<st
     });
   }
   return [...rows.values()].sort((a, b) => (a.channel === b.channel ? (a.listener ?? '').localeCompare(b.listener ?? '') : a.channel.localeCompare(b.channel)));
+}
+
+interface ScheduleRow {
+  name: string;
+  kind: string;
+  expression: string;
+  time_zone: string | null;
+  catch_up: string;
+  runs: number;
+  skipped: number;
+  covered_until: number;
+  last_slot: number | null;
+  last_run_at: Date | null;
+  now: number;
+}
+
+/** Recorded schedules with their next slot, and loaded ones no worker has recorded yet. */
+function scheduleStatus(rows: ScheduleRow[], registry: Registry, at: number): ScheduleStatus[] {
+  const loadedAny = registry.list().length > 0 || registry.schedules.size > 0;
+  const entry = (name: string, timing: Timing | undefined, fields: Omit<ScheduleStatus, 'name' | 'when' | 'nextSlot' | 'loaded'>, from: number): ScheduleStatus => {
+    const next = timing?.next(from);
+    return {
+      name,
+      when: timing ? describeTiming(timing) : `${fields.kind} ${fields.expression}`,
+      ...fields,
+      nextSlot: next === undefined || next === Infinity ? null : new Date(next),
+      loaded: loadedAny ? registry.schedules.has(name) : null,
+    };
+  };
+  const out = rows.map((r) =>
+    entry(
+      r.name,
+      storedTiming(r.kind, r.expression, r.time_zone),
+      {
+        kind: r.kind as 'every' | 'cron',
+        expression: r.expression,
+        timeZone: r.time_zone,
+        catchUp: r.catch_up,
+        lastSlot: r.last_slot === null ? null : new Date(r.last_slot),
+        lastRunAt: r.last_run_at,
+        runs: r.runs,
+        skipped: r.skipped,
+        recorded: true,
+      },
+      Math.max(r.covered_until, r.now),
+    ),
+  );
+  for (const s of registry.schedules.values()) {
+    if (rows.some((r) => r.name === s.name)) continue;
+    const t = s.timing;
+    out.push(entry(s.name, t, { kind: t.kind, expression: t.expression, timeZone: t.timeZone, catchUp: s.catchUp, lastSlot: null, lastRunAt: null, runs: 0, skipped: 0, recorded: false }, at));
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
 interface TriggerRow {

@@ -10,6 +10,8 @@
  * - listener: a decorated method; several may share a channel.
  * - trigger channel: a channel fed by a database trigger on a Prisma model's table; its payload is a
  *   `TriggerPayload`.
+ * - schedule: a method (or a publication) that the workers run once per time slot of an interval or
+ *   cron expression, together: each slot is claimed by one worker, recorded in `pubsub.schedule`.
  * - worker: the process (`pubsub listen`) or in-process object (`listen()`) that receives
  *   notifications and runs the listeners.
  */
@@ -81,6 +83,8 @@ export interface NotificationContext {
   context?: unknown;
   /** Listeners with `timeoutMs`: aborted when the attempt times out. Stop work and return. */
   signal?: AbortSignal;
+  /** Scheduled methods (@Every, @Cron): the time slot this run is for (also their first argument). */
+  slot?: Date;
 }
 
 /** The worker's transaction as a listener sees it (`ctx.tx`): a pg-style `query()`, nothing else. */

@@ -5,7 +5,8 @@
  * - broadcast.ts: non-durable deliveries, at most once, in arrival order;
  * - drain.ts: claims of stored notifications, fair across units, each attempt settled;
  * - transaction.ts: the claim transaction and `ctx.tx`, every round trip bounded;
- * - attempts.ts: attempts counted whatever ends them, retries with the stored bytes, dead letters.
+ * - attempts.ts: attempts counted whatever ends them, retries with the stored bytes, dead letters;
+ * - scheduler.ts: schedules (@Every, @Cron), each slot handed on once across all workers.
  * This file owns the run loop (when to drain, when to sleep) and the lifecycle: start (waits for the
  * server and for LISTEN), close (lets running listeners finish, then releases every connection).
  */
@@ -23,7 +24,8 @@ import { createMetrics, type MetricsOptions, type MetricsRegistry, type WorkerMe
 import { Observer, type WorkerEventName, type WorkerEvents } from './observe.js';
 import type { ModelShape } from './payload.js';
 import { PrismaBinding } from './prisma.js';
-import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
+import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry, type ScheduleDefinition } from './registry.js';
+import { Scheduler } from './scheduler.js';
 import { LIBRARY_SCHEMA_VERSION, backlogSql, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
 import type { Logger, PrismaFactory } from './types.js';
 import { Wakeup } from './wakeup.js';
@@ -90,6 +92,8 @@ export interface WorkerOptions {
    * The schema of a `?schema=` in `databaseUrl` is passed to the adapter, as Prisma does.
    */
   prisma?: PrismaFactory;
+  /** @internal Tests: the schedules' clock (ms since the epoch) instead of the database server's. */
+  scheduleClock?: () => number;
 }
 
 export interface Worker {
@@ -108,20 +112,26 @@ export interface Worker {
 
 function selectChannels(registry: Registry, names?: string[]): ChannelDefinition[] {
   const all = registry.list();
-  if (all.length === 0) {
+  if (all.length === 0 && registry.schedules.size === 0) {
     throw new PubSubError(
       'pubsub.noListenersLoaded',
       'No listeners are registered. Load the compiled modules that declare them first (`--require dist/listeners.js`, or "require" in pubsub.config.json).',
     );
   }
   if (!names?.length) return all;
-  return names.map((name) => {
+  return names.flatMap((name) => {
     const def = registry.get(name);
+    if (!def && name.startsWith('schedule:') && registry.schedules.has(name.slice('schedule:'.length))) return []; // a publishing schedule
     if (!def) {
       throw new PubSubError('pubsub.unknownChannel', `No listener is registered for channel "${name}". Registered: ${all.map((c) => c.name).join(', ')}.`);
     }
-    return def;
+    return [def];
   });
+}
+
+/** The schedules a worker runs: all of them, or those named `schedule:<name>` among its channels. */
+function selectSchedules(registry: Registry, names?: string[]): ScheduleDefinition[] {
+  return [...registry.schedules.values()].filter((s) => !names?.length || names.includes(`schedule:${s.name}`));
 }
 
 /** An option of listen(): `fallback` when unset, else a whole number from `min` to `max`. */
@@ -216,6 +226,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
   if (options.http) wholeNumber(options.http.port, 'listen(): http.port', 0, 65_535);
   const channels = selectChannels(registry, options.channels);
+  const schedules = once ? [] : selectSchedules(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
   const durable = channels.filter((c) => c.durable);
   const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
@@ -262,7 +273,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   let dispatcher: Dispatcher;
   try {
     if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
-    if (durable.length || triggers.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger));
+    if (durable.length || triggers.length || schedules.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger));
     dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
     dispatcher.resolveReceivers(); // a class the container cannot build fails the start, not every attempt
   } catch (error) {
@@ -434,7 +445,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
       },
       onConnected: () => {
         void wakeup?.reset(false); // a new session holds no locks; asleep only once its test NOTIFY came back
-        logger.info(`listening on ${names.join(', ')}`);
+        logger.info(`listening on ${names.join(', ') || '(no channel: schedules only)'}`);
         observer.emit('listening', { reconnect: lost });
         if (lost) observer.emit('reconnected', {});
         lost = false;
@@ -463,6 +474,14 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     kick();
   }
   const poll = setInterval(kick, pollIntervalMs);
+  let scheduler: Scheduler | undefined;
+  let schedulePool: pg.Pool | undefined;
+  if (schedules.length) {
+    schedulePool = new pg.Pool({ ...bounded, application_name: 'pubsub:schedule', max: 1, idleTimeoutMillis: 0 }); // its connection holds the running locks
+    schedulePool.on('error', idleClosed);
+    scheduler = new Scheduler({ schedules, pool: schedulePool, logger, ...(options.scheduleClock && { now: options.scheduleClock }) });
+    scheduler.start();
+  }
 
   return {
     channels: channels.map((c) => c.name),
@@ -476,6 +495,8 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
       health.closing = true;
       drain.closing = true;
       clearInterval(poll);
+      await scheduler?.close();
+      await schedulePool?.end().catch(() => {});
       for (const timer of timers) clearTimeout(timer);
       await connection?.close();
       await running;
@@ -541,7 +562,8 @@ function checkModels(triggers: ListenerDefinition[], models: Map<string, ModelSh
 }
 
 /** The loaded listeners that the database does not subscribe to their channel (a listener deployed before its migration). */
-async function unsubscribed(db: pg.Pool, listeners: ListenerDefinition[]): Promise<Array<{ channel: string; listener: string }>> {
+async function unsubscribed(db: pg.Pool, all: ListenerDefinition[]): Promise<Array<{ channel: string; listener: string }>> {
+  const listeners = all.filter((l) => !l.schedule); // the scheduler stores their slots itself, for them alone
   if (!listeners.length) return [];
   const subscribed = new Set((await db.query(subscriptionsOfSql, [listeners.map((l) => l.id)])).rows.map((r) => `${r.channel}\n${r.listener}`));
   return listeners.filter((l) => !subscribed.has(`${l.channel}\n${l.id}`)).map((l) => ({ channel: l.channel, listener: l.id }));

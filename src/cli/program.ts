@@ -51,7 +51,7 @@ interface CommonFlags {
 
 async function loadListeners(flags: CommonFlags, file = loadFileConfig(process.cwd(), flags.config)) {
   const hooks = await loadModules(flags.require ?? file.require ?? []);
-  if (getRegistry().list().length === 0) {
+  if (getRegistry().list().length === 0 && getRegistry().schedules.size === 0) {
     throw new PubSubError(
       'pubsub.noListenersLoaded',
       'No listeners are registered. Name the compiled modules that declare them with --require dist/listeners.js, or "require" in pubsub.config.json.',

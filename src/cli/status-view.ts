@@ -50,6 +50,7 @@ export function formatStatus(report: StatusReport): string {
       ? `workers with a claim in progress: ${report.workers.map((w) => `${plain(w.worker)} (${w.claims} claim${w.claims === 1 ? '' : 's'}, ${count(w.rows)} rows, since ${age((report.at.getTime() - new Date(w.since).getTime()) / 1000)})`).join(', ')}`
       : 'workers with a claim in progress: none',
   );
+  if (report.schedules.length) out.push('', formatSchedules(report));
   const { drift } = report;
   const problems = drift.triggers.filter((tr) => tr.state !== 'ok');
   const okTriggers = drift.triggers.length - problems.length;
@@ -62,6 +63,23 @@ export function formatStatus(report: StatusReport): string {
   if (drift.ok === false) out.push('  fix: run `pubsub make-migration` with every listener module loaded, and apply the migration');
   for (const note of drift.notes) out.push(`note: ${note}`);
   return out.join('\n');
+}
+
+/** A time as UTC, to the second: 2026-12-03 22:40:00Z. */
+const instant = (d: Date | null) => (d ? new Date(d).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '-');
+
+/** The schedules' table: when each runs, its last slot handed on and its next one. */
+function formatSchedules(report: StatusReport): string {
+  const rows = report.schedules.map((s) => [
+    plain(s.name) + (s.loaded === false ? ' (not loaded)' : '') + (s.recorded ? '' : ' (no worker yet)'),
+    plain(s.when),
+    s.catchUp,
+    instant(s.lastSlot),
+    instant(s.nextSlot),
+    count(s.runs),
+    count(s.skipped),
+  ]);
+  return table(['SCHEDULE', 'WHEN', 'CATCH UP', 'LAST SLOT', 'NEXT SLOT', 'RUNS', 'SKIPPED'], rows, new Set([5, 6]));
 }
 
 /**

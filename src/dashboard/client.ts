@@ -5,13 +5,14 @@
  * only ever put in the page as text (textContent, attributes set through the DOM), never as HTML.
  */
 
-import type { ListenerStatus as ListenerRow } from '../status.js';
+import type { ListenerStatus as ListenerRow, ScheduleStatus } from '../status.js';
 
 interface Report {
   at: string;
   listeners: ListenerRow[];
   totals: { pending: number; running: number; failing: number; dead: number };
   workers: Array<{ worker: string; claims: number; rows: number; since: string }>;
+  schedules?: Array<Omit<ScheduleStatus, 'lastSlot' | 'nextSlot' | 'lastRunAt'> & { lastSlot: string | null; nextSlot: string | null }>;
   throughput: { windowSeconds: number; perMinute: number | null; history: Array<{ at: string; seconds: number; processed: number }>; note: string };
   drift: {
     ok: boolean | null;
@@ -87,6 +88,22 @@ function renderListeners(report: Report) {
   $('#workers').textContent = report.workers.length
     ? `Workers with a claim in progress: ${report.workers.map((w) => `${w.worker} (${w.claims} claim${w.claims === 1 ? '' : 's'}, ${w.rows} rows)`).join(', ')}`
     : 'No worker has a claim in progress.';
+}
+
+/** Schedules with their last and next slot; the section shows only when there are some. */
+function renderSchedules(report: Report) {
+  const schedules = report.schedules ?? [];
+  $('#schedules-section').hidden = schedules.length === 0;
+  const time = (t: string | null) => (t ? new Date(t).toLocaleString() : '–');
+  $('#schedules tbody').replaceChildren(
+    ...schedules.map((s) => {
+      const tr = el('tr');
+      const name = el('td', s.name, 'schedule');
+      if (s.loaded === false || !s.recorded) name.append(el('span', ` (${s.loaded === false ? 'not loaded' : 'no worker yet'})`, 'muted'));
+      tr.append(name, el('td', s.when), el('td', s.catchUp), el('td', time(s.lastSlot)), el('td', time(s.nextSlot)), el('td', number(s.runs), 'n'), el('td', number(s.skipped), 'n'));
+      return tr;
+    }),
+  );
 }
 
 /** Processed per minute of each interval between samples, as bars: plain SVG, no library. */
@@ -218,6 +235,7 @@ async function refresh() {
     document.body.classList.toggle('read-only', ro);
     $('#mode').hidden = !ro;
     renderListeners(report);
+    renderSchedules(report);
     renderChart(report);
     renderDrift(report);
     await renderDead();

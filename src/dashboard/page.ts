@@ -29,6 +29,13 @@ export const PAGE_HTML = `<!doctype html>
     </table>
     <p id="workers" class="muted"></p>
   </section>
+  <section id="schedules-section" hidden>
+    <h2>Schedules</h2>
+    <table id="schedules">
+      <thead><tr><th>Schedule</th><th>When</th><th>Catch up</th><th>Last slot</th><th>Next slot</th><th class="n">Runs</th><th class="n">Skipped</th></tr></thead>
+      <tbody></tbody>
+    </table>
+  </section>
   <section>
     <h2>Throughput</h2>
     <p id="throughput" class="muted"></p>

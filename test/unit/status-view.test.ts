@@ -12,6 +12,23 @@ const report = (channel: string, listener: string): StatusReport => ({
   listeners: [{ channel, listener, durable: true, loaded: true, subscribed: true, pending: 1234, running: 1, failing: 2, dead: 3, oldestPendingSeconds: 3725, perMinute: null }],
   totals: { pending: 1234, running: 1, failing: 2, dead: 3 },
   workers: [{ worker: 'host\u001b[2J:1', claims: 1, rows: 10, since: new Date('2026-12-03T11:59:50Z') }],
+  schedules: [
+    {
+      name: 'Evil\u001b[1m.tick',
+      kind: 'every',
+      when: 'every 5m',
+      expression: '300000',
+      timeZone: null,
+      catchUp: 'last',
+      lastSlot: new Date('2026-12-03T11:55:00Z'),
+      lastRunAt: new Date('2026-12-03T11:55:00.004Z'),
+      nextSlot: new Date('2026-12-03T12:00:00Z'),
+      runs: 12,
+      skipped: 3,
+      loaded: true,
+      recorded: true,
+    },
+  ],
   throughput: { windowSeconds: 0, perMinute: null, history: [], note: '' },
   drift: { ok: true, triggers: [], subscriptions: { missing: [], extra: [] }, channels: [], notes: [] },
 });
@@ -22,6 +39,7 @@ test('formatStatus: names with control characters (ANSI escapes, newlines) are p
   assert.match(text, /evil\?\[31m\s+Listener\?fake line\s+1,234\s+1\s+2\s+3\s+1h02m/);
   assert.match(text, /host\?\[2J:1 \(1 claim, 10 rows, since 10s\)/);
   assert.match(text, /throughput: - \(needs two samples/);
+  assert.match(text, /Evil\?\[1m\.tick\s+every 5m\s+last\s+2026-12-03 11:55:00Z\s+2026-12-03 12:00:00Z\s+12\s+3/);
 });
 
 test('progressReporter: a line rewritten in place on a terminal, nothing elsewhere', () => {
