@@ -21,7 +21,9 @@ export type PubSubErrorCode =
   | 'pubsub.transactionAborted'
   | 'pubsub.listenerTimeout'
   | 'pubsub.drainFailed'
-  | 'pubsub.missingDependency';
+  | 'pubsub.missingDependency'
+  | 'pubsub.brokerUnavailable'
+  | 'pubsub.relayNotConfirmed';
 
 export class PubSubError extends Error {
   readonly code: PubSubErrorCode;

@@ -22,12 +22,14 @@ export { generateMigration } from './generate.js';
 export { notify, disconnect, setContext, withContext } from './notify.js';
 export { traceTransaction } from './tracing.js';
 export { getRegistry } from './registry.js';
+export { Relay, relay } from './relay.js';
 export { status, statusMonitor } from './status.js';
 export { drainOnce, listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
 
 export type { ListenOptions, TriggerListenOptions, TriggerListenSpec } from './decorators.js';
 export type { DeliveryOptions } from './registry.js';
+export type { RelayConfig, RelayOptions } from './relay.js';
 export type { DeadActionOptions, DeadFilter, DeadNotification } from './dead.js';
 export type { DashboardAccess, DashboardHandler, DashboardOptions, DashboardServer } from './dashboard/server.js';
 export type { DriftReport, ListenerStatus, StatusMonitor, StatusOptions, StatusReport, TriggerState, TriggerStatus, WorkerStatus } from './status.js';

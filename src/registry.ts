@@ -1,5 +1,6 @@
 /** The one global registry that decorators record into and the worker and migrations read from. */
 import { PubSubError } from './errors.js';
+import type { RelayDefinition } from './relay.js';
 import type { StandardSchemaV1 } from './standard-schema.js';
 import type { TriggerOperation, TriggerTiming } from './types.js';
 
@@ -53,6 +54,8 @@ export interface ListenerDefinition {
   schema?: StandardSchemaV1;
   trigger?: TriggerSpec;
   delivery: DeliveryOptions;
+  /** A relay (relay.ts): the drain publishes its rows to a broker instead of calling a method. */
+  relay?: RelayDefinition;
 }
 
 export interface ChannelDefinition {

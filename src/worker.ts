@@ -23,6 +23,7 @@ import { createMetrics, type MetricsOptions, type MetricsRegistry, type WorkerMe
 import { Observer, type WorkerEventName, type WorkerEvents } from './observe.js';
 import type { ModelShape } from './payload.js';
 import { PrismaBinding } from './prisma.js';
+import { RelayHub } from './relay.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry } from './registry.js';
 import { LIBRARY_SCHEMA_VERSION, backlogSql, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
 import type { Logger, PrismaFactory } from './types.js';
@@ -90,6 +91,11 @@ export interface WorkerOptions {
    * The schema of a `?schema=` in `databaseUrl` is passed to the adapter, as Prisma does.
    */
   prisma?: PrismaFactory;
+  /**
+   * Relays to brokers (`@Relay`, `relay()`, "relay" in pubsub.config.json): served beside the
+   * listeners (true), not at all (false), or alone ('only', what `pubsub relay` runs). @defaultValue true
+   */
+  relays?: boolean | 'only';
 }
 
 export interface Worker {
@@ -215,10 +221,12 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   const pollIntervalMs = limit('pollIntervalMs', 2000);
   const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
   if (options.http) wholeNumber(options.http.port, 'listen(): http.port', 0, 65_535);
-  const channels = selectChannels(registry, options.channels);
+  const serves = (l: ListenerDefinition) => (options.relays === 'only' ? !!l.relay : options.relays === false ? !l.relay : true);
+  const channels = selectChannels(registry, options.channels).filter((c) => c.listeners.some(serves));
+  if (options.relays === 'only' && !channels.length) throw new PubSubError('pubsub.noListenersLoaded', 'No relays are registered for the channels served. Declare them with @Relay or relay() in a module named by --require, or as "relay" in pubsub.config.json.');
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
   const durable = channels.filter((c) => c.durable);
-  const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
+  const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.filter(serves).map((l) => [l.id, l] as const)));
 
   const settings = { connectionString: databaseUrl, application_name: 'pubsub:worker', keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS, connectionTimeoutMillis: roundTripMs };
   const observer = new Observer();
@@ -260,10 +268,12 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   let models = new Map<string, ModelShape>();
   let prisma: PrismaBinding | undefined;
   let dispatcher: Dispatcher;
+  let relays: RelayHub | undefined;
   try {
+    if (listeners.some((l) => l.relay)) relays = await RelayHub.load(listeners.filter((l) => l.relay), logger); // a missing broker client fails the start
     if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
     if (durable.length || triggers.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger));
-    dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
+    dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners.filter(serves))], models, logger, options.instance);
     dispatcher.resolveReceivers(); // a class the container cannot build fails the start, not every attempt
   } catch (error) {
     await prisma?.close();
@@ -289,7 +299,8 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     dispatcher,
     registry,
     byId,
-    channels: durable.map((c) => c.name),
+    // Rows stored before anyone subscribed run every listener of their channel; relays take only their own rows.
+    channels: durable.filter((c) => c.listeners.some((l) => byId.has(l.id) && !l.relay)).map((c) => c.name),
     context: options.context ? JSON.stringify(options.context) : null,
     batchSize,
     roundTripMs,
@@ -297,6 +308,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     ...(prisma && { prisma }),
     observer,
     retry: (ms) => later(kick, ms),
+    ...(relays && { relays }),
   });
   let caughtUp = false;
   const catchUpOver = () => {
@@ -397,6 +409,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
         await draining?.catch(() => {});
         await broadcast.settled();
         await prisma?.close();
+        await relays?.close();
         await ledger.close();
         await endPools();
       },
@@ -481,6 +494,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
       await running;
       await broadcast.settled();
       await prisma?.close();
+      await relays?.close();
       await ledger.close();
       await endPools();
       await stopOperations();
