@@ -80,14 +80,13 @@ class AmqpPublisher implements Publisher {
     } catch (error) {
       return messages.map(() => error as Error);
     }
-    const timestamp = Math.floor(Date.now() / 1000);
     const results: Array<Promise<Error | undefined>> = [];
     for (const m of messages) {
       let full = false;
       results.push(
         new Promise((resolve) => {
           try {
-            const properties = { messageId: m.id, contentType: 'application/json', persistent: true, mandatory: options.mandatory, timestamp, type: m.headers['pubsub-channel'], appId: 'pgpubsub', headers: m.headers };
+            const properties = { messageId: m.id, contentType: 'application/json', persistent: true, mandatory: options.mandatory, timestamp: Math.floor(m.createdAt / 1000), type: m.channel, appId: 'pgpubsub', ...(m.headers && { headers: m.headers }) };
             full = !channel.publish(options.exchange, m.destination, m.body, properties, (error: unknown) => {
               if (error) resolve(new RelayError('pubsub.relayNotConfirmed', `RabbitMQ did not confirm message ${m.id}: ${(error as Error).message ?? String(error)}`, error));
               else if (this.returned.delete(m.id)) resolve(new RelayError('pubsub.relayNotConfirmed', `RabbitMQ returned message ${m.id}: no queue is bound to exchange "${options.exchange}" for routing key "${m.destination}" (mandatory)`));

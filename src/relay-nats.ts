@@ -75,7 +75,8 @@ class NatsPublisher implements Publisher {
         try {
           const h = this.lib.headers();
           h.set('Content-Type', 'application/json');
-          for (const [k, v] of Object.entries(m.headers)) h.set(k, v);
+          h.set('pubsub-channel', m.channel);
+          if (m.headers) for (const [k, v] of Object.entries(m.headers)) h.set(k, v);
           const ack = await js.publish(m.destination, m.body, { msgID: m.id, headers: h, timeout: options.timeoutMs });
           if (ack.duplicate) debug('%s was a duplicate (stream %s already had it)', m.id, ack.stream);
           return undefined;

@@ -13,6 +13,8 @@ export const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 /** One message as a consumer sees it. */
 export interface Received {
   id: string;
+  /** The pgpubsub channel: AMQP `type`, NATS header `pubsub-channel`. */
+  channel: string;
   body: any;
   headers: Record<string, string>;
   contentType?: string;
@@ -47,7 +49,7 @@ export async function rabbit(url = AMQP_URL): Promise<Rabbit> {
         const m = await channel.get(queue, { noAck: true });
         if (!m) return out;
         const headers = Object.fromEntries(Object.entries(m.properties.headers ?? {}).map(([k, v]) => [k, String(v)]));
-        out.push({ id: m.properties.messageId, body: JSON.parse(m.content.toString()), headers, contentType: m.properties.contentType, destination: m.fields.routingKey });
+        out.push({ id: m.properties.messageId, channel: m.properties.type, body: JSON.parse(m.content.toString()), headers, contentType: m.properties.contentType, destination: m.fields.routingKey });
       }
     },
     async count(queue) {
@@ -88,7 +90,7 @@ export async function jetstream(url = NATS_URL): Promise<JetStream> {
         const m = await jsm.streams.getMessage(stream, { seq });
         const headers: Record<string, string> = {};
         for (const [k] of m.header ?? []) headers[k] = m.header!.get(k);
-        out.push({ id: headers['Nats-Msg-Id']!, body: m.json(), headers, contentType: headers['Content-Type']!, destination: m.subject });
+        out.push({ id: headers['Nats-Msg-Id']!, channel: headers['pubsub-channel']!, body: m.json(), headers, contentType: headers['Content-Type']!, destination: m.subject });
       }
       return out;
     },

@@ -104,9 +104,7 @@ describe('a relay publishes each row with its id and context, and deletes it onc
       const first = got[0]!;
       assert.deepEqual(first.body, { n: 1, text: 'héllo' });
       assert.equal(first.contentType, 'application/json');
-      assert.equal(first.headers['pubsub-channel'], channel);
-      assert.equal(first.headers['pubsub-id'], expected[0]);
-      assert.equal(first.headers['pubsub-attempt'], '1');
+      assert.equal(first.channel, channel);
       assert.deepEqual(JSON.parse(first.headers['pubsub-context']!), { tenant: 'acme' }, 'the context, without the trace key');
       assert.equal(first.headers.traceparent, traceparent);
       assert.equal(got[1]!.headers['pubsub-context'], undefined);
@@ -241,7 +239,8 @@ describe('a relay SIGKILLed between publish and delete: the rows stay, go out ag
       assert.equal(unique.size, 300, '0 lost');
       for (const m of got) assert.equal(unique.get(m.id), m.body.n, 'a duplicate carries the message id of its first copy');
       if (to === 'nats') assert.equal(got.length, 300, 'JetStream dropped the duplicates (Nats-Msg-Id within its window)');
-      else assert.equal(got.length, 400, 'RabbitMQ holds the first burst twice, each copy with the same message_id');
+      // RabbitMQ holds twice every burst confirmed before the kill (1 to 3 of 100, with claims in flight side by side), each copy with its message_id.
+      else assert.ok(got.length >= 400 && got.length <= 600 && got.length % 100 === 0, `${got.length} messages: the confirmed, uncommitted bursts twice`);
     });
   }
 });
