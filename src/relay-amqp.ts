@@ -24,6 +24,8 @@ class AmqpPublisher implements Publisher {
   private failures = 0;
   private retryAt = 0;
   private closed = false;
+  /** Why the broker closed the channel (a missing exchange, say): the confirms it fails are told it. */
+  private channelError?: string;
   /** Message ids the broker returned (unroutable): their ack follows the return, and counts as a failure. */
   private readonly returned = new Set<string>();
 
@@ -48,11 +50,15 @@ class AmqpPublisher implements Publisher {
       const channel = await connection.createConfirmChannel();
       connection.on('error', (error: Error) => debug('connection error: %s', error.message));
       connection.on('close', () => this.lost(connection!, 'connection closed'));
-      channel.on('error', (error: Error) => debug('channel error: %s', error.message));
+      channel.on('error', (error: Error) => {
+        debug('channel error: %s', error.message);
+        this.channelError = error.message;
+      });
       channel.on('close', () => this.lost(connection!, 'channel closed'));
       channel.on('return', (msg: Amqp.Message) => this.returned.add(String(msg.properties.messageId)));
       if (this.failures) this.logger.info(`relay: connected to RabbitMQ at ${redact(this.url)} again`);
       this.failures = 0;
+      this.channelError = undefined;
       this.connection = connection;
       return (this.channel = channel);
     } catch (error) {
@@ -67,7 +73,7 @@ class AmqpPublisher implements Publisher {
   /** Forgets a connection that is gone; the next burst makes a new one. */
   private lost(connection: Amqp.ChannelModel, why: string): void {
     if (this.connection !== connection) return;
-    if (!this.closed) this.logger.warn(`relay: RabbitMQ connection lost (${why}); unconfirmed messages are retried on a new connection`);
+    if (!this.closed) this.logger.warn(`relay: RabbitMQ connection lost (${this.channelError ?? why}); unconfirmed messages are retried on a new connection`);
     this.connection = undefined;
     this.channel = undefined;
     void connection.close().catch(() => {});
@@ -88,7 +94,7 @@ class AmqpPublisher implements Publisher {
           try {
             const properties = { messageId: m.id, contentType: 'application/json', persistent: true, mandatory: options.mandatory, timestamp: Math.floor(m.createdAt / 1000), type: m.channel, appId: 'pgpubsub', ...(m.headers && { headers: m.headers }) };
             full = !channel.publish(options.exchange, m.destination, m.body, properties, (error: unknown) => {
-              if (error) resolve(new RelayError('pubsub.relayNotConfirmed', `RabbitMQ did not confirm message ${m.id}: ${(error as Error).message ?? String(error)}`, error));
+              if (error) resolve(new RelayError('pubsub.relayNotConfirmed', `RabbitMQ did not confirm message ${m.id}: ${(error as Error).message ?? String(error)}${this.channelError ? ` (${this.channelError})` : ''}`, error));
               else if (this.returned.delete(m.id)) resolve(new RelayError('pubsub.relayNotConfirmed', `RabbitMQ returned message ${m.id}: no queue is bound to exchange "${options.exchange}" for routing key "${m.destination}" (mandatory)`));
               else resolve(undefined);
             });

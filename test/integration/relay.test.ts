@@ -25,6 +25,8 @@ const streamName = (name: string) => `PGPUBSUB_TEST_${tag}_${name}`.toUpperCase(
 // Relays declared in this process (subscribed by createTestDatabase) and, for the spawned ones, in a config file.
 relay('r_basic_amqp', { to: 'amqp', routingKey: q('basic') });
 relay('r_basic_nats', { to: 'nats', subject: subject('basic') });
+relay('r_noexchange_amqp', { to: 'amqp', exchange: q('missing-exchange') });
+relay('r_nostream_nats', { to: 'nats', subject: subject('nostream') });
 relay('r_return_amqp', { to: 'amqp', routingKey: q('nobody'), backoff: { baseMs: 20, maxMs: 100 } });
 const amqpDown = await Forwarder.create(5672);
 const natsDown = await Forwarder.create(4222);
@@ -110,6 +112,18 @@ describe('a relay publishes each row with its id and context, and deletes it onc
       assert.equal(got[1]!.headers['pubsub-context'], undefined);
     });
   }
+
+  test('a missing exchange or stream: the attempt fails saying why, the row stays for a retry', async () => {
+    await store('r_noexchange_amqp', [{ n: 1 }]);
+    await store('r_nostream_nats', [{ n: 1 }]);
+    for (const [channel, why] of [['r_noexchange_amqp', /NOT_FOUND - no exchange/], ['r_nostream_nats', /no stream captures this subject/]] as const) {
+      const summary = await drainOnce({ databaseUrl: db.url, channels: [channel], relays: 'only' });
+      assert.deepEqual([summary.processed, summary.failed, summary.waiting], [0, 1, 1]);
+      const [row] = await db.query(`select attempts, last_error from pubsub.notification where channel = $1`, [channel]);
+      assert.equal(row.attempts, 1);
+      assert.match(row.last_error, why);
+    }
+  });
 
   test('a message RabbitMQ returns (no queue bound, mandatory) is not confirmed: the row stays, its attempts counted', async () => {
     const listener = 'relay.amqp.r_return_amqp';
