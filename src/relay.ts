@@ -314,9 +314,14 @@ export class RelayHub {
   }
 }
 
-/** An error of a broker that refused or lost a message, or could not be reached. */
+/**
+ * An error of a broker that refused or lost a message, or could not be reached. A condition of the
+ * broker, not of our code: no stack, so that the failed attempts of a burst (one log line per row)
+ * stay one line each while a broker is down.
+ */
 export class RelayError extends PubSubError {
   constructor(code: 'pubsub.relayNotConfirmed' | 'pubsub.brokerUnavailable', message: string, cause?: unknown) {
     super(code, message, cause === undefined ? undefined : { cause });
+    this.stack = `${this.name} [${code}]: ${message}`;
   }
 }
