@@ -19,7 +19,7 @@ import type { Attempted, Observer, Reaped } from './observe.js';
 import type { ListenerDefinition, Registry } from './registry.js';
 import { claimSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
 import { noPrisma, withPrisma, type PrismaBinding } from './prisma.js';
-import type { RelayHub } from './relay.js';
+import { HELD_BACK, type RelayHub } from './relay.js';
 import { ClaimTransaction, TransactionLostError } from './transaction.js';
 import { traceProcess, withoutTrace } from './tracing.js';
 import type { Logger, NotificationContext } from './types.js';
@@ -233,7 +233,12 @@ export class Drain {
     const attempts: Attempted[] = [];
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
     const relay = single ?? (unit.kind === 'plain' ? undefined : unit.listeners[0]);
-    if (relay?.relay) return this.relay(tx, rows, relay);
+    if (relay?.relay) {
+      const { attempts, heldBack } = await this.relay(tx, rows, relay);
+      // Ordered claims here take one row per key, so nothing is held back; were a row held back, it fails its attempt rather than vanish.
+      for (const n of heldBack) attempts.push({ ns: [n], listener: relay, durationMs: 0, failure: { error: new Error('held back behind a failed earlier notification of its key') } });
+      return attempts;
+    }
     if (unit.kind === 'batch' || single?.delivery.batch) {
       const l = single ?? unit.listeners[0]!;
       const started = performance.now();
@@ -261,7 +266,7 @@ export class Drain {
    * broker confirmed them. Each row not confirmed is its own failed attempt (retried, or dead-lettered
    * after maxAttempts), so one failing key of an ordered relay holds back only itself.
    */
-  private async relay(tx: ClaimTransaction, rows: Stored[], l: ListenerDefinition): Promise<Attempted[]> {
+  private async relay(tx: ClaimTransaction, rows: Stored[], l: ListenerDefinition): Promise<{ attempts: Attempted[]; heldBack: Stored[] }> {
     const started = performance.now();
     const info = { channel: rows[0]!.channel, durable: true, listener: l.id, attempt: Math.min(...rows.map((x) => x.attempts)) + 1, messages: rows.map((x) => ({ id: x.id, context: x.context })) };
     const errors = await traceProcess(info, () => this.o.relays!.send(l, rows));
@@ -269,8 +274,12 @@ export class Drain {
     const durationMs = performance.now() - started;
     const confirmed = rows.filter((_, i) => errors[i] === undefined);
     const attempts: Attempted[] = confirmed.length ? [{ ns: confirmed, listener: l, durationMs }] : [];
-    rows.forEach((n, i) => errors[i] !== undefined && attempts.push({ ns: [n], listener: l, durationMs, failure: { error: errors[i] } }));
-    return attempts;
+    const heldBack: Stored[] = [];
+    rows.forEach((n, i) => {
+      if (errors[i] === HELD_BACK) heldBack.push(n);
+      else if (errors[i] !== undefined) attempts.push({ ns: [n], listener: l, durationMs, failure: { error: errors[i] } });
+    });
+    return { attempts, heldBack };
   }
 
   /**

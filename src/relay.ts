@@ -244,6 +244,9 @@ export function outgoing(l: ListenerDefinition, n: Stored): Outgoing {
 /** Hides credentials in a URL for messages. */
 export const redact = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
 
+/** A row of an ordered relay's claim not published because an earlier row of its key failed in the same claim. */
+export const HELD_BACK: unique symbol = Symbol('pgpubsub.relay.heldBack');
+
 /** Backoff between connection attempts to a broker: 100 ms doubling to 5 s, half of it random. */
 export function reconnectDelayMs(failures: number): number {
   const cap = Math.min(5000, 100 * 2 ** Math.min(failures, 10));
@@ -266,7 +269,8 @@ export async function importClient<T>(to: Broker): Promise<T> {
 export class RelayHub {
   private readonly publishers = new Map<string, Publisher>();
 
-  private constructor(
+  /** `factories`: a publisher per broker kind (load() gives the real ones). */
+  constructor(
     private readonly factories: Map<Broker, (url: string, logger: Logger) => Publisher>,
     private readonly logger: Logger,
   ) {}
@@ -281,7 +285,14 @@ export class RelayHub {
     return new RelayHub(factories, logger);
   }
 
-  /** Publishes a relay's claimed rows in one burst; per row, undefined once the broker confirmed it, or the error. */
+  /**
+   * Publishes a relay's claimed rows and waits for the broker's confirms. Per row: undefined once the
+   * broker confirmed it, the error if not, or HELD_BACK (not published: an earlier row of its key
+   * failed in this claim). Unordered: one burst. Ordered: the claim's rows in id order, by key; a
+   * burst takes the next row of every key, and the next burst goes out only once the broker confirmed
+   * the previous one, so each key reaches the broker in order, one confirm round trip per row of a
+   * key and many keys per round trip.
+   */
   async send(l: ListenerDefinition, rows: Stored[]): Promise<Array<unknown | undefined>> {
     const def = l.relay!;
     const url = def.url ?? brokerUrlFromEnv(def.to);
@@ -289,23 +300,39 @@ export class RelayHub {
     let publisher = this.publishers.get(key);
     if (!publisher) this.publishers.set(key, (publisher = this.factories.get(def.to)!(url, this.logger)));
     const errors: Array<unknown | undefined> = new Array(rows.length);
-    const messages: Outgoing[] = [];
-    const at: number[] = [];
+    const runs = new Map<string | null, number[]>();
     rows.forEach((n, i) => {
-      try {
-        messages.push(outgoing(l, n));
-        at.push(i);
-      } catch (error) {
-        errors[i] = error; // this row's routing key or subject failed: only it waits for a retry
-      }
+      const k = l.delivery.ordered ? n.order_key : null;
+      const run = runs.get(k);
+      if (run) run.push(i);
+      else runs.set(k, [i]);
     });
-    if (messages.length) {
-      const started = performance.now();
-      const confirmed = await publisher.publish(messages, { exchange: def.exchange, mandatory: def.mandatory, timeoutMs: def.timeoutMs });
-      debug('%s: %d published and confirmed in %d ms', l.id, messages.length, Math.round(performance.now() - started));
-      confirmed.forEach((e, j) => (errors[at[j]!] = e));
+    for (let step = 0; ; step++) {
+      const messages: Outgoing[] = [];
+      const at: number[] = [];
+      for (const run of runs.values()) {
+        // Unordered: every row in this one burst; ordered: the key's next row, if its earlier ones went out.
+        for (const i of l.delivery.ordered ? run.slice(step, step + 1) : run) {
+          if (step > 0 && errors[run[step - 1]!] !== undefined) {
+            errors[i] = HELD_BACK;
+            continue;
+          }
+          try {
+            messages.push(outgoing(l, rows[i]!));
+            at.push(i);
+          } catch (error) {
+            errors[i] = error; // this row's routing key or subject failed: only it (and the rest of its key) waits for a retry
+          }
+        }
+      }
+      if (messages.length) {
+        const started = performance.now();
+        const confirmed = await publisher.publish(messages, { exchange: def.exchange, mandatory: def.mandatory, timeoutMs: def.timeoutMs });
+        debug('%s: %d published and confirmed in %d ms', l.id, messages.length, Math.round(performance.now() - started));
+        confirmed.forEach((e, j) => (errors[at[j]!] = e));
+      }
+      if (!l.delivery.ordered || ![...runs.values()].some((run) => run.length > step + 1)) return errors;
     }
-    return errors;
   }
 
   async close(): Promise<void> {

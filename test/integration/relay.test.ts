@@ -253,8 +253,8 @@ describe('a relay SIGKILLed between publish and delete: the rows stay, go out ag
       assert.equal(unique.size, 300, '0 lost');
       for (const m of got) assert.equal(unique.get(m.id), m.body.n, 'a duplicate carries the message id of its first copy');
       if (to === 'nats') assert.equal(got.length, 300, 'JetStream dropped the duplicates (Nats-Msg-Id within its window)');
-      // RabbitMQ holds twice every burst confirmed before the kill (1 to 3 of 100, with claims in flight side by side), each copy with its message_id.
-      else assert.ok(got.length >= 400 && got.length <= 600 && got.length % 100 === 0, `${got.length} messages: the confirmed, uncommitted bursts twice`);
+      // RabbitMQ holds twice what was published before the kill: the first burst, and whatever other bursts in flight side by side had sent; each copy with its message_id.
+      else assert.ok(got.length >= 400 && got.length <= 600, `${got.length} messages: the first burst (at least) twice`);
     });
   }
 });
