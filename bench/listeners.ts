@@ -1,6 +1,13 @@
 // The listeners the benchmark's workers run: no-ops, latency probes that record when they start, and one
 // insert per call through ctx.tx or ctx.prisma (W7).
-import { Listen, PostInsertListen, type NotificationContext, type TriggerPayload } from 'pgpubsub';
+import { Listen, PostInsertListen, Relay, type NotificationContext, type TriggerPayload } from 'pgpubsub';
+
+/** W8: relays to the brokers on this machine (a queue and a stream that run.ts declares). */
+export const RELAY_QUEUE = 'pgpubsub-bench-relay';
+export const RELAY_SUBJECT = 'pgpubsub.bench.relay';
+@Relay('bench_relay_amqp', { to: 'amqp', routingKey: RELAY_QUEUE })
+@Relay('bench_relay_nats', { to: 'nats', subject: RELAY_SUBJECT })
+export class BenchRelays {}
 
 export class Item {
   n!: number;

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as pgListen from 'pg-listen';
 import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
-import { observed } from './listeners.js';
+import { RELAY_QUEUE, RELAY_SUBJECT, observed } from './listeners.js';
 import { percentiles, round } from './stats.js';
 
 // pg-listen is CommonJS with an __esModule default export.
@@ -28,8 +28,8 @@ const onlyAt = args.findIndex((a) => a.startsWith('--only'));
 const only = onlyAt < 0 ? undefined : (args[onlyAt]!.split('=')[1] ?? args[onlyAt + 1] ?? '').split(',');
 const runs = (w: string) => !only || only.includes(w);
 const size = smoke
-  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 100, noops: 1000 }
-  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000 };
+  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 100, noops: 1000, relayed: 5000 }
+  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000 };
 
 const results: Record<string, unknown> = {};
 const table: Array<[string, string, string, string]> = [];
@@ -80,8 +80,8 @@ results.mode = smoke ? 'smoke' : 'full';
 console.log(`PostgreSQL ${version} (${embedded ? 'embedded' : 'DATABASE_URL'}), ${os.cpus().length} cores, ${round(os.totalmem() / 2 ** 30, 1)} GiB, ${smoke ? 'smoke' : 'full'} sizes\n`);
 
 // ---- helpers
-function startWorker(extra: string[] = []) {
-  const child = spawn(process.execPath, [cli, 'listen', '--require', listenersModule, ...extra], { env: { ...process.env, DATABASE_URL: db }, stdio: ['ignore', 'pipe', 'pipe'] });
+function startWorker(extra: string[] = [], command: 'listen' | 'relay' = 'listen') {
+  const child = spawn(process.execPath, [cli, command, '--require', listenersModule, ...extra], { env: { ...process.env, DATABASE_URL: db }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
@@ -469,6 +469,96 @@ if (runs('W10')) {
   results.W10 = w10;
 }
 
+// ---- W8 relay: stored notifications published to RabbitMQ / JetStream with confirms, beside a bare publisher doing the same confirmed publishes
+if (runs('W8')) {
+  const w8: Record<string, unknown> = {};
+  const burst = 1000; // the relays' default batchSize: rows per claim and messages per wait for confirms
+  const payload = (n: number) => Buffer.from(JSON.stringify({ n }));
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  type Broker = { name: 'amqp' | 'nats'; label: string; count(): Promise<number>; purge(): Promise<void>; bare(n: number): Promise<void>; close(): Promise<void> };
+  const brokers: Broker[] = [];
+  try {
+    const amqp = (await import('amqplib')).default;
+    const connection = await amqp.connect('amqp://guest:guest@127.0.0.1:5672');
+    const channel = await connection.createConfirmChannel();
+    await channel.assertQueue(RELAY_QUEUE, { durable: true });
+    brokers.push({
+      name: 'amqp',
+      label: 'RabbitMQ',
+      count: async () => (await channel.checkQueue(RELAY_QUEUE)).messageCount,
+      purge: async () => void (await channel.purgeQueue(RELAY_QUEUE)),
+      async bare(n) {
+        for (let i = 0; i < n; i += burst) {
+          for (let j = i; j < Math.min(n, i + burst); j++) {
+            if (!channel.publish('', RELAY_QUEUE, payload(j), { messageId: `bare:${j}`, contentType: 'application/json', persistent: true, mandatory: true })) await new Promise((r) => channel.once('drain', r));
+          }
+          await channel.waitForConfirms();
+        }
+      },
+      close: async () => {
+        await channel.deleteQueue(RELAY_QUEUE);
+        await connection.close();
+      },
+    });
+  } catch (error) {
+    row('W8', 'relay to RabbitMQ', `skipped: ${(error as Error).message}`);
+  }
+  try {
+    const nats = await import('nats');
+    const nc = await nats.connect({ servers: 'nats://127.0.0.1:4222' });
+    const jsm = await nc.jetstreamManager();
+    const js = nc.jetstream();
+    const stream = 'PGPUBSUB_BENCH_RELAY';
+    await jsm.streams.delete(stream).catch(() => {});
+    await jsm.streams.add({ name: stream, subjects: [RELAY_SUBJECT] });
+    brokers.push({
+      name: 'nats',
+      label: 'JetStream',
+      count: async () => (await jsm.streams.info(stream)).state.messages,
+      purge: async () => void (await jsm.streams.purge(stream)),
+      async bare(n) {
+        for (let i = 0; i < n; i += burst) {
+          const acks: Promise<unknown>[] = [];
+          for (let j = i; j < Math.min(n, i + burst); j++) acks.push(js.publish(RELAY_SUBJECT, payload(j), { msgID: `bare:${j}:${Math.random()}` }));
+          await Promise.all(acks);
+        }
+      },
+      close: async () => {
+        await jsm.streams.delete(stream);
+        await nc.close();
+      },
+    });
+  } catch (error) {
+    row('W8', 'relay to JetStream', `skipped: ${(error as Error).message}`);
+  }
+  const n = size.relayed;
+  for (const b of brokers) {
+    const relayed: number[] = [];
+    const bare: number[] = [];
+    for (let rep = 0; rep < (smoke ? 1 : 3); rep++) {
+      await b.purge();
+      let start = performance.now();
+      await b.bare(n);
+      bare.push(round(n / ((performance.now() - start) / 1000), 0));
+      await b.purge();
+      const channel = `bench_relay_${b.name}`;
+      await fillNotifications(channel, `relay.${b.name}.${channel}`, n);
+      const worker = startWorker(['--channel', channel], 'relay');
+      start = await worker.ready;
+      const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = '${channel}') as left`);
+      await worker.stop();
+      const arrived = await b.count();
+      if (arrived !== n) throw new Error(`W8: ${b.label} holds ${arrived} messages, ${n} were relayed`);
+      relayed.push(round(n / ((end - start) / 1000), 0));
+    }
+    w8[b.name] = { messages: n, burst, relayedPerSecond: median(relayed), barePerSecond: median(bare), ratio: round(median(relayed) / median(bare)), relayedRuns: relayed, bareRuns: bare };
+    row('W8', `bare ${b.name === 'amqp' ? 'amqplib' : 'nats'} → ${b.label}, confirmed`, `${median(bare)} msg/s (runs: ${bare.join(', ')})`, 'ceiling');
+    row('W8', `pubsub relay → ${b.label}`, `${median(relayed)} msg/s (runs: ${relayed.join(', ')})`, `${round(median(relayed) / median(bare))}× bare, target ≥ 20000/s`);
+    await b.close();
+  }
+  results.W8 = w8;
+}
+
 // ---- Memory: peak RSS of the worker while draining
 if (runs('RSS')) {
   await q('delete from pubsub.notification');
@@ -491,6 +581,7 @@ results.method = {
   W6: 'pgbench (or node-postgres) single-row INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger; the trigger is measured once with no worker running (its own cost for writers) and once with a `pubsub listen` worker consuming on the same machine.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
   W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
+  W8: 'N durable notifications stored first for a relay (@Relay in bench/listeners.ts), drained by `pubsub relay` as W1 (from "listening on" until none are left), every message confirmed by the broker (RabbitMQ publisher confirms on a durable queue, persistent messages; JetStream publish acks on a file stream); the count at the broker is checked. Beside it, the ceiling: a bare amqplib confirm channel / nats client in the bench process publishing the same N messages in bursts of the same size (1000), waiting for each burst\'s confirms. 3 runs each, median reported.',
   W7: 'N durable notifications stored first, drained by `pubsub listen` (default batch size, concurrency 1) as W1; listeners: a no-op (without and with --prisma), one `insert` through ctx.tx, one `author.create` through ctx.prisma (the demo PrismaClient, --prisma bench/dist/prisma.js). 3 runs each, interleaved; median reported; per call = 1 / rate.',
 };
 results.table = table;

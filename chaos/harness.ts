@@ -72,7 +72,7 @@ export class Workers {
   private readonly planned = new Set<ChildProcess>();
 
   constructor(
-    private readonly options: { cli: string; listeners: string; count: number; urlOf: (i: number) => string; logDir: string; env: NodeJS.ProcessEnv },
+    private readonly options: { cli: string; listeners?: string; count: number; urlOf: (i: number) => string; logDir: string; env: NodeJS.ProcessEnv; command?: 'listen' | 'relay' },
   ) {}
 
   start(): void {
@@ -81,10 +81,10 @@ export class Workers {
 
   private spawn(i: number): void {
     if (this.stopping) return;
-    const { cli, listeners, urlOf, logDir, env } = this.options;
+    const { cli, listeners, urlOf, logDir, env, command = 'listen' } = this.options;
     const child = track(
-      spawn(process.execPath, [cli, 'listen', '--require', listeners], {
-        cwd: logDir, // no pubsub.config.json here: only --require decides what runs
+      spawn(process.execPath, [cli, command, ...(listeners ? ['--require', listeners] : [])], {
+        cwd: logDir, // no pubsub.config.json here (relays: only the one written there): only --require decides what runs
         env: { ...env, DATABASE_URL: urlOf(i) },
         stdio: ['ignore', 'pipe', 'pipe'],
       }),

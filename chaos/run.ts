@@ -17,6 +17,7 @@ import { applyMigrations, generateMigration } from 'pgpubsub';
 import { postmasterPid, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/embedded.js';
 import { account, between, killEverything, now, onExit, runLoad, sleep, until, Workers, type LoadStats, type Outcome } from './harness.js';
 import { HalfOpenProxy } from './proxy.js';
+import { ensureBrokers, relayTable, runRelayScenarios, type RelayResult } from './relay.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url)); // dist/chaos
 const root = path.resolve(here, '../..');
@@ -26,7 +27,7 @@ const onlyArg = args.find((a) => a.startsWith('--only'));
 const only = onlyArg ? (onlyArg.split('=')[1] ?? args[args.indexOf(onlyArg) + 1] ?? '').split(',') : undefined;
 
 const size = quick
-  ? { items: 2000, loadMs: 4000, holdMs: 20_000, allMs: 8000, drainMs: 30_000, slow: 4, kill: 5, swallow: 10, runMs: 6 * 60_000 }
+  ? { items: 2000, loadMs: 4000, holdMs: 20_000, allMs: 8000, drainMs: 30_000, slow: 4, kill: 5, swallow: 10, runMs: 9 * 60_000 }
   : { items: 10_000, loadMs: 40_000, holdMs: 120_000, allMs: 60_000, drainMs: 120_000, slow: 20, kill: 20, swallow: 50, runMs: 20 * 60_000 };
 const WORKERS = 3;
 const ROLLBACK_RATE = 0.05;
@@ -400,6 +401,11 @@ onExit(() => {
 const bail = (why: string, code: number) => {
   console.error(`chaos: ${why}`);
   killEverything();
+  try {
+    ensureBrokers(); // a relay scenario may have stopped one: CI and the next run need them
+  } catch {
+    // exiting anyway
+  }
   process.exit(code);
 };
 process.on('SIGINT', () => bail('interrupted', 130));
@@ -429,12 +435,14 @@ for (const s of scenarios.filter((x) => !only || only.includes(x.key))) {
     `(${s.key}) ${r.passed ? 'pass' : `FAIL (${r.failures.join(', ')})`} in ${seconds(now() - t0)}: ${o.committed} items committed, ${o.notifications} notifications, lost ${o.lost}, duplicated ${o.duplicated}, phantom ${o.phantom}, dead ${o.expectedDead}+${o.unexpectedDead}, drain ${r.drained ? seconds(r.drainMs) : 'timed out'}, worker deaths ${r.workerDeaths.killedBySuite}+${r.workerDeaths.other}, notes ${JSON.stringify(r.notes)}`,
   );
 }
+// Relays to RabbitMQ and NATS JetStream (chaos/relay.ts): r1–r4, every mode.
+const relayResults: RelayResult[] = await runRelayScenarios(server, { quick, work, cli, ...(only && { only }) });
 await server.stop();
 server = undefined;
 
-const markdown = table(results);
+const markdown = table(results) + (relayResults.length ? `\n\n${relayTable(relayResults)}` : '');
 console.log(`\n${markdown}\n`);
-const passed = results.every((r) => r.passed);
+const passed = results.every((r) => r.passed) && relayResults.every((r) => r.passed);
 const out = path.join(root, 'chaos/results', quick ? 'quick.json' : only ? 'partial.json' : 'latest.json');
 fs.mkdirSync(path.dirname(out), { recursive: true });
 fs.writeFileSync(
@@ -449,11 +457,13 @@ fs.writeFileSync(
       settings: { workers: WORKERS, ...size, rollbackRate: ROLLBACK_RATE, transientRate: TRANSIENT_RATE, idleTimeout: IDLE_TIMEOUT },
       passed,
       results,
+      relay: relayResults,
       markdown,
     },
     null,
     2,
   ) + '\n',
 );
-console.log(`chaos: ${results.filter((r) => r.passed).length} of ${results.length} scenarios passed in ${seconds(now() - started)}; results in ${path.relative(root, out)}`);
+const all = [...results, ...relayResults];
+console.log(`chaos: ${all.filter((r) => r.passed).length} of ${all.length} scenarios passed in ${seconds(now() - started)}; results in ${path.relative(root, out)}`);
 process.exit(passed ? 0 : 1);

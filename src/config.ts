@@ -28,6 +28,8 @@ export interface FileConfig {
   gracePeriodMs?: number;
   /** `pubsub listen --processes`: worker processes run by one command. */
   processes?: number;
+  /** Relays to brokers (relay.ts, RelayConfig): checked when registered. */
+  relay?: unknown[];
 }
 
 /**
@@ -51,7 +53,7 @@ export function wholeNumber(value: unknown, where: string, min: number, max: num
   return value;
 }
 
-const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number'> = {
+const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number' | 'relays'> = {
   require: 'strings',
   schema: 'string',
   migrationsDir: 'string',
@@ -64,6 +66,7 @@ const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number'> = {
   prisma: 'string',
   gracePeriodMs: 'number',
   processes: 'number',
+  relay: 'relays',
 };
 
 /** Checks every key and value of a config file: a typo or a wrong type fails here, not silently later. */
@@ -74,7 +77,9 @@ function checkFileConfig(raw: unknown, where: string): FileConfig {
     const kind = FILE_KEYS[key as keyof FileConfig];
     const at = `${where}: "${key}"`;
     if (!kind) throw new PubSubError('pubsub.config', `${at} is not a setting; the settings are ${Object.keys(FILE_KEYS).join(', ')}.`);
-    if (kind === 'number') {
+    if (kind === 'relays') {
+      if (!Array.isArray(value)) throw new PubSubError('pubsub.config', `${at} must be a list of relays such as [{"channel": "orders", "to": "amqp", "exchange": "orders"}].`);
+    } else if (kind === 'number') {
       const { min, max } = WORKER_LIMITS[key as keyof typeof WORKER_LIMITS];
       wholeNumber(value, at, min, max);
     } else if (kind === 'string' ? typeof value !== 'string' || !value : !Array.isArray(value) || !value.every((v) => typeof v === 'string' && v)) {
@@ -104,6 +109,11 @@ export const WORKER_PROCESS_ENV = 'PUBSUB_WORKER_PROCESS';
 export function workerProcessNumber(env: NodeJS.ProcessEnv = process.env): number | undefined {
   const n = Number(env[WORKER_PROCESS_ENV]);
   return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/** A relay's broker URL when it names none: PUBSUB_AMQP_URL or PUBSUB_NATS_URL, else the broker on this machine. */
+export function brokerUrlFromEnv(to: 'amqp' | 'nats', env: NodeJS.ProcessEnv = process.env): string {
+  return to === 'amqp' ? env.PUBSUB_AMQP_URL || 'amqp://localhost' : env.PUBSUB_NATS_URL || 'nats://localhost:4222';
 }
 
 export function requireDatabaseUrl(url: string | undefined = databaseUrlFromEnv()): string {

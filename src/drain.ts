@@ -19,6 +19,7 @@ import type { Attempted, Observer, Reaped } from './observe.js';
 import type { ListenerDefinition, Registry } from './registry.js';
 import { claimSql, holdBackSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
 import { noPrisma, withPrisma, type PrismaBinding } from './prisma.js';
+import { HELD_BACK, type RelayHub } from './relay.js';
 import { ClaimTransaction, TransactionLostError } from './transaction.js';
 import { traceProcess, withoutTrace } from './tracing.js';
 import type { Logger, NotificationContext } from './types.js';
@@ -78,6 +79,8 @@ export interface DrainOptions {
   observer: Observer;
   /** Called when a unit's backoff is over. */
   retry(ms: number): void;
+  /** Publishes the rows of relays (relay.ts), when the worker serves any. */
+  relays?: RelayHub;
 }
 
 export class Drain {
@@ -94,7 +97,7 @@ export class Drain {
     };
     const plain: ListenerDefinition[] = [];
     for (const l of o.byId.values()) {
-      if (l.delivery.ordered) this.units.push(unit('ordered', [l], o.batchSize));
+      if (l.delivery.ordered) this.units.push(unit('ordered', [l], l.relay?.batchSize ?? o.batchSize));
       else if (l.delivery.batch) this.units.push(unit('batch', [l], l.delivery.batch.size));
       else plain.push(l);
     }
@@ -248,6 +251,8 @@ export class Drain {
     const attempts: Attempted[] = [];
     const heldBack: Stored[] = [];
     const single = unit.kind === 'isolated' ? this.o.byId.get(rows[0]!.listener ?? '') : undefined;
+    const relay = single ?? (unit.kind === 'plain' ? undefined : unit.listeners[0]);
+    if (relay?.relay) return this.relay(tx, rows, relay);
     if (unit.kind === 'batch' || single?.delivery.batch) {
       const l = single ?? unit.listeners[0]!;
       const started = performance.now();
@@ -263,7 +268,7 @@ export class Drain {
         continue;
       }
       const own = n.listener ? this.o.byId.get(n.listener) : undefined;
-      const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id));
+      const listeners = own ? [own] : (this.o.registry.get(n.channel)?.listeners ?? []).filter((l) => this.o.byId.has(l.id) && !l.relay);
       const started = performance.now();
       const failure = await this.attempt(tx, [n], own, async (ctx) => {
         for (const l of listeners) {
@@ -274,6 +279,27 @@ export class Drain {
       attempts.push({ ns: [n], listener: own, durationMs: performance.now() - started, failure });
       if (failure) failedKeys.add(n.order_key);
     }
+    return { attempts, heldBack };
+  }
+
+  /**
+   * A relay's claimed rows, published in one burst; the claim commits (deleting them) only once the
+   * broker confirmed them. Each row not confirmed is its own failed attempt (retried, or dead-lettered
+   * after maxAttempts), so one failing key of an ordered relay holds back only itself.
+   */
+  private async relay(tx: ClaimTransaction, rows: Stored[], l: ListenerDefinition): Promise<{ attempts: Attempted[]; heldBack: Stored[] }> {
+    const started = performance.now();
+    const info = { channel: rows[0]!.channel, durable: true, listener: l.id, attempt: Math.min(...rows.map((x) => x.attempts)) + 1, messages: rows.map((x) => ({ id: x.id, context: x.context })) };
+    const errors = await traceProcess(info, () => this.o.relays!.send(l, rows));
+    if (tx.lost) throw tx.lost; // the claim is gone: its rows come back (isolated) and are published again
+    const durationMs = performance.now() - started;
+    const confirmed = rows.filter((_, i) => errors[i] === undefined);
+    const attempts: Attempted[] = confirmed.length ? [{ ns: confirmed, listener: l, durationMs }] : [];
+    const heldBack: Stored[] = [];
+    rows.forEach((n, i) => {
+      if (errors[i] === HELD_BACK) heldBack.push(n);
+      else if (errors[i] !== undefined) attempts.push({ ns: [n], listener: l, durationMs, failure: { error: errors[i] } });
+    });
     return { attempts, heldBack };
   }
 

@@ -23,7 +23,9 @@ export type PubSubErrorCode =
   | 'pubsub.listenerTimeout'
   | 'pubsub.drainFailed'
   | 'pubsub.missingDependency'
-  | 'pubsub.plugin';
+  | 'pubsub.plugin'
+  | 'pubsub.brokerUnavailable'
+  | 'pubsub.relayNotConfirmed';
 
 export class PubSubError extends Error {
   readonly code: PubSubErrorCode;

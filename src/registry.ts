@@ -1,5 +1,6 @@
 /** The one global registry that decorators record into and the worker and migrations read from. */
 import { PubSubError } from './errors.js';
+import type { RelayDefinition } from './relay.js';
 import type { StandardSchemaV1 } from './standard-schema.js';
 import type { CatchUp, Timing } from './timing.js';
 import type { Channel, TriggerOperation, TriggerTiming } from './types.js';
@@ -56,6 +57,8 @@ export interface ListenerDefinition {
   /** A scheduled method (@Every, @Cron): its payload is the slot, stored by the scheduler itself, so it needs no subscription. */
   schedule?: string;
   delivery: DeliveryOptions;
+  /** A relay (relay.ts): the drain publishes its rows to a broker instead of calling a method. */
+  relay?: RelayDefinition;
 }
 
 /** A schedule (@Every, @Cron): the workers run it once per slot, all of them together. */

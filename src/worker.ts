@@ -24,6 +24,7 @@ import { createMetrics, type MetricsOptions, type MetricsRegistry, type WorkerMe
 import { Observer, type WorkerEventName, type WorkerEvents } from './observe.js';
 import type { ModelShape } from './payload.js';
 import { PrismaBinding } from './prisma.js';
+import { RelayHub } from './relay.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry, type ScheduleDefinition } from './registry.js';
 import { Scheduler } from './scheduler.js';
 import { LIBRARY_SCHEMA_VERSION, backlogSql, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
@@ -94,6 +95,11 @@ export interface WorkerOptions {
   prisma?: PrismaFactory;
   /** @internal Tests: the schedules' clock (ms since the epoch) instead of the database server's. */
   scheduleClock?: () => number;
+  /**
+   * Relays to brokers (`@Relay`, `relay()`, "relay" in pubsub.config.json): served beside the
+   * listeners (true), not at all (false), or alone ('only', what `pubsub relay` runs). @defaultValue true
+   */
+  relays?: boolean | 'only';
 }
 
 export interface Worker {
@@ -225,11 +231,13 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   const pollIntervalMs = limit('pollIntervalMs', 2000);
   const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
   if (options.http) wholeNumber(options.http.port, 'listen(): http.port', 0, 65_535);
-  const channels = selectChannels(registry, options.channels);
-  const schedules = once ? [] : selectSchedules(registry, options.channels);
+  const serves = (l: ListenerDefinition) => (options.relays === 'only' ? !!l.relay : options.relays === false ? !l.relay : true);
+  const channels = selectChannels(registry, options.channels).filter((c) => c.listeners.some(serves));
+  if (options.relays === 'only' && !channels.length) throw new PubSubError('pubsub.noListenersLoaded', 'No relays are registered for the channels served. Declare them with @Relay or relay() in a module named by --require, or as "relay" in pubsub.config.json.');
+  const schedules = once || options.relays === 'only' ? [] : selectSchedules(registry, options.channels);
   const databaseUrl = requireDatabaseUrl(options.databaseUrl);
   const durable = channels.filter((c) => c.durable);
-  const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.map((l) => [l.id, l] as const)));
+  const byId = new Map<string, ListenerDefinition>(durable.flatMap((c) => c.listeners.filter(serves).map((l) => [l.id, l] as const)));
 
   const settings = { connectionString: databaseUrl, application_name: 'pubsub:worker', keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS, connectionTimeoutMillis: roundTripMs };
   const observer = new Observer();
@@ -271,10 +279,12 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   let models = new Map<string, ModelShape>();
   let prisma: PrismaBinding | undefined;
   let dispatcher: Dispatcher;
+  let relays: RelayHub | undefined;
   try {
+    if (listeners.some((l) => l.relay)) relays = await RelayHub.load(listeners.filter((l) => l.relay), logger); // a missing broker client fails the start
     if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
     if (durable.length || triggers.length || schedules.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger));
-    dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners)], models, logger, options.instance);
+    dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners.filter(serves))], models, logger, options.instance);
     dispatcher.resolveReceivers(); // a class the container cannot build fails the start, not every attempt
   } catch (error) {
     await prisma?.close();
@@ -300,7 +310,8 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     dispatcher,
     registry,
     byId,
-    channels: durable.map((c) => c.name),
+    // Rows stored before anyone subscribed run every listener of their channel; relays take only their own rows.
+    channels: durable.filter((c) => c.listeners.some((l) => byId.has(l.id) && !l.relay)).map((c) => c.name),
     context: options.context ? JSON.stringify(options.context) : null,
     batchSize,
     roundTripMs,
@@ -308,6 +319,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     ...(prisma && { prisma }),
     observer,
     retry: (ms) => later(kick, ms),
+    ...(relays && { relays }),
   });
   let caughtUp = false;
   const catchUpOver = () => {
@@ -408,6 +420,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
         await draining?.catch(() => {});
         await broadcast.settled();
         await prisma?.close();
+        await relays?.close();
         await ledger.close();
         await endPools();
       },
@@ -502,6 +515,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
       await running;
       await broadcast.settled();
       await prisma?.close();
+      await relays?.close();
       await ledger.close();
       await endPools();
       await stopOperations();

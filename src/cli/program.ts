@@ -9,6 +9,7 @@ import { generateMigration, resolveMigrations, resolvePrismaPaths } from '../gen
 import { LEVELS, lineLogger, type LevelSetting, type Log } from '../log.js';
 import { readPrismaSchema } from '../prisma-schema.js';
 import { getRegistry } from '../registry.js';
+import { RELAY_CONCURRENCY, registerRelays } from '../relay.js';
 import { statusMonitor } from '../status.js';
 import { drainOnce, listen, type DrainSummary } from '../worker.js';
 import { importListenerModules, loadModules, loadPrismaFactory, type ShutdownHook } from './load.js';
@@ -51,6 +52,7 @@ interface CommonFlags {
 
 async function loadListeners(flags: CommonFlags, file = loadFileConfig(process.cwd(), flags.config)) {
   const hooks = await loadModules(flags.require ?? file.require ?? []);
+  registerRelays(file.relay);
   if (getRegistry().list().length === 0 && getRegistry().schedules.size === 0) {
     throw new PubSubError(
       'pubsub.noListenersLoaded',
@@ -124,75 +126,82 @@ export function buildProgram(): Command {
   const databaseOption = () => new Option('--database-url <url>', 'PostgreSQL URL (default DATABASE_URL)');
   const url = (flags: CommonFlags) => requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv());
 
-  program
-    .command('listen')
-    .description('Run a worker: receive notifications and run their listeners until SIGINT/SIGTERM.')
-    .addOption(new Option('--channel <name>', 'channel to serve (repeatable; default every registered channel)').argParser(collect))
-    .addOption(requireOption())
-    .addOption(configOption())
-    .addOption(databaseOption())
-    .addOption(workerOption('batchSize', 'n', 'notifications claimed per listener per transaction', 100))
-    .addOption(workerOption('concurrency', 'n', 'claiming transactions at once, each on its own connection', 1))
-    .addOption(workerOption('pollIntervalMs', 'ms', 'look for stored work this often without a wake-up', 2000))
-    .addOption(workerOption('gracePeriodMs', 'ms', 'after SIGTERM/SIGINT, the longest the stop may take before the process exits anyway with code 1', 30_000))
-    .addOption(workerOption('processes', 'n', 'worker processes to run, each restarted when it crashes', 1))
-    .option('--once', 'run the listeners on every stored notification that is due, then exit (progress on a terminal)')
-    .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
-    .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
-    .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
-    .option('--prisma <module>', 'compiled module exporting `prisma = (adapter) => new PrismaClient({ adapter })`, for ctx.prisma (default "prisma" of the config file)')
-    .addOption(new Option('--http-port <port>', 'serve /healthz, /readyz (and /metrics with --metrics) on this port (0: any free port)').argParser(wholeIn(0, 65_535)))
-    .option('--http-host <host>', 'address for --http-port', '0.0.0.0')
-    .option('--metrics', 'Prometheus metrics on /metrics of --http-port (needs the prom-client package)')
-    .addOption(new Option('--log-level <level>', 'lowest level logged').choices(LEVELS).default('info'))
-    .addOption(new Option('--log-format <format>', 'json: one pino-compatible JSON object per line on stdout; pretty: "pubsub: …" lines').choices(['json', 'pretty']).default('pretty'))
-    .action(async (flags: CommonFlags & ListenFlags) => {
-      const log = lineLogger({ level: flags.logLevel, format: flags.logFormat });
-      if (flags.metrics && flags.httpPort === undefined) throw new PubSubError('pubsub.config', '--metrics serves /metrics on --http-port: give one too, e.g. --http-port 9464.');
-      const settings = loadFileConfig(process.cwd(), flags.config);
-      const gracePeriodMs = flags.gracePeriod ?? settings.gracePeriodMs ?? 30_000;
-      // A worker process of --processes runs one worker, whatever the config file says.
-      const processes = workerProcessNumber() === undefined ? (flags.processes ?? settings.processes ?? 1) : 1;
-      if (flags.once && (processes > 1 || flags.httpPort !== undefined)) {
-        throw new PubSubError('pubsub.config', `--once drains in this process and exits: it takes neither ${processes > 1 ? `--processes ${processes}` : '--http-port'}. Run several \`pubsub listen --once\` side by side instead; they share the work.`);
-      }
-      if (processes > 1) {
-        if (flags.httpPort !== undefined) throw new PubSubError('pubsub.config', `--http-port with --processes ${processes}: every worker process would serve on the same port. Run one process per container (without --processes) to give each its health port.`);
-        return supervise({ processes, gracePeriodMs, args: withoutProcessesFlag(process.argv.slice(2)), log });
-      }
-      const file = await loadListeners(flags, settings);
-      const prismaModule = flags.prisma ?? file.prisma;
-      const forced = (signal: string) => {
-        log.warn(`second ${signal}: exiting now with code ${FORCED_EXIT_CODE}; claims still open are rolled back by the server and retried`);
-        void exitAfterFlush(FORCED_EXIT_CODE);
-      };
-      // Watched from the start: a signal while the worker starts stops it once started, within the grace period.
-      const stop = stopRequested(undefined, forced);
-      const options = {
-        channels: flags.channel ?? file.channels,
-        databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
-        ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
-        listen: flags.listen,
-        ...(flags.context && { context: flags.context }),
-        ...(prismaModule && { prisma: await loadPrismaFactory(prismaModule) }),
-        batchSize: flags.batchSize ?? file.batchSize ?? 100,
-        concurrency: flags.concurrency ?? file.concurrency ?? 1,
-        logger: log,
-      };
-      if (flags.once) return drainAndExit(options, stop, file.hooks, gracePeriodMs, log);
-      const started = listen({
-        ...options,
-        pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
-        ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
-        ...(flags.metrics && { metrics: true }),
+  /** `listen` and `relay`: one worker command; `relays` says which listeners it serves (WorkerOptions.relays). */
+  const workerCommand = (name: string, description: string, relays: true | 'only') =>
+    program
+      .command(name)
+      .description(description)
+      .addOption(new Option('--channel <name>', 'channel to serve (repeatable; default every registered channel)').argParser(collect))
+      .addOption(requireOption())
+      .addOption(configOption())
+      .addOption(databaseOption())
+      .addOption(workerOption('batchSize', 'n', 'notifications claimed per listener per transaction', 100))
+      .addOption(workerOption('concurrency', 'n', 'claiming transactions at once, each on its own connection', 1))
+      .addOption(workerOption('pollIntervalMs', 'ms', 'look for stored work this often without a wake-up', 2000))
+      .addOption(workerOption('gracePeriodMs', 'ms', 'after SIGTERM/SIGINT, the longest the stop may take before the process exits anyway with code 1', 30_000))
+      .addOption(workerOption('processes', 'n', 'worker processes to run, each restarted when it crashes', 1))
+      .option('--once', 'run the listeners on every stored notification that is due, then exit (progress on a terminal)')
+      .option('--listen-url <url>', 'session connection for LISTEN when --database-url goes through a transaction pooler (PgBouncer)')
+      .option('--no-listen', 'never LISTEN; only poll every --poll-interval ms')
+      .addOption(new Option('--context <json>', 'serve only notifications whose context contains these fields, e.g. \'{"tenant":"acme"}\'').argParser(jsonObject))
+      .option('--prisma <module>', 'compiled module exporting `prisma = (adapter) => new PrismaClient({ adapter })`, for ctx.prisma (default "prisma" of the config file)')
+      .addOption(new Option('--http-port <port>', 'serve /healthz, /readyz (and /metrics with --metrics) on this port (0: any free port)').argParser(wholeIn(0, 65_535)))
+      .option('--http-host <host>', 'address for --http-port', '0.0.0.0')
+      .option('--metrics', 'Prometheus metrics on /metrics of --http-port (needs the prom-client package)')
+      .addOption(new Option('--log-level <level>', 'lowest level logged').choices(LEVELS).default('info'))
+      .addOption(new Option('--log-format <format>', 'json: one pino-compatible JSON object per line on stdout; pretty: "pubsub: …" lines').choices(['json', 'pretty']).default('pretty'))
+      .action(async (flags: CommonFlags & ListenFlags) => {
+        const log = lineLogger({ level: flags.logLevel, format: flags.logFormat });
+        if (flags.metrics && flags.httpPort === undefined) throw new PubSubError('pubsub.config', '--metrics serves /metrics on --http-port: give one too, e.g. --http-port 9464.');
+        const settings = loadFileConfig(process.cwd(), flags.config);
+        const gracePeriodMs = flags.gracePeriod ?? settings.gracePeriodMs ?? 30_000;
+        // A worker process of --processes runs one worker, whatever the config file says.
+        const processes = workerProcessNumber() === undefined ? (flags.processes ?? settings.processes ?? 1) : 1;
+        if (flags.once && (processes > 1 || flags.httpPort !== undefined)) {
+          throw new PubSubError('pubsub.config', `--once drains in this process and exits: it takes neither ${processes > 1 ? `--processes ${processes}` : '--http-port'}. Run several \`pubsub listen --once\` side by side instead; they share the work.`);
+        }
+        if (processes > 1) {
+          if (flags.httpPort !== undefined) throw new PubSubError('pubsub.config', `--http-port with --processes ${processes}: every worker process would serve on the same port. Run one process per container (without --processes) to give each its health port.`);
+          return supervise({ processes, gracePeriodMs, args: withoutProcessesFlag(process.argv.slice(2)), log });
+        }
+        const file = await loadListeners(flags, settings);
+        const prismaModule = flags.prisma ?? file.prisma;
+        const forced = (signal: string) => {
+          log.warn(`second ${signal}: exiting now with code ${FORCED_EXIT_CODE}; claims still open are rolled back by the server and retried`);
+          void exitAfterFlush(FORCED_EXIT_CODE);
+        };
+        // Watched from the start: a signal while the worker starts stops it once started, within the grace period.
+        const stop = stopRequested(undefined, forced);
+        const options = {
+          channels: flags.channel ?? file.channels,
+          databaseUrl: requireDatabaseUrl(flags.databaseUrl ?? databaseUrlFromEnv()),
+          ...(flags.listenUrl && { listenUrl: flags.listenUrl }),
+          listen: flags.listen,
+          ...(flags.context && { context: flags.context }),
+          ...(prismaModule && { prisma: await loadPrismaFactory(prismaModule) }),
+          batchSize: flags.batchSize ?? file.batchSize ?? 100,
+          // A relay waits on the broker's confirms: several claims in flight keep it busy (measured: W8 in bench/).
+          concurrency: flags.concurrency ?? file.concurrency ?? (relays === 'only' ? RELAY_CONCURRENCY : 1),
+          logger: log,
+          relays,
+        };
+        if (flags.once) return drainAndExit(options, stop, file.hooks, gracePeriodMs, log);
+        const started = listen({
+          ...options,
+          pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
+          ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
+          ...(flags.metrics && { metrics: true }),
+        });
+        const worker = await Promise.race([started, stop.then(() => undefined)]);
+        if (worker?.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
+        if (worker) process.send?.('ready', () => process.disconnect?.()); // to the supervisor of --processes; then the channel is closed, so it keeps nothing alive
+        log.info(`${await stop}: finishing running listeners`);
+        log.info(`stopping within the grace period of ${gracePeriodMs} ms; a second SIGINT or SIGTERM exits at once`);
+        await shutdown(async () => (await started).close(), file.hooks, gracePeriodMs, log);
       });
-      const worker = await Promise.race([started, stop.then(() => undefined)]);
-      if (worker?.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
-      if (worker) process.send?.('ready', () => process.disconnect?.()); // to the supervisor of --processes; then the channel is closed, so it keeps nothing alive
-      log.info(`${await stop}: finishing running listeners`);
-      log.info(`stopping within the grace period of ${gracePeriodMs} ms; a second SIGINT or SIGTERM exits at once`);
-      await shutdown(async () => (await started).close(), file.hooks, gracePeriodMs, log);
-    });
+
+  workerCommand('listen', 'Run a worker: receive notifications and run their listeners (and relays) until SIGINT/SIGTERM.', true);
+  workerCommand('relay', 'Run only the relays: publish stored notifications to their brokers (RabbitMQ, NATS JetStream), deleting each once confirmed, until SIGINT/SIGTERM.', 'only');
 
   program
     .command('make-migration')
@@ -325,6 +334,7 @@ export function buildProgram(): Command {
   const observed = async (flags: CommonFlags & { schema?: string }) => {
     const file = loadFileConfig(process.cwd(), flags.config);
     await loadModules(flags.require ?? file.require ?? []);
+    registerRelays(file.relay);
     if (!getRegistry().list().some((c) => c.kind === 'trigger')) return {};
     try {
       const { schema } = await resolvePrismaPaths({ schema: flags.schema ?? file.schema, migrationsDir: file.migrationsDir });
