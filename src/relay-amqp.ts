@@ -7,7 +7,7 @@
  */
 import type * as Amqp from 'amqplib';
 import createDebug from 'debug';
-import { RelayError, reconnectDelayMs, redact, type Outgoing, type Publisher } from './relay.js';
+import { BrokerLink, RelayError, type Outgoing, type Publisher } from './relay.js';
 import type { Logger } from './types.js';
 
 const debug = createDebug('pubsub:relay:amqp');
@@ -17,13 +17,8 @@ export function amqpPublisher(lib: unknown): (url: string, logger: Logger) => Pu
   return (url, logger) => new AmqpPublisher(lib as typeof Amqp, url, logger);
 }
 
-class AmqpPublisher implements Publisher {
+class AmqpPublisher extends BrokerLink<Amqp.ConfirmChannel> implements Publisher {
   private connection?: Amqp.ChannelModel;
-  private channel?: Amqp.ConfirmChannel;
-  private connecting?: Promise<Amqp.ConfirmChannel>;
-  private failures = 0;
-  private retryAt = 0;
-  private closed = false;
   /** Why the broker closed the channel (a missing exchange, say): the confirms it fails are told it. */
   private channelError?: string;
   /** Message ids the broker returned (unroutable): their ack follows the return, and counts as a failure. */
@@ -31,19 +26,13 @@ class AmqpPublisher implements Publisher {
 
   constructor(
     private readonly lib: typeof Amqp,
-    private readonly url: string,
-    private readonly logger: Logger,
-  ) {}
-
-  private async open(): Promise<Amqp.ConfirmChannel> {
-    if (this.channel) return this.channel;
-    if (this.closed) throw new RelayError('pubsub.brokerUnavailable', 'the relay is closing');
-    const wait = this.retryAt - Date.now();
-    if (wait > 0) throw new RelayError('pubsub.brokerUnavailable', `RabbitMQ at ${redact(this.url)} is unreachable; connecting again in ${wait} ms`);
-    return (this.connecting ??= this.connect().finally(() => (this.connecting = undefined)));
+    url: string,
+    logger: Logger,
+  ) {
+    super('RabbitMQ', url, logger);
   }
 
-  private async connect(): Promise<Amqp.ConfirmChannel> {
+  protected async connect(): Promise<Amqp.ConfirmChannel> {
     let connection: Amqp.ChannelModel | undefined;
     try {
       connection = await this.lib.connect(this.url, { timeout: 10_000, clientProperties: { connection_name: 'pgpubsub relay' } });
@@ -56,17 +45,12 @@ class AmqpPublisher implements Publisher {
       });
       channel.on('close', () => this.lost(connection!, 'channel closed'));
       channel.on('return', (msg: Amqp.Message) => this.returned.add(String(msg.properties.messageId)));
-      if (this.failures) this.logger.info(`relay: connected to RabbitMQ at ${redact(this.url)} again`);
-      this.failures = 0;
       this.channelError = undefined;
       this.connection = connection;
-      return (this.channel = channel);
+      return channel;
     } catch (error) {
       void connection?.close().catch(() => {});
-      const ms = reconnectDelayMs(this.failures++);
-      this.retryAt = Date.now() + ms;
-      this.logger.warn(`relay: cannot connect to RabbitMQ at ${redact(this.url)} (${(error as Error).message}); connecting again in ${ms} ms, rows stay stored meanwhile`);
-      throw new RelayError('pubsub.brokerUnavailable', `RabbitMQ at ${redact(this.url)} is unreachable: ${(error as Error).message}`, error);
+      throw error;
     }
   }
 
@@ -75,7 +59,7 @@ class AmqpPublisher implements Publisher {
     if (this.connection !== connection) return;
     if (!this.closed) this.logger.warn(`relay: RabbitMQ connection lost (${this.channelError ?? why}); unconfirmed messages are retried on a new connection`);
     this.connection = undefined;
-    this.channel = undefined;
+    this.current = undefined;
     void connection.close().catch(() => {});
   }
 
@@ -129,7 +113,7 @@ class AmqpPublisher implements Publisher {
     this.closed = true;
     const connection = this.connection;
     this.connection = undefined;
-    this.channel = undefined;
+    this.current = undefined;
     await connection?.close().catch(() => {});
   }
 }

@@ -8,7 +8,7 @@
  */
 import type * as Nats from 'nats';
 import createDebug from 'debug';
-import { RelayError, reconnectDelayMs, redact, type Outgoing, type Publisher } from './relay.js';
+import { BrokerLink, RelayError, type Outgoing, type Publisher } from './relay.js';
 import type { Logger } from './types.js';
 
 const debug = createDebug('pubsub:relay:nats');
@@ -18,49 +18,28 @@ export function natsPublisher(lib: unknown): (url: string, logger: Logger) => Pu
   return (url, logger) => new NatsPublisher(lib as typeof Nats, url, logger);
 }
 
-class NatsPublisher implements Publisher {
-  private connection?: Nats.NatsConnection;
-  private connecting?: Promise<Nats.NatsConnection>;
-  private failures = 0;
-  private retryAt = 0;
-  private closed = false;
-
+class NatsPublisher extends BrokerLink<Nats.NatsConnection> implements Publisher {
   constructor(
     private readonly lib: typeof Nats,
-    private readonly url: string,
-    private readonly logger: Logger,
-  ) {}
-
-  private async open(): Promise<Nats.NatsConnection> {
-    if (this.connection) return this.connection;
-    if (this.closed) throw new RelayError('pubsub.brokerUnavailable', 'the relay is closing');
-    const wait = this.retryAt - Date.now();
-    if (wait > 0) throw new RelayError('pubsub.brokerUnavailable', `NATS at ${redact(this.url)} is unreachable; connecting again in ${wait} ms`);
-    return (this.connecting ??= this.connect().finally(() => (this.connecting = undefined)));
+    url: string,
+    logger: Logger,
+  ) {
+    super('NATS', url, logger);
   }
 
-  private async connect(): Promise<Nats.NatsConnection> {
-    try {
-      const connection = await this.lib.connect({ servers: this.url, name: 'pgpubsub relay', maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: 10_000 });
-      void connection.closed().then(() => {
-        if (this.connection === connection) this.connection = undefined;
-      });
-      void (async () => {
-        for await (const s of connection.status()) {
-          if (s.type === 'disconnect') this.logger.warn(`relay: NATS connection lost; reconnecting (unconfirmed messages are retried)`);
-          else if (s.type === 'reconnect') this.logger.info(`relay: reconnected to NATS`);
-          else debug('status %s %o', s.type, s.data);
-        }
-      })().catch(() => {});
-      if (this.failures) this.logger.info(`relay: connected to NATS at ${redact(this.url)} again`);
-      this.failures = 0;
-      return (this.connection = connection);
-    } catch (error) {
-      const ms = reconnectDelayMs(this.failures++);
-      this.retryAt = Date.now() + ms;
-      this.logger.warn(`relay: cannot connect to NATS at ${redact(this.url)} (${(error as Error).message}); connecting again in ${ms} ms, rows stay stored meanwhile`);
-      throw new RelayError('pubsub.brokerUnavailable', `NATS at ${redact(this.url)} is unreachable: ${(error as Error).message}`, error);
-    }
+  protected async connect(): Promise<Nats.NatsConnection> {
+    const connection = await this.lib.connect({ servers: this.url, name: 'pgpubsub relay', maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: 10_000 });
+    void connection.closed().then(() => {
+      if (this.current === connection) this.current = undefined;
+    });
+    void (async () => {
+      for await (const s of connection.status()) {
+        if (s.type === 'disconnect') this.logger.warn(`relay: NATS connection lost; reconnecting (unconfirmed messages are retried)`);
+        else if (s.type === 'reconnect') this.logger.info(`relay: reconnected to NATS`);
+        else debug('status %s %o', s.type, s.data);
+      }
+    })().catch(() => {});
+    return connection;
   }
 
   async publish(messages: Outgoing[], options: { timeoutMs: number }): Promise<Array<Error | undefined>> {
@@ -89,8 +68,8 @@ class NatsPublisher implements Publisher {
 
   async close(): Promise<void> {
     this.closed = true;
-    const connection = this.connection;
-    this.connection = undefined;
+    const connection = this.current;
+    this.current = undefined;
     await connection?.close().catch(() => {});
   }
 }

@@ -253,6 +253,50 @@ export function reconnectDelayMs(failures: number): number {
   return Math.round(cap / 2 + (Math.random() * cap) / 2);
 }
 
+/**
+ * A publisher's broker connection (T: what it publishes on), made on the first burst and again after
+ * it is lost, with backoff between failed attempts: a burst meanwhile fails at once with
+ * `pubsub.brokerUnavailable`, and its rows stay stored.
+ */
+export abstract class BrokerLink<T> {
+  protected current?: T;
+  protected closed = false;
+  private connecting?: Promise<T>;
+  private failures = 0;
+  private retryAt = 0;
+
+  protected constructor(
+    private readonly broker: string,
+    protected readonly url: string,
+    protected readonly logger: Logger,
+  ) {}
+
+  /** Makes a new connection, cleaning up what it opened when it fails. */
+  protected abstract connect(): Promise<T>;
+
+  protected async open(): Promise<T> {
+    if (this.current) return this.current;
+    if (this.closed) throw new RelayError('pubsub.brokerUnavailable', 'the relay is closing');
+    const wait = this.retryAt - Date.now();
+    if (wait > 0) throw new RelayError('pubsub.brokerUnavailable', `${this.broker} at ${redact(this.url)} is unreachable; connecting again in ${wait} ms`);
+    return (this.connecting ??= this.reconnect().finally(() => (this.connecting = undefined)));
+  }
+
+  private async reconnect(): Promise<T> {
+    try {
+      const made = await this.connect();
+      if (this.failures) this.logger.info(`relay: connected to ${this.broker} at ${redact(this.url)} again`);
+      this.failures = 0;
+      return (this.current = made);
+    } catch (error) {
+      const ms = reconnectDelayMs(this.failures++);
+      this.retryAt = Date.now() + ms;
+      this.logger.warn(`relay: cannot connect to ${this.broker} at ${redact(this.url)} (${(error as Error).message}); connecting again in ${ms} ms, rows stay stored meanwhile`);
+      throw new RelayError('pubsub.brokerUnavailable', `${this.broker} at ${redact(this.url)} is unreachable: ${(error as Error).message}`, error);
+    }
+  }
+}
+
 /** Loads an optional broker client, or says how to install it. */
 export async function importClient<T>(to: Broker): Promise<T> {
   const pkg = to === 'amqp' ? 'amqplib' : 'nats';
