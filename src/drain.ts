@@ -45,8 +45,10 @@ interface Unit {
   scale: number;
   /** Batch units: the last claim was short and we already waited for it to fill. */
   waited: boolean;
-  /** Ordered units: the highest key claimed this round (the next claim starts after it). */
+  /** Ordered units: the highest key of the last full claim this round (the next claim starts at it). */
   afterKey?: string;
+  /** Ordered units: rows may wait for their key (true at the start of a round; then as the last claim saw it). */
+  unkeyed: boolean;
   /** Ordered units: the highest id given a key this round (keys are given in id order, so the rest come after it). */
   keyedAfter: string;
   /** Claims that failed in a row, and when this unit may claim again. */
@@ -93,7 +95,7 @@ export class Drain {
     const unit = (kind: Unit['kind'], listeners: ListenerDefinition[], limit: number): Unit => {
       const timeouts = listeners.map(timeoutOf);
       const idleTimeoutMs = timeouts.includes(0) ? 0 : Math.max(0, ...timeouts) + IDLE_SLACK_MS;
-      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, keyedAfter: '0', failures: 0, retryAt: 0, lastError: '', idleTimeoutMs };
+      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, keyedAfter: '0', unkeyed: true, failures: 0, retryAt: 0, lastError: '', idleTimeoutMs };
     };
     const plain: ListenerDefinition[] = [];
     for (const l of o.byId.values()) {
@@ -138,6 +140,7 @@ export class Drain {
         unit.after.clear();
         unit.keyedAfter = '0';
         unit.afterKey = undefined;
+        unit.unkeyed = true;
       }
     }
     return claimed;
@@ -167,7 +170,7 @@ export class Drain {
     const client = await this.o.pool.connect();
     const tx = new ClaimTransaction(client, this.o.roundTripMs);
     try {
-      if (unit.kind === 'ordered') await this.assignKeys(tx, unit);
+      if (unit.kind === 'ordered' && unit.unkeyed) await this.assignKeys(tx, unit);
       const started = performance.now();
       const limit = unit.kind === 'plain' || unit.kind === 'ordered' ? unit.limit * unit.scale : unit.limit;
       const { rows, xid, reaped } = await this.claim(tx, unit, limit);
@@ -228,17 +231,17 @@ export class Drain {
       ...(unit.kind === 'ordered' && unit.afterKey !== undefined && { afterKey: unit.afterKey }),
       idleTimeoutMs: unit.idleTimeoutMs,
     });
-    const [, session, reaped, isolated, claimed, xid] = await tx.runScript(sql);
+    const [, session, reaped, isolated, claimed, xid, unkeyed] = await tx.runScript(sql);
     tx.serverPid = session!.rows[0].pid;
     this.isolatedWaiting = isolated!.rows[0].isolated;
     // DELETE … RETURNING gives no order: process in id (write) order.
     const rows = (claimed!.rows as Stored[]).sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
     if (unit.kind === 'isolated' && rows[0]) unit.after.set('', rows[0].id); // one cursor over every listener's isolated rows
-    if (unit.kind === 'ordered' && rows.length >= limit) {
-      // A full claim: the next one of this round starts after its highest key, compared as the index does.
-      const keys = [...new Set(rows.map((n) => n.order_key))];
-      unit.afterKey = (await tx.run<{ k: string }>('select max(k) as k from unnest($1::text[]) k', [keys])).rows[0]!.k;
+    if (unit.kind === 'ordered') {
+      // A full claim: the next one of this round starts at its highest key (whose run it may have cut).
+      if (rows.length >= limit) unit.afterKey = (rows[0] as Stored & { last_key: string }).last_key;
+      unit.unkeyed = unkeyed!.rows[0].unkeyed;
     }
     return { rows, xid: xid!.rows[0].xid, reaped: reaped!.rows };
   }

@@ -575,7 +575,7 @@ export interface ClaimTarget {
    * that is not ready; `limit` rows in all. Its cursor is `afterKey`.
    */
   ordered?: boolean;
-  /** Ordered: start after this key (the highest claimed this round, in the database's collation). */
+  /** Ordered: start at this key (the highest of the last full claim this round: its run may go on). */
   afterKey?: string;
   /** Claim isolated rows (see version 3), one per transaction, of any of `listeners`; its cursor is `after.get('')`. */
   isolated?: boolean;
@@ -605,7 +605,7 @@ const headOfKey = `h.id = (select e.id from pubsub.notification e where e.listen
  * ready notifications of each listener, in id order, skipping locked ones; results: [begin, session
  * (server pid; idle limit), the rows of lost claims counted now (pubsub.reap_lost_claims()), whether
  * isolated rows wait, the claimed rows, the transaction id (null when nothing was claimed: no xid is
- * spent on empty claims)]. Counting lost claims first, in the same transaction, means a claim never
+ * spent on empty claims), and for an ordered listener whether rows wait for their key]. Counting lost claims first, in the same transaction, means a claim never
  * takes a row whose lost attempt is not counted yet (it is isolated by then): a row that kills its
  * worker cannot take its neighbours along again. If this transaction is lost too, so is the count, and
  * the next claim makes it. The rows stay invisible to other workers until commit; a failed one is put
@@ -634,31 +634,29 @@ export function claimSql(target: ClaimTarget): string {
       and (h.order_key is null or ${headOfKey})
     order by id limit 1 for update skip locked`;
   } else if (target.ordered) {
-    // The heads: the first row of each key, found by a skip scan over the keys of the (listener,
-    // order_key, id) index (one descent per key, whatever the backlog of a key), from the key after
-    // the last one claimed this round; the ready ones are locked: holding a key's head is holding the
-    // key (no other claim sees its later rows as heads while it exists). Then each head's run: its
-    // key's rows from it on, its share of the claim (limit / heads), cut at the first row that is not
-    // ready (dead, backing off, isolated, another context), so a run never skips a row of its key.
+    // Keys in index order by a skip scan over the (listener, order_key, id) index (one descent per
+    // key, whatever a key's backlog), from the key where the last full claim of this round stopped.
+    // Per key: its head (first row), locked (skip locked: holding a key's head is holding the key; no
+    // other claim sees its later rows as heads while it exists), then its run: the key's rows from the
+    // head on, cut at the first row that is not ready (dead, backing off, isolated, another context),
+    // so a run never skips a row of its key. Nested loops under one limit: a claim walks only as many
+    // keys as its rows need (one key with a long run, or many with one row each).
     const name = literal(target.listeners[0]!);
-    const start = target.afterKey === undefined ? 'order_key is not null' : `order_key > ${literal(target.afterKey)}`;
+    const start = target.afterKey === undefined ? 'order_key is not null' : `order_key >= ${literal(target.afterKey)}`;
     ids = `with recursive keys(k) as (
       (select order_key from pubsub.notification where listener = ${name} and ${start} order by order_key limit 1)
       union all
       select (select order_key from pubsub.notification where listener = ${name} and order_key > keys.k order by order_key limit 1) from keys where keys.k is not null
-    ), heads as (
-      select f.id from keys cross join lateral (select id, isolated, dead_at, run_at, context from pubsub.notification
-        where listener = ${name} and order_key = keys.k order by id limit 1) f
-      where keys.k is not null and not f.isolated and ${ready} limit ${limit}
-    ), h as materialized (
-      select n.id, n.order_key from pubsub.notification n where n.id in (select id from heads) for update skip locked
     )
-    select r.id from h
+    select r.id from keys
+    cross join lateral (select id, isolated, dead_at, run_at, context from pubsub.notification
+      where listener = ${name} and order_key = keys.k order by id limit 1) f
+    cross join lateral (select h.id from pubsub.notification h where h.id = f.id for update skip locked) h
     cross join lateral (select id from (select id, bool_and(ok) over (order by id) as run
       from (select id, (not isolated and ${ready}) as ok from pubsub.notification
-        where listener = ${name} and order_key = h.order_key and id >= h.id order by id
-        limit greatest(1, ${limit} / (select count(*) from h))) k) k where run) r
-    order by h.id, r.id limit ${limit}`;
+        where listener = ${name} and order_key = keys.k and id >= f.id order by id limit ${limit}) k) k where run) r
+    where keys.k is not null and not f.isolated and ${ready}
+    limit ${limit}`;
   } else {
     const parts = target.listeners.map(
       (name, i) => `select * from (select id from pubsub.notification where listener = ${literal(name)}${from(name)} and not isolated and ${ready} order by id limit ${limit} for update skip locked) l${i}`,
@@ -673,7 +671,14 @@ export function claimSql(target: ClaimTarget): string {
   const session = idle > 0
     ? `select pg_backend_pid() as pid, case when ${keepShorter} then set_config('idle_in_transaction_session_timeout', '${idle}', true) end as idle`
     : `select pg_backend_pid() as pid`;
-  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims();\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${target.ordered ? orderedReturning : returning};\nselect txid_current_if_assigned()::text as xid`;
+  const remove = `delete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))`;
+  // Ordered: each row also carries the highest key claimed (where a full claim's successor starts,
+  // compared as the index compares), and the script ends by telling whether rows wait for their key.
+  const claim = target.ordered
+    ? `with d as (${remove}\n${orderedReturning}) select *, max(order_key) over () as last_key from d`
+    : `${remove}\n${returning}`;
+  const unkeyed = target.ordered ? `;\nselect exists (select 1 from pubsub.notification where listener = ${literal(target.listeners[0]!)} and order_key is null) as unkeyed` : '';
+  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims();\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\n${claim};\nselect txid_current_if_assigned()::text as xid${unkeyed}`;
 }
 
 /**

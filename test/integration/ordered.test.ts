@@ -37,7 +37,8 @@ before(async () => {
   assert.ok(Runs);
   db = await createTestDatabase({ library: true, subscribe: true });
   await db.query('create table ord_seen (seq bigint generated always as identity, n int not null, key text not null, xid bigint not null, at timestamptz not null)');
-  for (let i = 0; i < 2; i++) workers.push(await listen({ databaseUrl: db.url, channels: ['ordered_runs'], pollIntervalMs: 50, logger: quiet }));
+  // The second worker claims 5 rows at a time: its claims cut runs, and the next claim of its round starts at the cut key.
+  for (const batchSize of [100, 5]) workers.push(await listen({ databaseUrl: db.url, channels: ['ordered_runs'], pollIntervalMs: 50, batchSize, logger: quiet }));
 });
 after(async () => {
   for (const w of workers) await w.close();
