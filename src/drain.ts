@@ -28,6 +28,8 @@ const debug = createDebug('pubsub:drain');
 
 /** Plain claims grow up to this multiple of batchSize while full batches finish quickly. */
 const MAX_SCALE = 5;
+/** Rows of one key in an ordered relay's claim at most (each costs its key a confirm round trip). */
+const RELAY_RUN = 10;
 /**
  * Slack on top of the longest listener timeout before the server ends a claim session idle in its
  * transaction: covers the worker's own gaps between statements (a timed-out listener's statement is
@@ -229,6 +231,8 @@ export class Drain {
       isolated: unit.kind === 'isolated',
       after: unit.after,
       ...(unit.kind === 'ordered' && unit.afterKey !== undefined && { afterKey: unit.afterKey }),
+      // An ordered relay publishes a key's rows one confirm round trip apart, and every key's next row in one burst: many keys per claim.
+      ...(unit.kind === 'ordered' && unit.listeners[0]!.relay && { runLimit: RELAY_RUN }),
       idleTimeoutMs: unit.idleTimeoutMs,
     });
     const [, session, reaped, isolated, claimed, xid, unkeyed] = await tx.runScript(sql);

@@ -575,6 +575,8 @@ export interface ClaimTarget {
    * that is not ready; `limit` rows in all. Its cursor is `afterKey`.
    */
   ordered?: boolean;
+  /** Ordered: rows of one key per claim at most. @defaultValue limit */
+  runLimit?: number;
   /** Ordered: start at this key (the highest of the last full claim this round: its run may go on). */
   afterKey?: string;
   /** Claim isolated rows (see version 3), one per transaction, of any of `listeners`; its cursor is `after.get('')`. */
@@ -654,7 +656,7 @@ export function claimSql(target: ClaimTarget): string {
     cross join lateral (select h.id from pubsub.notification h where h.id = f.id for update skip locked) h
     cross join lateral (select id from (select id, bool_and(ok) over (order by id) as run
       from (select id, (not isolated and ${ready}) as ok from pubsub.notification
-        where listener = ${name} and order_key = keys.k and id >= f.id order by id limit ${limit}) k) k where run) r
+        where listener = ${name} and order_key = keys.k and id >= f.id order by id limit ${Math.trunc(target.runLimit ?? limit)}) k) k where run) r
     where keys.k is not null and not f.isolated and ${ready}
     limit ${limit}`;
   } else {
