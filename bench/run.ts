@@ -507,7 +507,7 @@ if (runs('W8')) {
   }
   try {
     const nats = await import('nats');
-    const nc = await nats.connect({ servers: 'nats://127.0.0.1:4222' });
+    const nc = await nats.connect({ servers: 'nats://127.0.0.1:4222', noAsyncTraces: true }); // as the relay connects
     const jsm = await nc.jetstreamManager();
     const js = nc.jetstream();
     const stream = 'PGPUBSUB_BENCH_RELAY';
