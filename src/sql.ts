@@ -603,7 +603,8 @@ const headOfKey = `h.id = (select e.id from pubsub.notification e where e.listen
 /**
  * One simple-protocol round trip that begins the claim transaction and deletes, in it, up to `limit`
  * ready notifications of each listener, in id order, skipping locked ones; results: [begin, session
- * (server pid; idle limit), the rows of lost claims counted now (pubsub.reap_lost_claims()), whether
+ * (server pid; idle limit), the rows of lost claims counted now (pubsub.reap_lost_claims(), not even
+ * called while no claim is recorded: the common case, a single worker between claims), whether
  * isolated rows wait, the claimed rows, the transaction id (null when nothing was claimed: no xid is
  * spent on empty claims)]. Counting lost claims first, in the same transaction, means a claim never
  * takes a row whose lost attempt is not counted yet (it is isolated by then): a row that kills its
@@ -673,7 +674,7 @@ export function claimSql(target: ClaimTarget): string {
   const session = idle > 0
     ? `select pg_backend_pid() as pid, case when ${keepShorter} then set_config('idle_in_transaction_session_timeout', '${idle}', true) end as idle`
     : `select pg_backend_pid() as pid`;
-  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims();\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${target.ordered ? orderedReturning : returning};\nselect txid_current_if_assigned()::text as xid`;
+  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims() where exists (select 1 from pubsub.claim);\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\ndelete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))\n${target.ordered ? orderedReturning : returning};\nselect txid_current_if_assigned()::text as xid`;
 }
 
 /**
