@@ -7,6 +7,7 @@ import { fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as pgListen from 'pg-listen';
@@ -249,43 +250,58 @@ if (runs('W3')) {
     separateProcess: (kind, i) => new Promise((resolve) => (replies.set(i, resolve), child.send({ kind, i }))),
   };
   let next = 0; // sample indices are never reused, so a late start cannot count for a later sample
-  async function measure(name: string, key: string, kind: SampleKind) {
-    const figures: Record<string, unknown> = {};
-    for (const placement of placements) {
-      const samples: number[] = [];
-      for (let n = 0; n < size.samples; n++) {
-        const i = next++;
-        const start = new Promise<number>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`W3 ${name}: sample ${i} did not start within 10 s`)), 10_000);
-          waiting = { i, resolve: (at) => (clearTimeout(timer), resolve(at)) };
-        });
-        const sentAt = await send[placement](kind, i);
-        samples.push((await start) - sentAt);
-      }
-      const p = percentiles(samples);
-      figures[placement] = { p50: round(p.p50, 3), p95: round(p.p95, 3), p99: round(p.p99, 3), max: round(p.max, 3), n: p.n };
-      chart[placement].push({ name, samples });
-      row('W3', `${name}, ${placed[placement]}`, `p50 ${round(p.p50, 3)} p95 ${round(p.p95, 3)} p99 ${round(p.p99, 3)} max ${round(p.max, 2)} ms`);
-    }
-    w3[key] = figures;
+  async function one(kind: SampleKind, placement: (typeof placements)[number]): Promise<number> {
+    const i = next++;
+    const start = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`W3 ${kind}: sample ${i} did not start within 10 s`)), 10_000);
+      waiting = { i, resolve: (at) => (clearTimeout(timer), resolve(at)) };
+    });
+    const sentAt = await send[placement](kind, i);
+    return (await start) - sentAt;
   }
-  // Raw pg floor: a plain LISTEN client.
+  // Every receiver runs from the start (idle ones cost nothing measurable), so the systems can take turns:
+  // blocks of 100 samples per system and placement, round-robin, so that a noisy minute of a shared
+  // machine falls on all of them alike.
   const raw = new pg.Client(db);
   await raw.connect();
   raw.on('notification', (m) => arrived(JSON.parse(m.payload!).i, clock()));
   await raw.query('listen bench_raw');
-  await measure('raw pg LISTEN (floor)', 'rawPg', 'raw');
-  await raw.end();
-
   const worker = await listen({ databaseUrl: db, channels: ['bench_latency', 'bench_fast'], logger: { info() {}, warn: console.warn, error: console.error } });
+  const graphile = await peers.graphile?.graphileLatencyWorker({ connectionString: db, onStart: (i: number) => arrived(i, clock()) });
   await sleep(200);
-  await measure('pgpubsub non-durable', 'pgpubsubNonDurable', 'fast');
-  await measure('pgpubsub durable', 'pgpubsubDurable', 'durable');
+  const systems: Array<[string, string, SampleKind]> = [
+    ['raw pg LISTEN (floor)', 'rawPg', 'raw'],
+    ['pgpubsub non-durable', 'pgpubsubNonDurable', 'fast'],
+    ['pgpubsub durable', 'pgpubsubDurable', 'durable'],
+    ...(graphile ? [['graphile-worker add → start', 'graphile', 'graphile'] as [string, string, SampleKind]] : []),
+  ];
+  const block = Math.min(100, size.samples);
+  const taken = new Map<string, { samples: number[]; loop: ReturnType<typeof monitorEventLoopDelay> }>();
+  for (let done = 0; done < size.samples; done += block) {
+    for (const [, key, kind] of systems) {
+      for (const placement of placements) {
+        const t = taken.get(key + placement) ?? { samples: [], loop: monitorEventLoopDelay({ resolution: 1 }) };
+        taken.set(key + placement, t);
+        t.loop.enable();
+        for (let n = 0; n < block; n++) t.samples.push(await one(kind, placement));
+        t.loop.disable();
+      }
+    }
+  }
   await worker.close();
-  if (peers.graphile) {
-    const graphile = await peers.graphile.graphileLatencyWorker({ connectionString: db, onStart: (i: number) => arrived(i, clock()) });
-    await measure('graphile-worker add → start', 'graphile', 'graphile');
-    await graphile.stop();
+  await graphile?.stop();
+  await raw.end();
+  for (const [name, key] of systems) {
+    const figures: Record<string, unknown> = {};
+    for (const placement of placements) {
+      const { samples, loop } = taken.get(key + placement)!;
+      const p = percentiles(samples);
+      const eventLoopDelay = { p50: round(loop.percentile(50) / 1e6, 3), p99: round(loop.percentile(99) / 1e6, 3), max: round(loop.max / 1e6, 3) };
+      figures[placement] = { p50: round(p.p50, 3), p95: round(p.p95, 3), p99: round(p.p99, 3), max: round(p.max, 3), n: p.n, eventLoopDelay };
+      chart[placement].push({ name, samples });
+      row('W3', `${name}, ${placed[placement]}`, `p50 ${round(p.p50, 3)} p95 ${round(p.p95, 3)} p99 ${round(p.p99, 3)} max ${round(p.max, 2)} ms`, `event loop delay p99 ${eventLoopDelay.p99} ms`);
+    }
+    w3[key] = figures;
   }
   sender.release();
   child.disconnect();
@@ -296,12 +312,12 @@ if (runs('W3')) {
   }
   w3.loadAverageAtEnd = os.loadavg().map((x) => round(x));
   type Figures = Record<string, { p50: number; p99: number }>;
-  const [durable, fast, rawPg, graphile] = [w3.pgpubsubDurable, w3.pgpubsubNonDurable, w3.rawPg, w3.graphile] as Array<Figures | undefined>;
+  const [durable, fast, rawPg, peer] = [w3.pgpubsubDurable, w3.pgpubsubNonDurable, w3.rawPg, w3.graphile] as Array<Figures | undefined>;
   for (const placement of placements) {
     const targets: Record<string, unknown> = {};
-    if (durable && graphile) {
-      targets.durableP50OverGraphile = round(durable[placement]!.p50 / graphile[placement]!.p50);
-      targets.durableP99OverGraphile = round(durable[placement]!.p99 / graphile[placement]!.p99);
+    if (durable && peer) {
+      targets.durableP50OverGraphile = round(durable[placement]!.p50 / peer[placement]!.p50);
+      targets.durableP99OverGraphile = round(durable[placement]!.p99 / peer[placement]!.p99);
       row('W3', `durable / graphile, ${placed[placement]}`, `p50 ${targets.durableP50OverGraphile}×, p99 ${targets.durableP99OverGraphile}×`, 'target ≤ 1× both');
     }
     if (fast && rawPg) {
@@ -613,7 +629,7 @@ if (runs('RSS')) {
 results.method = {
   W1: 'N durable notifications stored first (one row per listener, as notify() stores them); time from the worker process printing "listening on" (it starts draining at that moment) until none are left, polled every 5 ms. Each configuration and peer runs 3 times, interleaved; the median is reported and every run is kept (…_runs). Peers: see bench/peers/*.mjs.',
   W2: '4 writer connections INSERT single rows (autocommit) into a table with the generated AFTER INSERT trigger for the whole duration while one `pubsub listen` consumes; processed/s = (inserted − backlog at end) / duration.',
-  W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), then a forked sender process told over IPC to send sample i, which answers with its stamp. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
+  W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), and a forked sender process told over IPC to send sample i, which answers with its stamp. All receivers run throughout and the systems take turns in blocks of 100 samples per system and placement (round-robin), so load changes of a shared machine fall on all alike. Event loop delay of the bench process (perf_hooks.monitorEventLoopDelay, 1 ms resolution) is recorded per system and placement. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
   W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload. 3 runs per receiver, interleaved; the median run is reported.',
   W6: 'pgbench (or node-postgres) single-row INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger; the trigger is measured once with no worker running (its own cost for writers) and once with a `pubsub listen` worker consuming on the same machine.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
