@@ -7,7 +7,7 @@ import { fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as pgListen from 'pg-listen';
@@ -249,6 +249,16 @@ if (runs('W3')) {
     inProcess: (kind, i) => sendSample(sender, kind, i),
     separateProcess: (kind, i) => new Promise((resolve) => (replies.set(i, resolve), child.send({ kind, i }))),
   };
+  /** Event loop delay, as perf_hooks.monitorEventLoopDelay measures it (a 1 ms timer's lateness, ns), into `into` until stopped. */
+  function recordLoopDelay(into: RecordableHistogram): () => void {
+    let last = process.hrtime.bigint();
+    const timer = setInterval(() => {
+      const at = process.hrtime.bigint();
+      into.record(at - last > 1_000_000n ? at - last - 1_000_000n : 1n);
+      last = at;
+    }, 1);
+    return () => clearInterval(timer);
+  }
   let next = 0; // sample indices are never reused, so a late start cannot count for a later sample
   async function one(kind: SampleKind, placement: (typeof placements)[number]): Promise<number> {
     const i = next++;
@@ -276,15 +286,15 @@ if (runs('W3')) {
     ...(graphile ? [['graphile-worker add → start', 'graphile', 'graphile'] as [string, string, SampleKind]] : []),
   ];
   const block = Math.min(100, size.samples);
-  const taken = new Map<string, { samples: number[]; loop: ReturnType<typeof monitorEventLoopDelay> }>();
+  const taken = new Map<string, { samples: number[]; loop: RecordableHistogram }>();
   for (let done = 0; done < size.samples; done += block) {
     for (const [, key, kind] of systems) {
       for (const placement of placements) {
-        const t = taken.get(key + placement) ?? { samples: [], loop: monitorEventLoopDelay({ resolution: 1 }) };
+        const t = taken.get(key + placement) ?? { samples: [], loop: createHistogram() };
         taken.set(key + placement, t);
-        t.loop.enable();
+        const stop = recordLoopDelay(t.loop);
         for (let n = 0; n < block; n++) t.samples.push(await one(kind, placement));
-        t.loop.disable();
+        stop();
       }
     }
   }
@@ -629,7 +639,7 @@ if (runs('RSS')) {
 results.method = {
   W1: 'N durable notifications stored first (one row per listener, as notify() stores them); time from the worker process printing "listening on" (it starts draining at that moment) until none are left, polled every 5 ms. Each configuration and peer runs 3 times, interleaved; the median is reported and every run is kept (…_runs). Peers: see bench/peers/*.mjs.',
   W2: '4 writer connections INSERT single rows (autocommit) into a table with the generated AFTER INSERT trigger for the whole duration while one `pubsub listen` consumes; processed/s = (inserted − backlog at end) / duration.',
-  W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), and a forked sender process told over IPC to send sample i, which answers with its stamp. All receivers run throughout and the systems take turns in blocks of 100 samples per system and placement (round-robin), so load changes of a shared machine fall on all alike. Event loop delay of the bench process (perf_hooks.monitorEventLoopDelay, 1 ms resolution) is recorded per system and placement. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
+  W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), and a forked sender process told over IPC to send sample i, which answers with its stamp. All receivers run throughout and the systems take turns in blocks of 100 samples per system and placement (round-robin), so load changes of a shared machine fall on all alike. Event loop delay of the bench process (how late a 1 ms interval timer fires, as perf_hooks.monitorEventLoopDelay measures it) is recorded per system and placement. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
   W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload. 3 runs per receiver, interleaved; the median run is reported.',
   W6: 'pgbench (or node-postgres) single-row INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger; the trigger is measured once with no worker running (its own cost for writers) and once with a `pubsub listen` worker consuming on the same machine.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
