@@ -14,14 +14,26 @@ export class Item {
 }
 
 export class Sample {
-  /** performance.timeOrigin + performance.now() when sent (W4's publisher process); 0 when the in-process stamp `observed.sentAt` applies (W3). */
-  sentAt!: number;
+  /** performance.timeOrigin + performance.now() when sent (W4's publisher process). */
+  sentAt?: number;
+  /** W3: the sample's index; its start is reported to `observed.arrived` instead. */
+  i?: number;
   pad?: string;
 }
 
-/** In-process observers (W3, W4). */
-export const observed = { latencies: [] as number[], received: 0, sentAt: 0 };
+/**
+ * W3's clock: CLOCK_MONOTONIC in ms, one clock for every process of the machine (Linux), so a stamp
+ * taken by a sender process compares with one taken here.
+ */
+export const clock = () => Number(process.hrtime.bigint()) / 1e6;
+
+/** In-process observers: W4 counts and measures from the payload's stamp; W3 is told each sample's start. */
+export const observed = { latencies: [] as number[], received: 0, arrived: (_i: number, _at: number) => {} };
 const now = () => performance.timeOrigin + performance.now();
+function started(sample: Sample) {
+  if (sample.i !== undefined) observed.arrived(sample.i, clock());
+  else observed.latencies.push(now() - sample.sentAt!);
+}
 
 export class Keyed {
   n!: number;
@@ -43,12 +55,12 @@ export class BenchListeners {
 
   @Listen('bench_latency')
   durable(sample: Sample) {
-    observed.latencies.push(now() - (observed.sentAt || sample.sentAt));
+    started(sample);
   }
 
   @Listen('bench_fast', { durable: false })
   fast(sample: Sample) {
-    observed.latencies.push(now() - (observed.sentAt || sample.sentAt));
+    started(sample);
     observed.received++;
   }
 

@@ -3,15 +3,18 @@
  * PostgreSQL, in one run. Prints a table and writes every figure, the machine, the server settings
  * and the method to bench/results/latest.json. `-- --smoke` runs seconds-long sizes; `-- --only W1,W3`.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as pgListen from 'pg-listen';
 import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
-import { RELAY_QUEUE, RELAY_SUBJECT, observed } from './listeners.js';
+import { latencyChart } from './chart.js';
+import { RELAY_QUEUE, RELAY_SUBJECT, clock, observed } from './listeners.js';
+import { sendSample, type SampleKind } from './sender.js';
 import { percentiles, round } from './stats.js';
 
 // pg-listen is CommonJS with an __esModule default export.
@@ -227,59 +230,119 @@ if (runs('W2')) {
   row('W2', 'pgpubsub, 4 writers + 1 worker', `${round(inserted / seconds, 0)} inserts/s, ${round((inserted - backlog) / seconds, 0)} processed/s`, `backlog ${backlog}`);
 }
 
-// ---- W3 latency: commit → callback start, 1 sample at a time
+// ---- W3 latency: commit → callback start, 1 sample at a time, the sender in this process and in its own
 if (runs('W3')) {
-  const w3: Record<string, unknown> = {};
-  const report = (name: string, key: string, samples: number[]) => {
-    const p = percentiles(samples);
-    w3[key] = { p50: round(p.p50, 3), p95: round(p.p95, 3), p99: round(p.p99, 3), max: round(p.max, 3), n: p.n };
-    row('W3', name, `p50 ${round(p.p50, 3)} p95 ${round(p.p95, 3)} p99 ${round(p.p99, 3)} max ${round(p.max, 2)} ms`);
+  const w3: Record<string, unknown> = { loadAverageAtStart: os.loadavg().map((x) => round(x)) };
+  const placements = ['inProcess', 'separateProcess'] as const;
+  const placed = { inProcess: 'sender in-process', separateProcess: 'sender in own process' };
+  const chart: Record<(typeof placements)[number], Array<{ name: string; samples: number[] }>> = { inProcess: [], separateProcess: [] };
+  // Whichever receiver runs reports each sample's start here; the sample being measured is waiting for it.
+  let waiting: { i: number; resolve: (at: number) => void } | undefined;
+  const arrived = (i: number, at: number) => (waiting?.i === i ? waiting.resolve(at) : undefined);
+  observed.arrived = arrived;
+  const sender = await pool.connect();
+  const child = fork(path.join(here, 'sender.js'), [db], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const replies = new Map<number, (at: number) => void>();
+  await new Promise((resolve) => child.once('message', resolve)); // ready
+  child.on('message', ({ i, at }: { i: number; at: number }) => replies.get(i)?.(at));
+  const send: Record<(typeof placements)[number], (kind: SampleKind, i: number) => Promise<number>> = {
+    inProcess: (kind, i) => sendSample(sender, kind, i),
+    separateProcess: (kind, i) => new Promise((resolve) => (replies.set(i, resolve), child.send({ kind, i }))),
   };
-  const sample = async (send: (client: pg.PoolClient, sentAt: number) => Promise<void>, received: () => number) => {
-    observed.latencies.length = 0;
-    const client = await pool.connect();
-    for (let i = 0; i < size.samples; i++) {
-      const before = received();
-      await client.query('begin');
-      await send(client, 0);
-      await waitFor(() => received() > before);
-    }
-    client.release();
-  };
-  async function waitFor(done: () => boolean) {
-    while (!done()) await new Promise((r) => setImmediate(r));
+  /** Event loop delay, as perf_hooks.monitorEventLoopDelay measures it (a 1 ms timer's lateness, ns), into `into` until stopped. */
+  function recordLoopDelay(into: RecordableHistogram): () => void {
+    let last = process.hrtime.bigint();
+    const timer = setInterval(() => {
+      const at = process.hrtime.bigint();
+      into.record(at - last > 1_000_000n ? at - last - 1_000_000n : 1n);
+      last = at;
+    }, 1);
+    return () => clearInterval(timer);
   }
-  // Raw pg floor: a plain LISTEN client. Every system's sample is stamped just before COMMIT.
+  let next = 0; // sample indices are never reused, so a late start cannot count for a later sample
+  async function one(kind: SampleKind, placement: (typeof placements)[number]): Promise<number> {
+    const i = next++;
+    const start = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`W3 ${kind}: sample ${i} did not start within 10 s`)), 10_000);
+      waiting = { i, resolve: (at) => (clearTimeout(timer), resolve(at)) };
+    });
+    const sentAt = await send[placement](kind, i);
+    return (await start) - sentAt;
+  }
+  // Every receiver runs from the start (idle ones cost nothing measurable), so the systems can take turns:
+  // blocks of 100 samples per system and placement, round-robin, so that a noisy minute of a shared
+  // machine falls on all of them alike.
   const raw = new pg.Client(db);
   await raw.connect();
-  const rawCommit: number[] = [];
-  raw.on('notification', () => rawCommit.push(now() - observed.sentAt));
+  raw.on('notification', (m) => arrived(JSON.parse(m.payload!).i, clock()));
   await raw.query('listen bench_raw');
-  await sample(async (c) => {
-    await c.query('select pg_notify($1, $2)', ['bench_raw', '{}']);
-    observed.sentAt = now();
-    await c.query('commit');
-  }, () => rawCommit.length);
-  await raw.end();
-  report('raw pg LISTEN (floor)', 'rawPg', rawCommit);
-
   const worker = await listen({ databaseUrl: db, channels: ['bench_latency', 'bench_fast'], logger: { info() {}, warn: console.warn, error: console.error } });
+  const graphile = await peers.graphile?.graphileLatencyWorker({ connectionString: db, onStart: (i: number) => arrived(i, clock()) });
   await sleep(200);
-  for (const [name, key, channel] of [
-    ['pgpubsub non-durable', 'pgpubsubNonDurable', 'bench_fast'],
-    ['pgpubsub durable', 'pgpubsubDurable', 'bench_latency'],
-  ] as const) {
-    await sample(async (c) => {
-      await notify(channel, { sentAt: 0 }, { client: c });
-      observed.sentAt = now();
-      await c.query('commit');
-    }, () => observed.latencies.length);
-    report(name, key, [...observed.latencies]);
+  const systems: Array<[string, string, SampleKind]> = [
+    ['raw pg LISTEN (floor)', 'rawPg', 'raw'],
+    ['pgpubsub non-durable', 'pgpubsubNonDurable', 'fast'],
+    ['pgpubsub durable', 'pgpubsubDurable', 'durable'],
+    ...(graphile ? [['graphile-worker add → start', 'graphile', 'graphile'] as [string, string, SampleKind]] : []),
+  ];
+  const block = Math.min(100, size.samples);
+  const taken = new Map<string, { samples: number[]; loop: RecordableHistogram }>();
+  for (let done = 0; done < size.samples; done += block) {
+    for (const [, key, kind] of systems) {
+      for (const placement of placements) {
+        const t = taken.get(key + placement) ?? { samples: [], loop: createHistogram() };
+        taken.set(key + placement, t);
+        const stop = recordLoopDelay(t.loop);
+        for (let n = 0; n < block; n++) t.samples.push(await one(kind, placement));
+        stop();
+      }
+    }
   }
   await worker.close();
-  observed.sentAt = 0;
-  if (peers.graphile) report('graphile-worker add → start', 'graphile', await peers.graphile.graphileLatency({ connectionString: db, samples: size.samples }));
-  if (peers.pgboss?.pgBossLatency) report('pg-boss send → start (stamped after commit)', 'pgboss', await peers.pgboss.pgBossLatency({ connectionString: db, samples: size.samples }));
+  await graphile?.stop();
+  await raw.end();
+  for (const [name, key] of systems) {
+    const figures: Record<string, unknown> = {};
+    for (const placement of placements) {
+      const { samples, loop } = taken.get(key + placement)!;
+      const p = percentiles(samples);
+      const eventLoopDelay = { p50: round(loop.percentile(50) / 1e6, 3), p99: round(loop.percentile(99) / 1e6, 3), max: round(loop.max / 1e6, 3) };
+      figures[placement] = { p50: round(p.p50, 3), p95: round(p.p95, 3), p99: round(p.p99, 3), max: round(p.max, 3), n: p.n, eventLoopDelay };
+      chart[placement].push({ name, samples });
+      row('W3', `${name}, ${placed[placement]}`, `p50 ${round(p.p50, 3)} p95 ${round(p.p95, 3)} p99 ${round(p.p99, 3)} max ${round(p.max, 2)} ms`, `event loop delay p99 ${eventLoopDelay.p99} ms`);
+    }
+    w3[key] = figures;
+  }
+  sender.release();
+  child.disconnect();
+  if (peers.pgboss?.pgBossLatency) {
+    const p = percentiles(await peers.pgboss.pgBossLatency({ connectionString: db, samples: size.samples }));
+    w3.pgboss = { inProcess: { p50: round(p.p50, 3), p95: round(p.p95, 3), p99: round(p.p99, 3), max: round(p.max, 3), n: p.n } };
+    row('W3', 'pg-boss send → start (stamped after commit), sender in-process', `p50 ${round(p.p50, 3)} p95 ${round(p.p95, 3)} p99 ${round(p.p99, 3)} max ${round(p.max, 2)} ms`);
+  }
+  w3.loadAverageAtEnd = os.loadavg().map((x) => round(x));
+  type Figures = Record<string, { p50: number; p99: number }>;
+  const [durable, fast, rawPg, peer] = [w3.pgpubsubDurable, w3.pgpubsubNonDurable, w3.rawPg, w3.graphile] as Array<Figures | undefined>;
+  for (const placement of placements) {
+    const targets: Record<string, unknown> = {};
+    if (durable && peer) {
+      targets.durableP50OverGraphile = round(durable[placement]!.p50 / peer[placement]!.p50);
+      targets.durableP99OverGraphile = round(durable[placement]!.p99 / peer[placement]!.p99);
+      row('W3', `durable / graphile, ${placed[placement]}`, `p50 ${targets.durableP50OverGraphile}×, p99 ${targets.durableP99OverGraphile}×`, 'target ≤ 1× both');
+    }
+    if (fast && rawPg) {
+      targets.nonDurableP99MinusRaw = round(fast[placement]!.p99 - rawPg[placement]!.p99, 3);
+      row('W3', `non-durable p99 − raw p99, ${placed[placement]}`, `${targets.nonDurableP99MinusRaw} ms`, 'target ≤ 0.5 ms');
+    }
+    w3[`${placement}Targets`] = targets;
+  }
+  fs.mkdirSync(path.join(benchDir, 'results'), { recursive: true });
+  const svg = path.join(benchDir, 'results', smoke ? 'w3-smoke.svg' : 'w3.svg');
+  fs.writeFileSync(svg, latencyChart(`W3 commit → callback start, ${size.samples} sequential samples each (load average ${w3.loadAverageAtStart}; ${new Date().toISOString().slice(0, 16)}Z)`, [
+    { title: 'sender in the bench process', series: chart.inProcess },
+    { title: 'sender in its own process', series: chart.separateProcess },
+  ]));
+  console.log(`wrote ${path.relative(root, svg)}`);
   results.W3 = w3;
 }
 
@@ -590,7 +653,7 @@ if (runs('RSS')) {
 results.method = {
   W1: 'N durable notifications stored first (one row per listener, as notify() stores them); time from the worker process printing "listening on" (it starts draining at that moment) until none are left, polled every 5 ms. Each configuration and peer runs 3 times, interleaved; the median is reported and every run is kept (…_runs). Peers: see bench/peers/*.mjs.',
   W2: '4 writer connections INSERT single rows (autocommit) into a table with the generated AFTER INSERT trigger for the whole duration while one `pubsub listen` consumes; processed/s = (inserted − backlog at end) / duration.',
-  W3: 'Sequential samples; each: BEGIN, publish (notify() / pg_notify / add_job), stamp the time, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. Workers in the same process on their own connections.',
+  W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), and a forked sender process told over IPC to send sample i, which answers with its stamp. All receivers run throughout and the systems take turns in blocks of 100 samples per system and placement (round-robin), so load changes of a shared machine fall on all alike. Event loop delay of the bench process (how late a 1 ms interval timer fires, as perf_hooks.monitorEventLoopDelay measures it) is recorded per system and placement. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
   W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload. 3 runs per receiver, interleaved; the median run is reported.',
   W6: 'pgbench (or node-postgres) single-row INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger; the trigger is measured once with no worker running (its own cost for writers) and once with a `pubsub listen` worker consuming on the same machine.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',

@@ -33,6 +33,8 @@ export interface ListenConnectionOptions {
 export interface ListenConnection {
   /** Runs a statement on the LISTEN session (for session-level locks); undefined while disconnected. */
   query<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[] | undefined>;
+  /** Several statements in one simple-protocol round trip: one result per statement; undefined while disconnected. */
+  script(text: string): Promise<pg.QueryResult[] | undefined>;
   close(): Promise<void>;
 }
 
@@ -145,16 +147,24 @@ export function createListenConnection(options: ListenConnectionOptions): Listen
 
   void connect();
 
+  async function run(text: string, values?: unknown[]): Promise<pg.QueryResult | pg.QueryResult[] | undefined> {
+    const c = client;
+    if (!c) return undefined;
+    try {
+      return await bounded(c, c.query(text, values));
+    } catch (error) {
+      if (!dropped.has(c)) throw error;
+      return undefined; // the connection went away meanwhile; so did its session locks
+    }
+  }
+
   return {
     async query<R extends pg.QueryResultRow>(text: string, values?: unknown[]) {
-      const c = client;
-      if (!c) return undefined;
-      try {
-        return (await bounded(c, c.query<R>(text, values))).rows;
-      } catch (error) {
-        if (!dropped.has(c)) throw error;
-        return undefined; // the connection went away meanwhile; so did its session locks
-      }
+      return ((await run(text, values)) as pg.QueryResult<R> | undefined)?.rows;
+    },
+    async script(text: string) {
+      const results = await run(text);
+      return results && (Array.isArray(results) ? results : [results]);
     },
     async close() {
       closed = true;

@@ -605,7 +605,8 @@ const headOfKey = `h.id = (select e.id from pubsub.notification e where e.listen
 /**
  * One simple-protocol round trip that begins the claim transaction and deletes, in it, up to `limit`
  * ready notifications of each listener, in id order, skipping locked ones; results: [begin, session
- * (server pid; idle limit), the rows of lost claims counted now (pubsub.reap_lost_claims()), whether
+ * (server pid; idle limit), the rows of lost claims counted now (pubsub.reap_lost_claims(), not even
+ * called while no claim is recorded: the common case, a single worker between claims), whether
  * isolated rows wait, the claimed rows, the transaction id (null when nothing was claimed: no xid is
  * spent on empty claims), and for an ordered listener whether rows wait for their key]. Counting lost claims first, in the same transaction, means a claim never
  * takes a row whose lost attempt is not counted yet (it is isolated by then): a row that kills its
@@ -680,7 +681,7 @@ export function claimSql(target: ClaimTarget): string {
     ? `with d as (${remove}\n${orderedReturning}) select *, max(order_key) over () as last_key from d`
     : `${remove}\n${returning}`;
   const unkeyed = target.ordered ? `;\nselect exists (select 1 from pubsub.notification where listener = ${literal(target.listeners[0]!)} and order_key is null) as unkeyed` : '';
-  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims();\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\n${claim};\nselect txid_current_if_assigned()::text as xid${unkeyed}`;
+  return `begin;\n${session};\nselect * from pubsub.reap_lost_claims() where exists (select 1 from pubsub.claim);\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\n${claim};\nselect txid_current_if_assigned()::text as xid${unkeyed}`;
 }
 
 /**
@@ -742,16 +743,38 @@ export const traceTransactionSql = `select set_config('pubsub.context', (${curre
 /** notifySql with $6, the trace context (a JSON object), added to the context: the given one, else the transaction's. */
 export const tracedNotifySql = `select pubsub.notify($1, $2::jsonb, coalesce($3::jsonb, ${currentContext}) || $6::jsonb, $4::boolean, $5::boolean)::text as id`;
 
-/** The worker's side of pubsub.wake()'s handshake, on its LISTEN session (autocommit). */
-export const sleepSql = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest($1::text[]) c`;
 /** Drops every session lock of the LISTEN session (only sleep locks live there): no stray one can outlive a wake-up. */
 export const wakeSql = `select pg_advisory_unlock_all()`;
+
+/** What a worker's last look before sleeping covers: the rows its claims would take (see claimSql). */
+export interface LookTarget {
+  /** Channels whose sleep lock and gate it takes. */
+  channels: string[];
+  /** Listener ids it claims for. */
+  listeners: string[];
+  /** Channels whose unassigned rows it claims. */
+  unassigned: string[];
+  context: string | null;
+}
+
 /**
- * Whether every writer that may have missed the sleeper has committed: tries the gate exclusively,
- * without waiting (a waiting exclusive request would queue every later writer behind it), for the
- * duration of this one autocommit statement. A transaction-level lock, released whatever happens.
+ * The worker's side of pubsub.wake()'s handshake, on its LISTEN session, in one simple-protocol round
+ * trip (the worker's own names, quoted, as in claimSql), in a transaction: [register: hold the sleep
+ * lock (session, shared, kept after the transaction)]; whether the gate is free, tried exclusively
+ * without waiting (a waiting request would queue every later writer behind it): every writer that may
+ * have missed the sleeper has committed; COMMIT, which releases the gate at once (a transaction-level
+ * lock); then, in a new snapshot, the last look: whether any row the worker would claim is ready.
+ * Results: begin, [sleep,] gate { clear }, commit, look { found }.
  */
-export const gateClearSql = `select bool_and(pg_try_advisory_xact_lock(${WAKE_GATE}, hashtext(c))) as clear from unnest($1::text[]) c`;
+export function settleSql(target: LookTarget, register: boolean): string {
+  const array = (xs: string[]) => `array[${xs.map(literal).join(', ')}]::text[]`;
+  const ready = `dead_at is null and run_at <= now()${target.context === null ? '' : ` and context @> ${literal(target.context)}::jsonb`}`;
+  const sleep = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest(${array(target.channels)}) c;\n`;
+  return `begin;\n${register ? sleep : ''}select bool_and(pg_try_advisory_xact_lock(${WAKE_GATE}, hashtext(c))) as clear from unnest(${array(target.channels)}) c;
+commit;
+select exists (select 1 from pubsub.notification where listener = any(${array(target.listeners)}) and ${ready})
+  or exists (select 1 from pubsub.notification where listener is null and channel = any(${array(target.unassigned)}) and ${ready}) as found`;
+}
 
 export const listenSql = (channels: string[]) => channels.map((c) => `listen ${ident(c)}`).join('; ');
 

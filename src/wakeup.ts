@@ -11,11 +11,15 @@
  *   settling the sleep lock is held; waiting until the gate is free, i.e. every writer that looked
  *            for a sleeper before we took the lock has committed. The gate is only ever tried, never
  *            waited for, so no writer queues behind the worker.
- *   looking  the gate was free: one last look at the table decides between awake and asleep.
- *   asleep   the sleep lock is held and nothing was left: every later writer wakes us.
+ *   looking  the gate was free and the last look after it found rows: the worker drains them, then
+ *            wakes (it claimed some) or sleeps (others took them).
+ *   asleep   the sleep lock is held and the last look found nothing: every later writer wakes us.
+ * Registering, trying the gate and the last look are one round trip (settleSql), so a worker that
+ * just finished a notification is asleep, and reached by the next writer's NOTIFY, one round trip
+ * after its commit.
  */
 import type { ListenConnection } from './connection.js';
-import { gateClearSql, sleepSql, wakeSql } from './sql.js';
+import { settleSql, wakeSql, type LookTarget } from './sql.js';
 import type { Logger } from './types.js';
 
 export type WakeState = 'deaf' | 'awake' | 'settling' | 'looking' | 'asleep';
@@ -26,7 +30,7 @@ export class Wakeup {
 
   constructor(
     private readonly connection: ListenConnection,
-    private readonly channels: string[],
+    private readonly target: LookTarget,
     private readonly logger: Logger,
   ) {}
 
@@ -55,27 +59,29 @@ export class Wakeup {
   }
 
   /**
-   * The drain found nothing. Returns what to do next: 'look' (the gate is free: look at the table once
-   * more, then call `slept()` or `wake()`), 'retry' (a writer is still committing: try again soon), or
-   * 'poll' (cannot sleep here; polling brings us back).
+   * The drain found nothing: register as asleep (if not yet), try the gate, and if it is free look at the
+   * table once more. Returns 'asleep' (nothing was left: a NOTIFY wakes us), 'drain' (the last look
+   * found rows: drain them, then `wake()` or `slept()`), 'retry' (a writer is still committing: try
+   * again soon) or 'poll' (cannot sleep here; polling brings us back).
    */
-  settle(): Promise<'look' | 'retry' | 'poll'> {
+  settle(): Promise<'asleep' | 'drain' | 'retry' | 'poll'> {
     return this.step(async () => {
-      if (this.state === 'deaf') return 'poll';
-      if (this.state === 'asleep') return 'poll';
-      if (this.state === 'awake') {
-        const ok = await this.connection.query(sleepSql, [this.channels]).catch((e) => {
-          this.logger.warn(`could not register as asleep: ${(e as Error).message}`);
-          return undefined;
-        });
-        if (!ok) return 'poll'; // disconnected: the reconnect resets us
-        this.state = 'settling';
+      if (this.state === 'deaf' || this.state === 'asleep') return 'poll';
+      const register = this.state === 'awake';
+      const results = await this.connection.script(settleSql(this.target, register)).catch((e) => {
+        this.logger.warn(`could not register as asleep: ${(e as Error).message}`);
+        return undefined;
+      });
+      if (!results) return 'poll'; // disconnected: the reconnect resets us
+      this.state = 'settling';
+      const [gate, , look] = results.slice(-3);
+      if (!gate?.rows[0]?.clear) return 'retry';
+      if (look?.rows[0]?.found) {
+        this.state = 'looking';
+        return 'drain';
       }
-      const [gate] = (await this.connection.query<{ clear: boolean }>(gateClearSql, [this.channels]).catch(() => undefined)) ?? [];
-      if (!gate) return 'poll';
-      if (!gate.clear) return 'retry';
-      this.state = 'looking';
-      return 'look';
+      this.state = 'asleep';
+      return 'asleep';
     });
   }
 

@@ -193,6 +193,9 @@ export interface DrainOnceOptions extends Omit<WorkerOptions, 'listen' | 'listen
   signal?: AbortSignal;
 }
 
+/** Gate tries that find a writer committing, made again at once (a round trip each) before waiting 1, 2, 4 … ms. */
+const GATE_RETRIES_AT_ONCE = 3;
+
 /** Claims that may fail in a row (a database error) before drainOnce() gives up with `pubsub.drainFailed`. */
 const ONCE_CLAIM_FAILURES = 5;
 
@@ -294,6 +297,9 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   }
 
   const ledger = new AttemptLedger(control, bounded);
+  // Rows stored before anyone subscribed run every listener of their channel; relays take only their own rows.
+  const drainChannels = durable.filter((c) => c.listeners.some((l) => byId.has(l.id) && !l.relay)).map((c) => c.name);
+  const context = options.context ? JSON.stringify(options.context) : null;
   const broadcast = new Broadcast(registry, dispatcher, options.context, logger);
   const timers = new Set<NodeJS.Timeout>();
   const later = (fn: () => void, ms: number) => {
@@ -310,9 +316,8 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     dispatcher,
     registry,
     byId,
-    // Rows stored before anyone subscribed run every listener of their channel; relays take only their own rows.
-    channels: durable.filter((c) => c.listeners.some((l) => byId.has(l.id) && !l.relay)).map((c) => c.name),
-    context: options.context ? JSON.stringify(options.context) : null,
+    channels: drainChannels,
+    context,
     batchSize,
     roundTripMs,
     logger,
@@ -332,8 +337,8 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   let dirty = false;
   let running: Promise<void> | undefined;
   let wakeup: Wakeup | undefined;
-  /** Next wait before trying the gate again; doubles while writers keep it busy (we hold the sleep lock meanwhile, so they wake us anyway). */
-  let gateRetryMs = 1;
+  /** Gate tries in a row that found a writer still committing: the first few again at once, then after a wait that doubles (we hold the sleep lock meanwhile, so later writers wake us anyway). */
+  let gateRetries = 0;
 
   function kick(): void {
     if (closing || once || durable.length === 0) return; // drainOnce() runs its own rounds
@@ -341,7 +346,10 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     running ??= run().finally(() => (running = undefined));
   }
 
-  /** Drains while there is work; then falls asleep through the handshake, or leaves it to polling. */
+  /**
+   * Drains while there is work; then falls asleep through the handshake, or leaves it to polling. Every
+   * way out checks `dirty` first: a NOTIFY that arrived while the loop awaited the handshake is drained.
+   */
   async function run(): Promise<void> {
     while (!closing) {
       if (dirty) {
@@ -352,16 +360,17 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
         continue;
       }
       if (!wakeup) return;
-      if (wakeup.state === 'looking') return void (await wakeup.slept()); // the last look found nothing
-      const next = await wakeup.settle();
-      if (next === 'poll') return;
-      if (next === 'retry') {
-        later(kick, gateRetryMs); // a writer is still committing: look again soon
-        gateRetryMs = Math.min(gateRetryMs * 2, pollIntervalMs);
-        return;
+      if (wakeup.state === 'looking') await wakeup.slept(); // the drain after the last look found nothing (others took it)
+      else {
+        const next = await wakeup.settle();
+        if (next === 'drain') dirty = true; // the last look found rows
+        if (next === 'retry') {
+          gateRetries++;
+          if (gateRetries <= GATE_RETRIES_AT_ONCE) continue;
+          later(kick, Math.min(2 ** (gateRetries - GATE_RETRIES_AT_ONCE - 1), pollIntervalMs)); // 1, 2, 4 … ms
+        } else gateRetries = 0;
       }
-      gateRetryMs = 1;
-      dirty = true; // the last look
+      if (!dirty) return;
     }
   }
 
@@ -370,7 +379,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     const summary: DrainSummary = { processed: 0, failed: 0, retried: 0, dead: 0, waiting: 0, stopped: false };
     const count = (key: 'processed' | 'failed' | 'retried' | 'dead') => (e: { ids: string[] }) => void (summary[key] += e.ids.length);
     const off = [observer.on('processed', count('processed')), observer.on('failed', count('failed')), observer.on('retried', count('retried')), observer.on('dead', count('dead'))];
-    const backlogValues = [listeners.map((l) => l.id), durable.map((c) => c.name), options.context ? JSON.stringify(options.context) : null];
+    const backlogValues = [listeners.map((l) => l.id), durable.map((c) => c.name), context];
     const backlog = async () => (await control.query<{ due: number; waiting: number }>(backlogSql, backlogValues)).rows[0]!;
     const stop = () => {
       summary.stopped = true;
@@ -480,7 +489,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
         ready();
       },
     });
-    wakeup = new Wakeup(connection, durable.map((c) => c.name), logger);
+    wakeup = new Wakeup(connection, { channels: durable.map((c) => c.name), listeners: [...byId.keys()], unassigned: drainChannels, context }, logger);
     await listening;
   } else {
     logger.info(`polling ${channels.map((c) => c.name).join(', ')} every ${pollIntervalMs} ms (LISTEN disabled)`);

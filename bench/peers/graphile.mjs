@@ -21,16 +21,12 @@
 //   is checked to be empty (waiting up to 2 s: unbatched, 0.18 does not await completeJob, so
 //   stop() can resolve with the last few completions still in flight). rate = jobs / (ms / 1000).
 //
-// graphileLatency({ connectionString, samples }) -> number[] (ms)
+// graphileLatencyWorker({ connectionString, onStart }) -> { stop() }
 //   Same setup; worker with graphile defaults: concurrency 1, no local queue, no completion
-//   batching, LISTEN/NOTIFY on ("jobs:insert"), pollInterval 2000 ms. Sampling starts once the
-//   pool emitted "pool:listen:success" plus 200 ms to settle. Per sample, sequentially: a
-//   separate pg.Client runs BEGIN, `select graphile_worker.add_job('bench_latency', '{"i":N}')`,
-//   then sent = performance.timeOrigin + performance.now(), then COMMIT: the same definition as
-//   every other system of W3 (commit time included). The task records performance.timeOrigin + performance.now() on entry;
-//   sample = received - sent (both in this process; the payload carries the sample index N that
-//   keys the sent time). The next job is added only after the task for the previous one ran.
-//   All samples are returned, none discarded.
+//   batching, LISTEN/NOTIFY on ("jobs:insert"), pollInterval 2000 ms. Resolves once the pool
+//   emitted "pool:listen:success" plus 200 ms to settle. The task "bench_latency" calls
+//   onStart(payload.i) on entry; bench/run.ts (W3) adds the jobs (bench/sender.ts: BEGIN,
+//   add_job, stamp, COMMIT, as for every system of W3) one at a time and takes the time.
 //
 // Both functions print nothing and close every pool/client/timer before returning.
 
@@ -55,7 +51,6 @@ const BATCHING_PRESET = {
 };
 
 const silentLogger = new Logger(() => () => {});
-const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function withClient(connectionString, fn) {
@@ -156,50 +151,18 @@ export async function graphileDrain({ connectionString, jobs, batching }) {
   });
 }
 
-export async function graphileLatency({ connectionString, samples }) {
-  return withClient(connectionString, async (client) => {
-    await freshState(connectionString, client);
-
-    const sent = new Array(samples);
-    const received = new Array(samples);
-    let waiting = null; // { i, resolve }
-    const taskList = {
-      [LATENCY_TASK]: async (payload) => {
-        const t = now();
-        const i = payload.i;
-        received[i] = t;
-        if (waiting && waiting.i === i) waiting.resolve();
-      },
-    };
-
-    const events = new EventEmitter();
-    const listening = new Promise((resolve) => events.once("pool:listen:success", resolve));
-    const runner = await run({
-      connectionString,
-      noHandleSignals: true,
-      logger: silentLogger,
-      events,
-      taskList,
-    });
-    try {
-      await listening;
-      await sleep(200); // let LISTEN complete and the idle worker settle
-      for (let i = 0; i < samples; i++) {
-        const started = new Promise((resolve) => (waiting = { i, resolve }));
-        // Stamped just before COMMIT, as every system in W3 is (see bench/run.ts).
-        await client.query("begin");
-        await client.query(`select ${SCHEMA}.add_job($1, $2::json)`, [
-          LATENCY_TASK,
-          JSON.stringify({ i }),
-        ]);
-        sent[i] = now();
-        await client.query("commit");
-        await started;
-      }
-    } finally {
-      waiting = null;
-      await runner.stop();
-    }
-    return sent.map((s, i) => received[i] - s);
+export async function graphileLatencyWorker({ connectionString, onStart }) {
+  await withClient(connectionString, (client) => freshState(connectionString, client));
+  const events = new EventEmitter();
+  const listening = new Promise((resolve) => events.once("pool:listen:success", resolve));
+  const runner = await run({
+    connectionString,
+    noHandleSignals: true,
+    logger: silentLogger,
+    events,
+    taskList: { [LATENCY_TASK]: async (payload) => onStart(payload.i) },
   });
+  await listening;
+  await sleep(200); // let LISTEN complete and the idle worker settle
+  return { stop: () => runner.stop() };
 }

@@ -13,7 +13,8 @@ class Ping {
 const seen: number[] = [];
 class Pings {
   @Listen('pings')
-  ping(p: Ping) {
+  async ping(p: Ping) {
+    if (p.n === 200) await new Promise((r) => setTimeout(r, 300)); // keeps the worker busy (awake)
     seen.push(p.n);
   }
 }
@@ -65,6 +66,23 @@ test('a writer that keeps its transaction open does not make other writers wait 
     await waitFor(() => seen.includes(100), 'the long writer once it committed', 5000);
   } finally {
     long.release();
+    await worker.close();
+  }
+});
+
+test('a notification committed while the worker is busy (so no NOTIFY is sent) is found by its last look, and the worker is registered as asleep again', async () => {
+  const worker = await listen({ databaseUrl: db.url, pollIntervalMs: 600_000, logger: quiet });
+  try {
+    await waitFor(async () => (await sleepers()) === 1, 'the worker registered as asleep', 5000);
+    await notify('pings', { n: 200 }, { client: db.pool }); // wakes it; its listener takes 300 ms
+    await waitFor(async () => (await sleepers()) === 0, 'the worker awake', 5000);
+    assert.ok(!seen.includes(200), 'the slow listener is still running');
+    await notify('pings', { n: 201 }, { client: db.pool }); // nobody asleep: no NOTIFY
+    await waitFor(() => seen.includes(201), 'the second ping, found by the last look (no poll)', 5000);
+    await waitFor(async () => (await sleepers()) === 1, 'the worker registered as asleep again', 5000);
+    await notify('pings', { n: 202 }, { client: db.pool });
+    await waitFor(() => seen.includes(202), 'a ping after it, by NOTIFY', 3000);
+  } finally {
     await worker.close();
   }
 });
