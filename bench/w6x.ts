@@ -15,45 +15,53 @@ interface Tools {
 }
 
 const CHANNEL = `'model.Reading'`;
-const WAKE = `perform pubsub.wake(${CHANNEL});`;
-/** The wake-up as pubsub.wake() (v4) does it, written into the trigger itself. */
-const inlineWake = `perform pg_advisory_xact_lock_shared(1886745202, hashtext(${CHANNEL}));
-  if pg_try_advisory_lock(1886745203, hashtext(${CHANNEL})) then
-    perform pg_advisory_unlock(1886745203, hashtext(${CHANNEL}));
+/** The wake-up as generated triggers write it inline (since library version 5). */
+const INLINE = /perform pg_catalog\.pg_advisory_xact_lock_shared[\s\S]*?end if;/;
+/** Version 4's pubsub.wake(): the same handshake in a SECURITY DEFINER function with a pinned search_path, called by every trigger. */
+const wakeV4 = `create or replace function pubsub.w6x_wake_v4(channel_name text) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $x$
+declare
+  h integer := hashtext(channel_name);
+begin
+  perform pg_advisory_xact_lock_shared(1886745202, h);
+  if pg_try_advisory_lock(1886745203, h) then
+    perform pg_advisory_unlock(1886745203, h);
   else
-    perform pg_notify(${CHANNEL}, '');
-  end if;`;
-/** One transaction-level try on one of 16 slots chosen by backend: a sleeper holds all 16 shared. */
+    perform pg_notify(channel_name, '');
+  end if;
+end
+$x$`;
+/** One transaction-level try on one of 16 slots chosen by backend (a sleeper would hold all 16 shared); measured worse: writers sharing a slot collide and NOTIFY. */
 const slotWake = `if not pg_try_advisory_xact_lock(1886745216 + pg_backend_pid() % 16, hashtext(${CHANNEL})) then
     perform pg_notify(${CHANNEL}, '');
   end if;`;
 
 export async function writerExperiments({ q, sideBySide, single, hundred, row }: Tools): Promise<Record<string, unknown>> {
   const [{ src }] = await q(`select p.prosrc as src from pg_trigger t join pg_proc p on p.oid = t.tgfoid where t.tgrelid = 'readings'::regclass and not t.tgisinternal`);
-  if (!String(src).includes(WAKE)) throw new Error(`W6x: unexpected trigger source:\n${src}`);
+  if (!INLINE.test(src)) throw new Error(`W6x: unexpected trigger source:\n${src}`);
   const payload = String(src).match(/payload jsonb := ([\s\S]*?);\nbegin/)![1]!;
   const definer = 'security definer set search_path = pg_catalog, pg_temp';
-  const wakeBody = (await q(`select prosrc from pg_proc where oid = 'pubsub.wake(text)'::regprocedure`))[0].prosrc;
-  await q(`create or replace function pubsub.wake_lean(channel_name text) returns void language plpgsql as $x$${wakeBody}$x$`);
+  await q(wakeV4);
+  const WAKE = `perform pubsub.wake(${CHANNEL});`;
   await q(`create table pubsub.notification_copy (like pubsub.notification including all)`);
   await q(`create table pubsub.notification_lean (like pubsub.notification including defaults including identity)`);
   await q(`create index on pubsub.notification_lean (listener, id) where dead_at is null`);
   const rowVariants: Record<string, [string, string]> = {
     current: [src, definer],
-    nowake: [src.replace(WAKE, ''), definer],
-    inline: [src.replace(WAKE, inlineWake), definer],
-    slot: [src.replace(WAKE, slotWake), definer],
-    leanwake: [src.replace('pubsub.wake(', 'pubsub.wake_lean('), definer],
+    v4: [src.replace(INLINE, `perform pubsub.w6x_wake_v4(${CHANNEL});`), definer],
+    nowake: [src.replace(INLINE, ''), definer],
+    call: [src.replace(INLINE, WAKE), definer], // version 5's pubsub.wake(): no SECURITY DEFINER, no SET
+    slot: [src.replace(INLINE, slotWake), definer],
     noset: [src, 'security definer'],
     tojsonb: [src.replace(payload, `jsonb_build_object('op', TG_OP, 'new', to_jsonb(NEW))`), definer],
-    copyidx: [src.replace(WAKE, '').replace('pubsub.notification', 'pubsub.notification_copy'), definer],
-    leanidx: [src.replace(WAKE, '').replace('pubsub.notification', 'pubsub.notification_lean'), definer],
+    copyidx: [src.replace(INLINE, '').replace('pubsub.notification', 'pubsub.notification_copy'), definer],
+    leanidx: [src.replace(INLINE, '').replace('pubsub.notification', 'pubsub.notification_lean'), definer],
   };
   const stmtRows = payload.replaceAll('NEW.', 'n.').replaceAll('OLD.', 'n.');
   const stmtSrc = `
 begin
   insert into pubsub.notification (channel, listener, payload) select ${CHANNEL}, 'BenchListeners.reading', ${stmtRows} from new_rows n;
-  ${WAKE}
+  ${src.match(INLINE)![0]}
   return null;
 end
 `;
@@ -78,7 +86,7 @@ end
     report(`${clients} writer(s)`, 'commits/s', 1, f);
   }
   for (const clients of [1, 8]) {
-    const f = await sideBySide({ plain: hundred('readings_plain'), current: hundred('readings_x_current'), stmt: hundred('readings_x_stmt') }, clients);
+    const f = await sideBySide({ plain: hundred('readings_plain'), current: hundred('readings_x_current'), v4: hundred('readings_x_v4'), stmt: hundred('readings_x_stmt') }, clients);
     report(`${clients} writer(s) x100`, 'rows/s', 100, f);
   }
   return out;
