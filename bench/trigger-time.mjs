@@ -1,4 +1,4 @@
-// `DATABASE_URL=postgres://…/postgres node bench/trigger-time.mjs` (after `npm run build`): per-row trigger time (EXPLAIN ANALYZE "Trigger … time"), 20,000-row INSERTs, variants interleaved, median of 5.
+// `DATABASE_URL=postgres://…/postgres node bench/trigger-time.mjs` (after `npm run build`): per-row trigger time (EXPLAIN ANALYZE "Trigger … time"), 20,000-row INSERTs, variants interleaved, median of 9.
 import pg from 'pg';
 import { librarySchemaSql, triggerFunctionSql, createTriggerSql, wakeUpSql } from '../dist/src/sql.js';
 const server = new URL(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
@@ -34,7 +34,7 @@ for (const name of Object.keys(variants)) {
   await c.query(createTriggerSql(d));
 }
 const per = {};
-for (let round = 0; round < 5; round++) {
+for (let round = 0; round < 9; round++) {
   for (const name of Object.keys(variants)) {
     await c.query(`truncate r_${name}, pubsub.notification`);
     const r = await c.query(`explain (analyze, format json) insert into r_${name} (value, note) select g, 'w6' from generate_series(1, 20000) g`);
@@ -42,7 +42,7 @@ for (let round = 0; round < 5; round++) {
     (per[name] ??= []).push((t['Time'] * 1000) / t['Calls']);
   }
 }
-const med = (a) => a.sort((x, y) => x - y)[2];
+const med = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
 for (const [name, list] of Object.entries(per)) console.log(`${name.padEnd(9)} ${med(list).toFixed(1)} µs/row  (runs ${list.map((x) => x.toFixed(1)).join(', ')})`);
 const [{ server_version }] = (await c.query('show server_version')).rows; console.log('PostgreSQL', server_version);
 await c.end();
