@@ -1,6 +1,7 @@
-// `DATABASE_URL=postgres://…/postgres node bench/trigger-time.mjs` (after `npm run build`): per-row trigger time (EXPLAIN ANALYZE "Trigger … time"), 20,000-row INSERTs, variants interleaved, median of 9.
+// `DATABASE_URL=postgres://…/postgres node bench/trigger-time.mjs` (after `npm run bench`, which builds both): per-row trigger time (EXPLAIN ANALYZE "Trigger … time"), 20,000-row INSERTs, variants interleaved, median of 9.
 import pg from 'pg';
-import { librarySchemaSql, triggerFunctionSql, createTriggerSql, wakeUpSql } from '../dist/src/sql.js';
+import { LIBRARY_SCHEMA, librarySchemaSql, triggerFunctionSql, createTriggerSql, wakeUpSql } from '../dist/src/sql.js';
+import { wakeV4Sql } from './dist/w6x.js';
 const server = new URL(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
 const at = (db) => Object.assign(new URL(server), { pathname: `/${db}` }).toString();
 const admin = new pg.Client(at('postgres')); await admin.connect();
@@ -13,12 +14,7 @@ const model = (table) => ({ name: 'Reading', table, primaryKey: ['id'], fields: 
   { name: 'note', type: 'String', kind: 'scalar', list: false, optional: false, column: 'note' }] });
 const def = (table, key, listeners = ['L.a']) => ({ key, channel: 'model.Reading', durable: true, spec: { model: 'Reading', when: 'AFTER', events: ['INSERT'] }, model: model(table), listeners });
 const inline = wakeUpSql(`'model.Reading'`);
-await c.query(`create function pubsub.wake_v4(channel_name text) returns void language plpgsql security definer set search_path = pg_catalog, pg_temp as $x$
-declare h integer := hashtext(channel_name);
-begin
-  perform pg_advisory_xact_lock_shared(1886745202, h);
-  if pg_try_advisory_lock(1886745203, h) then perform pg_advisory_unlock(1886745203, h); else perform pg_notify(channel_name, ''); end if;
-end $x$`);
+await c.query(wakeV4Sql(LIBRARY_SCHEMA, 'wake_v4'));
 const variants = {
   v4: (s) => s.replace(inline, `perform pubsub.wake_v4('model.Reading');`),
   v5call: (s) => s.replace(inline, `perform pubsub.wake('model.Reading');`),
@@ -34,7 +30,7 @@ for (const name of Object.keys(variants)) {
   await c.query(createTriggerSql(d));
 }
 const per = {};
-for (let round = 0; round < 9; round++) {
+for (let round = 0; round < (Number(process.env.ROUNDS) || 9); round++) {
   for (const name of Object.keys(variants)) {
     await c.query(`truncate r_${name}, pubsub.notification`);
     const r = await c.query(`explain (analyze, format json) insert into r_${name} (value, note) select g, 'w6' from generate_series(1, 20000) g`);

@@ -3,6 +3,8 @@
  * Each variant is a copy of the `readings` table whose trigger is the generated one with one thing
  * changed, measured side by side with the generated trigger and no trigger, in one run.
  */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { round } from './stats.js';
 
 type Query = (text: string, values?: unknown[]) => Promise<any[]>;
@@ -17,20 +19,10 @@ interface Tools {
 const CHANNEL = `'model.Reading'`;
 /** The wake-up as generated triggers write it inline (since library version 5). */
 const INLINE = /perform pg_catalog\.pg_advisory_xact_lock_shared[\s\S]*?end if;/;
-/** Version 4's pubsub.wake(): the same handshake in a SECURITY DEFINER function with a pinned search_path, called by every trigger. */
-const wakeV4 = `create or replace function pubsub.w6x_wake_v4(channel_name text) returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $x$
-declare
-  h integer := hashtext(channel_name);
-begin
-  perform pg_advisory_xact_lock_shared(1886745202, h);
-  if pg_try_advisory_lock(1886745203, h) then
-    perform pg_advisory_unlock(1886745203, h);
-  else
-    perform pg_notify(channel_name, '');
-  end if;
-end
-$x$`;
+/** Version 4's pubsub.wake() (LIBRARY_SCHEMA[2]): the same handshake in a SECURITY DEFINER function with a pinned search_path, called by every trigger. */
+export function wakeV4Sql(librarySchema: Record<number, string>, name: string): string {
+  return librarySchema[2]!.match(/create function pubsub\.wake\(channel_name text\)[\s\S]*?\n\$\$;/)![0].replace('pubsub.wake(', `pubsub.${name}(`);
+}
 /** One transaction-level try on one of 16 slots chosen by backend (a sleeper would hold all 16 shared); measured worse: writers sharing a slot collide and NOTIFY. */
 const slotWake = `if not pg_try_advisory_xact_lock(1886745216 + pg_backend_pid() % 16, hashtext(${CHANNEL})) then
     perform pg_notify(${CHANNEL}, '');
@@ -41,7 +33,8 @@ export async function writerExperiments({ q, sideBySide, single, hundred, row }:
   if (!INLINE.test(src)) throw new Error(`W6x: unexpected trigger source:\n${src}`);
   const payload = String(src).match(/payload jsonb := ([\s\S]*?);\nbegin/)![1]!;
   const definer = 'security definer set search_path = pg_catalog, pg_temp';
-  await q(wakeV4);
+  const { LIBRARY_SCHEMA } = await import(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../dist/src/sql.js'));
+  await q(wakeV4Sql(LIBRARY_SCHEMA, 'w6x_wake_v4'));
   const WAKE = `perform pubsub.wake(${CHANNEL});`;
   await q(`create table pubsub.notification_copy (like pubsub.notification including all)`);
   await q(`create table pubsub.notification_lean (like pubsub.notification including defaults including identity)`);
