@@ -77,3 +77,25 @@ export class BenchListeners {
   @PostInsertListen('Reading')
   reading(_p: TriggerPayload<{ id: number; value: number; note: string }>) {}
 }
+
+type ReadingRow = TriggerPayload<{ id: number; value: number; note: string }>;
+
+/** W6: a channel with 3 durable listeners, and one with 10 (each write stores a row per listener). */
+export class BenchFanout3 {
+  @PostInsertListen('Reading3') a(_p: ReadingRow) {}
+  @PostInsertListen('Reading3') b(_p: ReadingRow) {}
+  @PostInsertListen('Reading3') c(_p: ReadingRow) {}
+}
+
+export class BenchFanout10 {
+  @PostInsertListen('Reading10') l0(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l1(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l2(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l3(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l4(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l5(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l6(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l7(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l8(_p: ReadingRow) {}
+  @PostInsertListen('Reading10') l9(_p: ReadingRow) {}
+}

@@ -16,6 +16,7 @@ import { latencyChart } from './chart.js';
 import { RELAY_QUEUE, RELAY_SUBJECT, clock, observed } from './listeners.js';
 import { sendSample, type SampleKind } from './sender.js';
 import { percentiles, round } from './stats.js';
+import { writerExperiments } from './w6x.js';
 
 // pg-listen is CommonJS with an __esModule default export.
 type Subscriber = { notifications: { on(channel: string, fn: (payload: any) => void): void }; connect(): Promise<void>; listenTo(channel: string): Promise<unknown>; close(): Promise<void> };
@@ -31,7 +32,7 @@ const onlyAt = args.findIndex((a) => a.startsWith('--only'));
 const only = onlyAt < 0 ? undefined : (args[onlyAt]!.split('=')[1] ?? args[onlyAt + 1] ?? '').split(',');
 const runs = (w: string) => !only || only.includes(w);
 const size = smoke
-  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 100, noops: 1000, relayed: 5000 }
+  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 2000, rss: 5000, writes: 100, noops: 1000, relayed: 5000 }
   : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000 };
 
 const results: Record<string, unknown> = {};
@@ -65,6 +66,8 @@ fs.writeFileSync(
   path.join(migrations, '00000000000000_tables', 'migration.sql'),
   `create table readings (id serial primary key, value int not null, note text not null);
 create table readings_plain (id serial primary key, value int not null, note text not null);
+create table readings_3 (id serial primary key, value int not null, note text not null);
+create table readings_10 (id serial primary key, value int not null, note text not null);
 create table bare_jobs (id bigint generated always as identity primary key, payload jsonb not null);
 create table authors (id serial primary key, name text not null, created_at timestamp(3) not null default current_timestamp);`,
 );
@@ -418,18 +421,19 @@ if (runs('W4')) {
   results.W4 = w4;
 }
 
-// ---- W6 writer overhead: single-row INSERT commits/s with and without the trigger
-if (runs('W6')) {
+// ---- W6 writer overhead: INSERT commits/s with and without the trigger, each pair measured side by side
+if (runs('W6') || only?.includes('W6x')) {
   const w6: Record<string, unknown> = {};
   const hasPgbench = spawnSync('pgbench', ['--version']).status === 0;
-  const script = (table: string) => {
-    const file = path.join(os.tmpdir(), `pubsub-bench-${table}.sql`);
-    fs.writeFileSync(file, `insert into ${table} (value, note) values (1, 'w6');\n`);
-    return file;
-  };
-  async function commitsPerSecond(table: string, clients: number): Promise<number> {
+  const single = (table: string) => `insert into ${table} (value, note) values (1, 'w6')`;
+  const hundred = (table: string) => `insert into ${table} (value, note) select g, 'w6' from generate_series(1, 100) g`;
+  let scripts = 0;
+  async function commitsPerSecond(sql: string, clients: number): Promise<number> {
     if (hasPgbench) {
-      const r = spawnSync('pgbench', ['-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(size.writerMs / 1000), '-f', script(table), db], { encoding: 'utf8' });
+      const file = path.join(os.tmpdir(), `pubsub-bench-w6-${process.pid}-${scripts++}.sql`);
+      fs.writeFileSync(file, `${sql};\n`);
+      const r = spawnSync('pgbench', ['-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(size.writerMs / 1000), '-f', file, db], { encoding: 'utf8' });
+      fs.rmSync(file, { force: true });
       const tps = r.stdout.match(/tps = ([\d.]+) \(without initial connection time\)/)?.[1];
       if (!tps) throw new Error(`pgbench failed: ${r.stdout}${r.stderr}`);
       return Number(tps);
@@ -440,7 +444,7 @@ if (runs('W6')) {
       Array.from({ length: clients }, async () => {
         const c = await pool.connect();
         while (performance.now() < end) {
-          await c.query(`insert into ${table} (value, note) values (1, 'w6')`);
+          await c.query(sql);
           commits++;
         }
         c.release();
@@ -448,21 +452,43 @@ if (runs('W6')) {
     );
     return commits / (size.writerMs / 1000);
   }
-  for (const clients of [1, 8, 32]) {
-    await q('truncate readings, readings_plain; delete from pubsub.notification');
-    const plain = await commitsPerSecond('readings_plain', clients);
-    await q('delete from pubsub.notification');
-    const alone = await commitsPerSecond('readings', clients); // no worker: the trigger's own cost
-    await q('delete from pubsub.notification');
-    const worker = startWorker(['--channel', 'model.Reading']);
-    await worker.ready;
-    const consumed = await commitsPerSecond('readings', clients); // a worker consuming on the same 2 cores
-    await worker.stop();
-    w6[`${clients}`] = { withoutTrigger: round(plain, 0), withTrigger: round(alone, 0), withTriggerAndWorker: round(consumed, 0), ratio: round(alone / plain), ratioWithWorker: round(consumed / plain) };
-    row('W6', `${clients} writer(s), trigger only`, `${round(alone, 0)} vs ${round(plain, 0)} commits/s`, `${round(alone / plain)}× no trigger`);
-    row('W6', `${clients} writer(s), trigger + worker`, `${round(consumed, 0)} vs ${round(plain, 0)} commits/s`, `${round(consumed / plain)}× no trigger`);
+  /** Every variant (name → statement) `rounds` times, interleaved, each from empty tables; the median commits/s of each. */
+  async function sideBySide(variants: Record<string, string>, clients: number, rounds = smoke ? 1 : 3): Promise<Record<string, number>> {
+    const tables = (await q(`select string_agg(format('%I.%I', schemaname, tablename), ', ') as t from pg_tables
+      where tablename like 'readings%' or (schemaname = 'pubsub' and tablename like 'notification%')`))[0].t;
+    const byName: Record<string, number[]> = {};
+    for (let r = 0; r < rounds; r++) {
+      for (const [name, sql] of Object.entries(variants)) {
+        await q(`truncate ${tables}`);
+        (byName[name] ??= []).push(await commitsPerSecond(sql, clients));
+      }
+    }
+    return Object.fromEntries(Object.entries(byName).map(([name, list]) => [name, list.sort((a, b) => a - b)[Math.floor(list.length / 2)]!]));
   }
-  results.W6 = { client: hasPgbench ? 'pgbench' : 'node-postgres', ...w6 };
+  if (runs('W6')) {
+    for (const clients of [1, 8, 32]) {
+      const { plain, alone } = await sideBySide({ plain: single('readings_plain'), alone: single('readings') }, clients); // alone: the trigger's own cost
+      const worker = startWorker(['--channel', 'model.Reading']);
+      await worker.ready;
+      const consumed = await commitsPerSecond(single('readings'), clients); // a worker consuming on the same 2 cores
+      await worker.stop();
+      w6[`${clients}`] = { withoutTrigger: round(plain!, 0), withTrigger: round(alone!, 0), withTriggerAndWorker: round(consumed, 0), ratio: round(alone! / plain!), ratioWithWorker: round(consumed / plain!) };
+      row('W6', `${clients} writer(s), trigger only`, `${round(alone!, 0)} vs ${round(plain!, 0)} commits/s`, `${round(alone! / plain!)}× no trigger`);
+      row('W6', `${clients} writer(s), trigger + worker`, `${round(consumed, 0)} vs ${round(plain!, 0)} commits/s`, `${round(consumed / plain!)}× no trigger`);
+    }
+    for (const clients of [1, 8]) {
+      const { plain, alone } = await sideBySide({ plain: hundred('readings_plain'), alone: hundred('readings') }, clients);
+      w6[`${clients}x100`] = { withoutTrigger: round(plain! * 100, 0), withTrigger: round(alone! * 100, 0), ratio: round(alone! / plain!) };
+      row('W6', `${clients} writer(s), 100 rows/INSERT`, `${round(alone! * 100, 0)} vs ${round(plain! * 100, 0)} rows/s`, `${round(alone! / plain!)}× no trigger`);
+    }
+    for (const clients of [1, 8]) {
+      const f = await sideBySide({ plain: single('readings_plain'), l1: single('readings'), l3: single('readings_3'), l10: single('readings_10') }, clients);
+      w6[`${clients}-listeners`] = Object.fromEntries(['l1', 'l3', 'l10'].map((k) => [k, { commits: round(f[k]!, 0), ratio: round(f[k]! / f.plain!) }]));
+      for (const n of [1, 3, 10]) row('W6', `${clients} writer(s), ${n} listener(s)`, `${round(f[`l${n}`]!, 0)} vs ${round(f.plain!, 0)} commits/s`, `${round(f[`l${n}`]! / f.plain!)}× no trigger`);
+    }
+    results.W6 = { client: hasPgbench ? 'pgbench' : 'node-postgres', ...w6 };
+  }
+  if (only?.includes('W6x')) results.W6x = await writerExperiments({ q, sideBySide, single, hundred, row });
 }
 
 // ---- W7 ctx.prisma: the cost per listener call of one insert through the app's PrismaClient, beside ctx.tx and a no-op
@@ -655,7 +681,8 @@ results.method = {
   W2: '4 writer connections INSERT single rows (autocommit) into a table with the generated AFTER INSERT trigger for the whole duration while one `pubsub listen` consumes; processed/s = (inserted − backlog at end) / duration.',
   W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), and a forked sender process told over IPC to send sample i, which answers with its stamp. All receivers run throughout and the systems take turns in blocks of 100 samples per system and placement (round-robin), so load changes of a shared machine fall on all alike. Event loop delay of the bench process (how late a 1 ms interval timer fires, as perf_hooks.monitorEventLoopDelay measures it) is recorded per system and placement. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
   W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload. 3 runs per receiver, interleaved; the median run is reported.',
-  W6: 'pgbench (or node-postgres) single-row INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger; the trigger is measured once with no worker running (its own cost for writers) and once with a `pubsub listen` worker consuming on the same machine.',
+  W6: 'pgbench (or node-postgres) INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger, each from empty tables; "trigger only" and "no trigger" run 3 times each, interleaved, median reported; then once with a `pubsub listen` worker consuming on the same machine. Variants: 100 rows per INSERT (rows/s), and tables whose trigger stores a row for 1, 3 and 10 durable listeners.',
+  W6x: 'Only with --only W6x: copies of the readings table whose trigger is the generated one with one change (v4 wake-up call, no wake-up, v5 wake() call, slot try-lock, no SET, to_jsonb payload, notification copies with all or fewer indexes, statement-level with a transition table), measured as W6, side by side with the generated trigger and no trigger; see bench/w6x.ts.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
   W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains; the "keyed at write" variant stores them with their key, to show what giving keys costs), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
   W8: 'N durable notifications stored first for a relay (@Relay in bench/listeners.ts), drained by `pubsub relay` as W1 (from "listening on" until none are left), every message confirmed by the broker (RabbitMQ publisher confirms on a durable queue, persistent messages; JetStream publish acks on a file stream); the count at the broker is checked. Beside it, the ceiling: a bare amqplib confirm channel / nats client in the bench process (JetStream: publishes with a reply subject, acks counted on one subscription, as the relay collects them) publishing the same N messages in bursts of the same size (1000), waiting for each burst\'s confirms. 3 runs each, median reported.',
