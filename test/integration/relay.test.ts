@@ -25,8 +25,9 @@ const streamName = (name: string) => `PGPUBSUB_TEST_${tag}_${name}`.toUpperCase(
 // Relays declared in this process (subscribed by createTestDatabase) and, for the spawned ones, in a config file.
 relay('r_basic_amqp', { to: 'amqp', routingKey: q('basic') });
 relay('r_basic_nats', { to: 'nats', subject: subject('basic') });
-relay('r_noexchange_amqp', { to: 'amqp', exchange: q('missing-exchange') });
-relay('r_nostream_nats', { to: 'nats', subject: subject('nostream') });
+// A long backoff: on a loaded machine a retry 200 ms later could fall inside the same drainOnce (two attempts).
+relay('r_noexchange_amqp', { to: 'amqp', exchange: q('missing-exchange'), backoff: { baseMs: 60_000, maxMs: 60_000 } });
+relay('r_nostream_nats', { to: 'nats', subject: subject('nostream'), backoff: { baseMs: 60_000, maxMs: 60_000 } });
 relay('r_return_amqp', { to: 'amqp', routingKey: q('nobody'), backoff: { baseMs: 20, maxMs: 100 } });
 const amqpDown = await Forwarder.create(5672);
 const natsDown = await Forwarder.create(4222);
