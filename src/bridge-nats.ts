@@ -18,6 +18,9 @@ export function natsSource(lib: unknown, url: string, stream: string, consumer: 
 }
 
 class NatsSource extends BrokerSource<Nats.NatsConnection> {
+  /** The consumer's messages on the current connection: stopped before the connection is closed (else the client keeps pulling on a closed one). */
+  private messages?: Nats.ConsumerMessages;
+
   constructor(
     private readonly lib: typeof Nats,
     url: string,
@@ -34,7 +37,9 @@ class NatsSource extends BrokerSource<Nats.NatsConnection> {
     const nc = await this.lib.connect({ servers: this.url, name: `pgpubsub ${this.name}`, maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: 10_000 });
     try {
       const created = (await (await nc.jetstreamManager()).streams.info(this.stream)).created;
-      const messages = await (await nc.jetstream().consumers.get(this.stream, this.consumer)).consume({ max_messages: this.batchSize });
+      // Pull requests that expire after 5 s: a closed bridge leaves no timer running longer than that.
+      const messages = await (await nc.jetstream().consumers.get(this.stream, this.consumer)).consume({ max_messages: this.batchSize, expires: 5_000 });
+      this.messages = messages;
       void (async () => {
         for await (const m of messages) this.deliver(this.delivery(m, created));
         this.lost(nc, `the consumer ${this.consumer} of stream ${this.stream} stopped`);
@@ -71,7 +76,7 @@ class NatsSource extends BrokerSource<Nats.NatsConnection> {
       meta: { ...(messageId && { messageId }), headers, stream: this.stream, seq: m.seq, subject: m.subject, redelivered: m.redelivered },
       live: () => true, // an ack after a reconnect still counts; a late one is only a redelivery, which is de-duplicated
       ack: () => settle(() => m.ack()),
-      reject: (reason) => settle(() => m.term(reason)),
+      reject: () => settle(() => m.term()), // no reason: servers before 2.10 ignore a "+TERM reason" (logged here instead)
       working: () => settle(() => m.working()),
     };
   }
@@ -79,14 +84,19 @@ class NatsSource extends BrokerSource<Nats.NatsConnection> {
   private lost(nc: Nats.NatsConnection, why: string): void {
     if (this.current !== nc) return;
     if (!this.closed) this.logger.warn(`${this.role}: NATS consumer lost (${why}); connecting again`);
+    void this.end(nc);
+  }
+
+  private async end(nc: Nats.NatsConnection | undefined): Promise<void> {
+    const messages = this.messages;
+    this.messages = undefined;
     this.forget();
-    void nc.close().catch(() => {});
+    await messages?.close().catch(() => {});
+    await nc?.close().catch(() => {});
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    const nc = this.current;
-    this.forget();
-    await nc?.close().catch(() => {});
+    await this.end(this.current);
   }
 }

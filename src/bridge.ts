@@ -105,6 +105,7 @@ function bridgeDefinition(options: BridgeOptions, where: string): BridgeDefiniti
   if (unknown !== undefined) fail(`unknown option ${JSON.stringify(unknown)}; the options are ${KEYS.join(', ')}.`);
   const { from } = options;
   if (from !== 'amqp' && from !== 'nats') fail(`"from" must be 'amqp' (a RabbitMQ queue) or 'nats' (a JetStream pull consumer), got ${JSON.stringify(from)}.`);
+  if (options.channel === undefined) fail('"channel" is missing: the durable channel the messages are stored on, such as "orders".');
   assertChannelName(options.channel, where);
   const text = (key: 'queue' | 'stream' | 'consumer' | 'url', example: string) => {
     const v = options[key];
