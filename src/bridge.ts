@@ -355,7 +355,10 @@ export async function startBridges(options: StartBridgesOptions): Promise<Bridge
     if (version < LIBRARY_SCHEMA_VERSION) {
       throw new PubSubError('pubsub.schemaMissing', `The pubsub tables are at version ${version}; a bridge needs version ${LIBRARY_SCHEMA_VERSION} (pubsub.bridge_seen). Run \`pubsub make-migration\` and apply the migration it writes.`);
     }
-    const { rows } = await pool.query<{ name: string }>('select name from pubsub.channel where name = any($1::text[]) and not durable', [defs.map((d) => d.channel)]);
+    // A role granted only EXECUTE on pubsub.bridge_store() cannot read pubsub.channel: the function checks it then, batch by batch.
+    const { rows } = await pool
+      .query<{ name: string }>('select name from pubsub.channel where name = any($1::text[]) and not durable', [defs.map((d) => d.channel)])
+      .catch((error: { code?: string }) => (error.code === '42501' ? { rows: [] } : Promise.reject(error)));
     if (rows.length) throw new PubSubError('pubsub.channelConflict', `bridge to "${rows[0]!.name}": the channel is not durable in this database; a bridge stores what it consumes. Make the channel durable, or bridge to another one.`);
     for (const def of defs) {
       const url = def.url ?? brokerUrlFromEnv(def.from);

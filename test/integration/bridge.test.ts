@@ -16,7 +16,7 @@ import { Listen, PubSubError, bridge, listen, startBridges, type Bridges, type N
 import { registerBridges, type BridgeConfig } from '../../src/bridge.js';
 import { loadFileConfig } from '../../src/config.js';
 import { AMQP_URL, Forwarder, NATS_URL, jetstream, rabbit, type JetStream, type Rabbit } from '../helpers/brokers.js';
-import { startCli, type CliProcess } from '../helpers/cli.js';
+import { ROOT, startCli, type CliProcess } from '../helpers/cli.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
 const tag = randomBytes(4).toString('hex');
@@ -301,6 +301,24 @@ describe('the broker connection cut mid-stream: the bridge reconnects, nothing l
       exactlyOnce(await storedOn(channel), 600, `${from} cut`);
       assert.match(p.output(), /connection lost|connected to .* again|reconnected/);
     });
+  }
+});
+
+test('pubsub listen runs the bridges of its config file beside the listeners', async () => {
+  await queue(q('listen'));
+  await db.query('create table seen (n int, pid int)');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-bridge-listen-'));
+  fs.writeFileSync(path.join(dir, 'pubsub.config.json'), JSON.stringify({ require: [path.join(ROOT, 'dist/test/fixtures/listeners/jobs.js')], bridge: [{ from: 'amqp', queue: q('listen'), channel: 'jobs' }] }));
+  const p = startCli(['listen', '--poll-interval', '200'], env(), dir);
+  running.push(p);
+  try {
+    await p.waitForOutput(/listening on/);
+    await toQueue(q('listen'), Array.from({ length: 50 }, (_, n) => ({ n })));
+    await waitFor(async () => (await db.query('select count(*)::int as n from seen'))[0].n === 50, 'the 50 messages processed by the listener', 30_000);
+    assert.equal(await p.stop(), 0);
+    assert.equal((await db.query('select count(distinct n)::int as n from seen'))[0].n, 50);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
