@@ -15,6 +15,7 @@ import { AckPolicy, headers as natsHeaders, nanos, type JetStreamManager } from 
 import { Listen, PubSubError, bridge, listen, startBridges, type Bridges, type NotificationContext, type Worker } from '../../src/index.js';
 import { registerBridges, type BridgeConfig } from '../../src/bridge.js';
 import { loadFileConfig } from '../../src/config.js';
+import { bridgeStoreSql } from '../../src/sql.js';
 import { AMQP_URL, Forwarder, NATS_URL, jetstream, rabbit, type JetStream, type Rabbit } from '../helpers/brokers.js';
 import { ROOT, startCli, type CliProcess } from '../helpers/cli.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
@@ -320,6 +321,25 @@ test('pubsub listen runs the bridges of its config file beside the listeners', a
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a role granted only USAGE on the schema and EXECUTE on pubsub.bridge_store() stores, and reads nothing', async () => {
+  const role = `pubsub_bridge_${tag}`;
+  await db.query(`create role ${role}`);
+  const c = await db.pool.connect();
+  try {
+    await c.query(`grant usage on schema pubsub to ${role}; grant execute on function pubsub.bridge_store(text, text, text[], text[], text[], float8) to ${role}`);
+    await c.query(`set role ${role}`);
+    const { rows } = await c.query(bridgeStoreSql, ['role-test', 'b_role', ['r-1', 'r-1'], ['{"id": 1}', '{"id": 1}'], ['{}', '{}'], 3600]);
+    assert.equal(rows[0].ids.filter((id: string | null) => id !== null).length, 1, 'stored once');
+    await assert.rejects(c.query('select * from pubsub.notification'), /permission denied/);
+    await assert.rejects(c.query(`select pubsub.notify('b_role', '{}'::jsonb)`), /permission denied/);
+  } finally {
+    await c.query('reset role');
+    c.release();
+    await db.query(`drop owned by ${role}; drop role ${role}`);
+  }
+  assert.equal(await countOn('b_role'), 1);
 });
 
 test('bad bridge options fail at declaration, naming the fix', () => {
