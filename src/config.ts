@@ -30,6 +30,8 @@ export interface FileConfig {
   processes?: number;
   /** Relays to brokers (relay.ts, RelayConfig): checked when registered. */
   relay?: unknown[];
+  /** Bridges from brokers (bridge.ts, BridgeConfig): checked when registered. */
+  bridge?: unknown[];
 }
 
 /**
@@ -67,6 +69,7 @@ const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number' | 'rel
   gracePeriodMs: 'number',
   processes: 'number',
   relay: 'relays',
+  bridge: 'relays',
 };
 
 /** Checks every key and value of a config file: a typo or a wrong type fails here, not silently later. */
@@ -78,7 +81,8 @@ function checkFileConfig(raw: unknown, where: string): FileConfig {
     const at = `${where}: "${key}"`;
     if (!kind) throw new PubSubError('pubsub.config', `${at} is not a setting; the settings are ${Object.keys(FILE_KEYS).join(', ')}.`);
     if (kind === 'relays') {
-      if (!Array.isArray(value)) throw new PubSubError('pubsub.config', `${at} must be a list of relays such as [{"channel": "orders", "to": "amqp", "exchange": "orders"}].`);
+      const example = key === 'relay' ? 'relays such as [{"channel": "orders", "to": "amqp", "exchange": "orders"}]' : 'bridges such as [{"from": "amqp", "queue": "orders-in", "channel": "orders"}]';
+      if (!Array.isArray(value)) throw new PubSubError('pubsub.config', `${at} must be a list of ${example}.`);
     } else if (kind === 'number') {
       const { min, max } = WORKER_LIMITS[key as keyof typeof WORKER_LIMITS];
       wholeNumber(value, at, min, max);

@@ -25,6 +25,7 @@ export { notify, disconnect, setContext, withContext } from './notify.js';
 export { traceTransaction } from './tracing.js';
 export { getRegistry } from './registry.js';
 export { Relay, relay } from './relay.js';
+export { bridge, startBridges } from './bridge.js';
 export { status, statusMonitor } from './status.js';
 export { drainOnce, listen } from './worker.js';
 export { Type, Transform } from 'class-transformer';
@@ -35,6 +36,7 @@ export type { CronOptions, ListenOptions, PublishScheduleOptions, ScheduleOption
 export type { CatchUp } from './timing.js';
 export type { DeliveryOptions } from './registry.js';
 export type { RelayConfig, RelayOptions } from './relay.js';
+export type { BridgeConfig, BridgeOptions, Bridges, StartBridgesOptions } from './bridge.js';
 export type { DeadActionOptions, DeadFilter, DeadNotification } from './dead.js';
 export type { DashboardAccess, DashboardHandler, DashboardOptions, DashboardServer } from './dashboard/server.js';
 export type { DriftReport, ListenerStatus, StatusMonitor, StatusOptions, StatusReport, TriggerState, TriggerStatus, WorkerStatus } from './status.js';

@@ -265,10 +265,13 @@ export abstract class BrokerLink<T> {
   private failures = 0;
   private retryAt = 0;
 
+  /** `role`: who logs (relay, or `bridge <name>`); `meanwhile`: what happens to the work while the broker is unreachable. */
   protected constructor(
     private readonly broker: string,
     protected readonly url: string,
     protected readonly logger: Logger,
+    protected readonly role = 'relay',
+    private readonly meanwhile = 'rows stay stored meanwhile',
   ) {}
 
   /** Makes a new connection, cleaning up what it opened when it fails. */
@@ -276,7 +279,7 @@ export abstract class BrokerLink<T> {
 
   protected async open(): Promise<T> {
     if (this.current) return this.current;
-    if (this.closed) throw new RelayError('pubsub.brokerUnavailable', 'the relay is closing');
+    if (this.closed) throw new RelayError('pubsub.brokerUnavailable', `the ${this.role} is closing`);
     const wait = this.retryAt - Date.now();
     if (wait > 0) throw new RelayError('pubsub.brokerUnavailable', `${this.broker} at ${redact(this.url)} is unreachable; connecting again in ${wait} ms`);
     return (this.connecting ??= this.reconnect().finally(() => (this.connecting = undefined)));
@@ -285,27 +288,27 @@ export abstract class BrokerLink<T> {
   private async reconnect(): Promise<T> {
     try {
       const made = await this.connect();
-      if (this.failures) this.logger.info(`relay: connected to ${this.broker} at ${redact(this.url)} again`);
+      if (this.failures) this.logger.info(`${this.role}: connected to ${this.broker} at ${redact(this.url)} again`);
       this.failures = 0;
       return (this.current = made);
     } catch (error) {
       const ms = reconnectDelayMs(this.failures++);
       this.retryAt = Date.now() + ms;
-      this.logger.warn(`relay: cannot connect to ${this.broker} at ${redact(this.url)} (${(error as Error).message}); connecting again in ${ms} ms, rows stay stored meanwhile`);
+      this.logger.warn(`${this.role}: cannot connect to ${this.broker} at ${redact(this.url)} (${(error as Error).message}); connecting again in ${ms} ms, ${this.meanwhile}`);
       throw new RelayError('pubsub.brokerUnavailable', `${this.broker} at ${redact(this.url)} is unreachable: ${(error as Error).message}`, error);
     }
   }
 }
 
 /** Loads an optional broker client, or says how to install it. */
-export async function importClient<T>(to: Broker): Promise<T> {
+export async function importClient<T>(to: Broker, who = 'A relay to'): Promise<T> {
   const pkg = to === 'amqp' ? 'amqplib' : 'nats';
   try {
     return (await import(pkg)) as T;
   } catch (error) {
     const code = (error as { code?: string }).code;
     if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw error;
-    throw new PubSubError('pubsub.missingDependency', `A relay to ${to === 'amqp' ? 'RabbitMQ' : 'NATS JetStream'} needs the ${pkg} package, which is not installed: run \`npm install ${pkg}\` (an optional peer dependency of pgpubsub), or remove the relay.`, { cause: error });
+    throw new PubSubError('pubsub.missingDependency', `${who} ${to === 'amqp' ? 'RabbitMQ' : 'NATS JetStream'} needs the ${pkg} package, which is not installed: run \`npm install ${pkg}\` (an optional peer dependency of pgpubsub), or remove the ${who.split(' ')[1]}.`, { cause: error });
   }
 }
 

@@ -35,7 +35,7 @@ export function wakeUpSql(channel: string): string {
 }
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
-export const LIBRARY_SCHEMA_VERSION = 5;
+export const LIBRARY_SCHEMA_VERSION = 6;
 
 export function ident(name: string): string {
   if (!name || name.includes('\0') || Buffer.byteLength(name) > 63) {
@@ -304,6 +304,50 @@ begin
   ${wakeUpSql('channel_name')}
 end
 $$;`,
+  6: `-- Version 6: bridges from a broker (bridge.ts). A bridge stores a batch of broker messages as durable
+-- notifications and acks them after the commit; a crash between the two redelivers them. The message
+-- ids a bridge stored are kept here for its de-duplication window, written in the storing transaction,
+-- so a redelivered message is recognised and not stored twice.
+create table pubsub.bridge_seen (
+  bridge text not null,
+  message_id text not null,
+  seen_at timestamptz not null default now(),
+  primary key (bridge, message_id)
+);
+create index bridge_seen_at on pubsub.bridge_seen (bridge, seen_at);
+
+-- Stores a batch in one statement (one transaction in autocommit), in array order: a message whose id
+-- (message_ids[i], null: none) the bridge stored within keep_seconds is skipped; the others become
+-- durable notifications on channel_name through pubsub.notify (declared durable, strictly). Returns the
+-- id of each message's notification, null for a duplicate. Also forgets up to 1000 of the bridge's ids
+-- older than keep_seconds. Security definer: a bridge's role needs only EXECUTE on this function.
+create function pubsub.bridge_store(bridge_name text, channel_name text, message_ids text[], payloads text[],
+    contexts text[], keep_seconds float8) returns bigint[]
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  ids bigint[] := '{}';
+  i integer;
+begin
+  delete from pubsub.bridge_seen s where (s.bridge, s.message_id) in (
+    select o.bridge, o.message_id from pubsub.bridge_seen o
+    where o.bridge = bridge_name and o.seen_at < now() - make_interval(secs => keep_seconds)
+    limit 1000 for update skip locked);
+  for i in 1 .. coalesce(array_length(payloads, 1), 0) loop
+    if message_ids[i] is not null then
+      insert into pubsub.bridge_seen (bridge, message_id) values (bridge_name, message_ids[i])
+        on conflict (bridge, message_id) do update set seen_at = excluded.seen_at
+        where pubsub.bridge_seen.seen_at < now() - make_interval(secs => keep_seconds);
+      if not found then
+        ids := ids || null::bigint;
+        continue;
+      end if;
+    end if;
+    ids := ids || pubsub.notify(channel_name, payloads[i]::jsonb, contexts[i]::jsonb, true, true);
+  end loop;
+  return ids;
+end
+$$;
+revoke all on function pubsub.bridge_store(text, text, text[], text[], text[], float8) from public;`,
 };
 
 /** Lets `roles` call pubsub.notify() (durable `notify()`); `revoke` takes it back from `removed`. */
@@ -813,7 +857,8 @@ export const schemaVersionSql = `select case
     when to_regclass('pubsub.claim') is null then 2
     when to_regclass('pubsub.schedule') is null then 3
     when (select prosecdef from pg_proc where oid = to_regprocedure('pubsub.wake(text)')) then 4
-    else 5 end as version`;
+    when to_regclass('pubsub.bridge_seen') is null then 5
+    else 6 end as version`;
 
 /** drainOnce(): the stored rows of $1 (listener ids; $2 channels, for rows stored before anyone subscribed; $3 a context filter or null), due now and not yet. */
 export const backlogSql = `select count(*) filter (where run_at <= now())::int as due, count(*) filter (where run_at > now())::int as waiting
@@ -976,3 +1021,9 @@ export const statusSchedulesSql = `select name, kind, expression, time_zone, cat
     (extract(epoch from covered_until) * 1000)::float8 as covered_until, (extract(epoch from last_slot) * 1000)::float8 as last_slot, last_run_at,
     (extract(epoch from clock_timestamp()) * 1000)::float8 as now
   from pubsub.schedule order by name`;
+
+
+// Bridges from a broker (bridge.ts).
+
+/** Stores a bridge's batch: $1 bridge, $2 channel, $3 message ids (null: none), $4 payloads (JSON text), $5 contexts (JSON text), $6 seconds ids are kept. Notification ids, null for duplicates. */
+export const bridgeStoreSql = `select pubsub.bridge_store($1, $2, $3::text[], $4::text[], $5::text[], $6::float8)::text[] as ids`;

@@ -10,6 +10,7 @@ import { LEVELS, lineLogger, type LevelSetting, type Log } from '../log.js';
 import { readPrismaSchema } from '../prisma-schema.js';
 import { getRegistry } from '../registry.js';
 import { RELAY_CONCURRENCY, registerRelays } from '../relay.js';
+import { bridgeNames, registerBridges, startBridges } from '../bridge.js';
 import { statusMonitor } from '../status.js';
 import { drainOnce, listen, type DrainSummary } from '../worker.js';
 import { importListenerModules, loadModules, loadPrismaFactory, type ShutdownHook } from './load.js';
@@ -53,6 +54,7 @@ interface CommonFlags {
 async function loadListeners(flags: CommonFlags, file = loadFileConfig(process.cwd(), flags.config)) {
   const hooks = await loadModules(flags.require ?? file.require ?? []);
   registerRelays(file.relay);
+  registerBridges(file.bridge);
   if (getRegistry().list().length === 0 && getRegistry().schedules.size === 0) {
     throw new PubSubError(
       'pubsub.noListenersLoaded',
@@ -193,15 +195,44 @@ export function buildProgram(): Command {
           ...(flags.metrics && { metrics: true }),
         });
         const worker = await Promise.race([started, stop.then(() => undefined)]);
+        // `listen` runs the declared bridges beside the listeners (`relay` only relays; `bridge` only bridges).
+        const bridges =
+          worker && relays === true && bridgeNames().length
+            ? await startBridges({ databaseUrl: options.databaseUrl, logger: log }).catch(async (error: unknown) => {
+                await worker.close();
+                throw error;
+              })
+            : undefined;
         if (worker?.http) log.info(`health${flags.metrics ? ' and metrics' : ''} on http://${worker.http.host}:${worker.http.port}`);
         if (worker) process.send?.('ready', () => process.disconnect?.()); // to the supervisor of --processes; then the channel is closed, so it keeps nothing alive
         log.info(`${await stop}: finishing running listeners`);
         log.info(`stopping within the grace period of ${gracePeriodMs} ms; a second SIGINT or SIGTERM exits at once`);
-        await shutdown(async () => (await started).close(), file.hooks, gracePeriodMs, log);
+        await shutdown(async () => (await bridges?.close(), await (await started).close()), file.hooks, gracePeriodMs, log);
       });
 
-  workerCommand('listen', 'Run a worker: receive notifications and run their listeners (and relays) until SIGINT/SIGTERM.', true);
+  workerCommand('listen', 'Run a worker: receive notifications and run their listeners (and relays and bridges) until SIGINT/SIGTERM.', true);
   workerCommand('relay', 'Run only the relays: publish stored notifications to their brokers (RabbitMQ, NATS JetStream), deleting each once confirmed, until SIGINT/SIGTERM.', 'only');
+
+  program
+    .command('bridge')
+    .description('Run the bridges: store the messages of RabbitMQ queues and JetStream consumers as durable notifications, acking each once stored, until SIGINT/SIGTERM.')
+    .addOption(new Option('-r, --require <module>', 'compiled module that declares bridges (repeatable)').argParser(collect))
+    .addOption(configOption())
+    .addOption(databaseOption())
+    .addOption(new Option('--name <name>', 'run only this bridge (repeatable; default every declared one)').argParser(collect))
+    .addOption(new Option('--log-level <level>', 'lowest level logged').choices(LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'json: one pino-compatible JSON object per line on stdout; pretty: "pubsub: …" lines').choices(['json', 'pretty']).default('pretty'))
+    .action(async (flags: CommonFlags & { name?: string[]; logLevel: LevelSetting; logFormat: 'json' | 'pretty' }) => {
+      const log = lineLogger({ level: flags.logLevel, format: flags.logFormat });
+      const file = loadFileConfig(process.cwd(), flags.config);
+      const hooks = await loadModules(flags.require ?? file.require ?? []);
+      registerBridges(file.bridge);
+      const stop = stopRequested();
+      const bridges = await startBridges({ databaseUrl: url(flags), ...(flags.name && { names: flags.name }), logger: log });
+      log.info(`running ${bridges.names.length} bridge(s): ${bridges.names.join(', ')}`);
+      log.info(`${await stop}: stopping the bridges (each stores and acks the batch in hand)`);
+      await shutdown(() => bridges.close(), hooks, 30_000, log);
+    });
 
   program
     .command('make-migration')

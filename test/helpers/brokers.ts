@@ -1,7 +1,8 @@
 /**
  * The real brokers for relay tests and chaos: RabbitMQ (AMQP_URL, default amqp://guest:guest@127.0.0.1:5672)
  * and NATS JetStream (NATS_URL, default nats://127.0.0.1:4222); read everything a queue or stream holds;
- * a TCP forwarder that can be taken down and brought back on the same port (a broker unreachable for a while).
+ * a TCP forwarder that can be taken down and brought back on the same port (a broker unreachable for a while),
+ * or drop what the client sends.
  */
 import net from 'node:net';
 import amqp from 'amqplib';
@@ -106,6 +107,8 @@ export async function jetstream(url = NATS_URL): Promise<JetStream> {
 export class Forwarder {
   private server?: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  /** While set, what a client sends is dropped when this returns true for the chunk (acks that never reach the broker, say). */
+  dropFromClient?: (chunk: Buffer) => boolean;
   private constructor(readonly port: number, private readonly target: number) {}
 
   /** A forwarder on a free port, down until up(). */
@@ -129,7 +132,11 @@ export class Forwarder {
           upstream.destroy();
         });
       }
-      client.pipe(upstream).pipe(client);
+      client.on('data', (chunk: Buffer) => {
+        if (!this.dropFromClient?.(chunk)) upstream.write(chunk);
+      });
+      client.on('end', () => upstream.end());
+      upstream.pipe(client);
     });
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(this.port, '127.0.0.1', resolve));
     this.server = server;
