@@ -12,6 +12,7 @@ import pg from 'pg';
 import * as pgListen from 'pg-listen';
 import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
 import { RELAY_QUEUE, RELAY_SUBJECT, observed } from './listeners.js';
+import { startSampler } from './sampler.js';
 import { percentiles, round } from './stats.js';
 
 // pg-listen is CommonJS with an __esModule default export.
@@ -26,10 +27,13 @@ const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
 const onlyAt = args.findIndex((a) => a.startsWith('--only'));
 const only = onlyAt < 0 ? undefined : (args[onlyAt]!.split('=')[1] ?? args[onlyAt + 1] ?? '').split(',');
-const runs = (w: string) => !only || only.includes(w);
+// W11 (30 minutes) runs only when named (--only W11) or in --smoke (20 seconds).
+const runs = (w: string) => (only ? only.includes(w) : w !== 'W11' || smoke);
+const minutesAt = args.findIndex((a) => a.startsWith('--lasting-minutes'));
+const lastingMinutes = minutesAt < 0 ? undefined : Number(args[minutesAt]!.split('=')[1] ?? args[minutesAt + 1]);
 const size = smoke
-  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 100, noops: 1000, relayed: 5000 }
-  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000 };
+  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 100, noops: 1000, relayed: 5000, fanOut: 2000, lastingMs: (lastingMinutes ?? 1 / 3) * 60_000 }
+  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000, fanOut: 100_000, lastingMs: (lastingMinutes ?? 30) * 60_000 };
 
 const results: Record<string, unknown> = {};
 const table: Array<[string, string, string, string]> = [];
@@ -52,7 +56,7 @@ await admin.end();
 const url = new URL(serverUrl);
 url.pathname = '/pubsub_bench';
 const db = url.toString();
-const pool = new pg.Pool({ connectionString: db, max: 40 });
+const pool = new pg.Pool({ connectionString: db, max: 40, application_name: 'bench' });
 pool.on('error', () => {});
 const q = async (text: string, values?: unknown[]) => (await pool.query(text, values)).rows;
 
@@ -467,6 +471,37 @@ if (runs('W10')) {
   row('W10', 'ordering violations', String(violations), 'must be 0');
   if (violations) throw new Error(`W10: ${violations} ordering violations`);
   results.W10 = w10;
+}
+
+// ---- W9 fan-out and scale-out: one backlog drained by 1, 2 and 4 worker processes; one channel with 3 listeners
+if (runs('W9')) {
+  const w9: Record<string, unknown> = { notifications: size.fanOut };
+  const variants = [
+    ['processes1', 'bench_drain', ['BenchListeners.noop'], 1, '1 process, 1 listener'],
+    ['processes2', 'bench_drain', ['BenchListeners.noop'], 2, '2 processes, 1 listener'],
+    ['processes4', 'bench_drain', ['BenchListeners.noop'], 4, '4 processes, 1 listener'],
+    ['listeners3', 'bench_fanout', ['BenchListeners.first', 'BenchListeners.second', 'BenchListeners.third'], 1, '1 process, 3 listeners on one channel'],
+  ] as const;
+  for (const [key, channel, listeners, processes, name] of variants) {
+    // As notify() stores them: one row per listener, the listeners of one notification side by side.
+    await q(`insert into pubsub.notification (channel, listener, payload) select $1, l, jsonb_build_object('n', g) from generate_series(1, $2::int) g, unnest($3::text[]) l`, [channel, size.fanOut, listeners]);
+    await q('vacuum analyze pubsub.notification');
+    const workers = Array.from({ length: processes }, () => startWorker(['--channel', channel]));
+    const ready = await Promise.all(workers.map((w) => w.ready));
+    const stopSampler = await startSampler(db, workers.map((w) => w.child.pid!));
+    const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = '${channel}') as left`);
+    const usage = await stopSampler();
+    await Promise.all(workers.map((w) => w.stop()));
+    const seconds = (end - Math.min(...ready)) / 1000;
+    const rows = size.fanOut * listeners.length;
+    const perProcess = workers.map((w) => round(Number(/bench calls: (\d+)/.exec(w.output())?.[1] ?? 0) / seconds, 0));
+    w9[key] = { processes, listeners: listeners.length, rows, rowsPerSecond: round(rows / seconds, 0), perProcess, ...usage, seconds: round(seconds) };
+    row('W9', name, `${round(rows / seconds, 0)} rows/s${processes > 1 ? ` (per process: ${perProcess.join(', ')})` : ''}`, key === 'processes1' ? 'baseline' : `${round(rows / seconds / (w9.processes1 as { rowsPerSecond: number }).rowsPerSecond)}× 1 process`);
+    row('W9', '  where it saturates', usage.saturation);
+    row('W9', '  wait events (backends per sample)', usage.waits.slice(0, 4).map((w) => `${w.event} ${w.backends}`).join('; '));
+    row('W9', '  CPU and WAL', `machine ${Math.round(usage.cpu.machineBusy * 100)}% busy, PostgreSQL ${usage.cpu.postgresCores} cores, workers ${usage.cpu.workerCores} cores, WAL ${usage.walMBPerSecond} MB/s`);
+  }
+  results.W9 = w9;
 }
 
 // ---- W8 relay: stored notifications published to RabbitMQ / JetStream with confirms, beside a bare publisher doing the same confirmed publishes
