@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as pgListen from 'pg-listen';
 import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
-import { RELAY_QUEUE, RELAY_SUBJECT, observed } from './listeners.js';
+import { RELAY_QUEUE, RELAY_SUBJECT, bucketMs, observed } from './listeners.js';
 import { startSampler } from './sampler.js';
 import { percentiles, round } from './stats.js';
 
@@ -502,6 +502,138 @@ if (runs('W9')) {
     row('W9', '  CPU and WAL', `machine ${Math.round(usage.cpu.machineBusy * 100)}% busy, PostgreSQL ${usage.cpu.postgresCores} cores, workers ${usage.cpu.workerCores} cores, WAL ${usage.walMBPerSecond} MB/s`);
   }
   results.W9 = w9;
+}
+
+// ---- W11 speed that lasts: a steady load at half the drain rate while a second session holds its xmin for the middle third
+if (runs('W11')) {
+  const durationMs = size.lastingMs;
+  const intervalMs = smoke ? 2000 : 60_000; // one row of the report
+  const sampleMs = smoke ? 250 : 5000; // table size and dead tuples
+  const holdFrom = durationMs / 3; // 10 of 30 minutes with the xmin held
+  const holdUntil = (2 * durationMs) / 3;
+  const recoverMs = durationMs / 6; // back to the clean size within 5 of 30 minutes
+  await q('delete from pubsub.notification');
+  await q('vacuum full pubsub.notification');
+  // The drain rate of this machine now: a W1 drain of the no-op listener.
+  await fillNotifications('bench_drain', 'BenchListeners.noop', size.drain);
+  let worker = startWorker(['--channel', 'bench_drain']);
+  const drainStart = await worker.ready;
+  const drainRate = size.drain / ((await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_drain') as left`)) - drainStart) * 1000;
+  await worker.stop();
+  await q('vacuum full pubsub.notification');
+  const rate = drainRate / 2;
+  const rel = `'pubsub.notification'::regclass`;
+  const sizes = async () =>
+    (await q(`select pg_total_relation_size(${rel})::float8 as total, pg_relation_size(${rel})::float8 as heap, pg_indexes_size(${rel})::float8 as indexes,
+      n_live_tup::float8 as live, n_dead_tup::float8 as dead, autovacuum_count::int as autovacuums from pg_stat_user_tables where relid = ${rel}`))[0] as { total: number; heap: number; indexes: number; live: number; dead: number; autovacuums: number };
+  worker = startWorker(['--channel', 'bench_lasting']);
+  await worker.ready;
+  const t0 = performance.now();
+  const elapsed = () => performance.now() - t0;
+  // The writer: every 10 ms, the rows due at the target rate in one statement (one transaction), as a statement-level trigger stores them.
+  let produced = 0;
+  const writer = await pool.connect();
+  const writing = (async () => {
+    while (elapsed() < durationMs) {
+      const due = Math.min(Math.floor((rate * elapsed()) / 1000) - produced, 5000);
+      if (due <= 0) {
+        await sleep(10);
+        continue;
+      }
+      await writer.query(
+        `with stored as (insert into pubsub.notification (channel, listener, payload) select 'bench_lasting', 'BenchListeners.lasting', jsonb_build_object('sentAt', $1::float8, 'n', g) from generate_series(1, $2::int) g) select pubsub.wake('bench_lasting')`,
+        [now(), due],
+      );
+      produced += due;
+    }
+    writer.release();
+  })();
+  // The worker prints its latency histogram once a second; read what it printed since the last look.
+  let read = 0;
+  const histogram = new Map<number, number>();
+  const takeLatencies = () => {
+    const out = worker.output();
+    const upTo = out.lastIndexOf('\n') + 1;
+    for (const m of out.slice(read, upTo).matchAll(/bench latencies: (\{.*\})/g)) for (const [b, n] of Object.entries(JSON.parse(m[1]!) as Record<string, number>)) histogram.set(Number(b), (histogram.get(Number(b)) ?? 0) + n);
+    read = Math.max(read, upTo);
+  };
+  const p99 = () => {
+    const total = [...histogram.values()].reduce((a, b) => a + b, 0);
+    let seen = 0;
+    for (const b of [...histogram.keys()].sort((x, y) => x - y)) if ((seen += histogram.get(b)!) >= 0.99 * total) return bucketMs(b);
+    return NaN;
+  };
+  let holder: pg.Client | undefined;
+  let released = false;
+  const samples: Array<{ ms: number; held: boolean } & Awaited<ReturnType<typeof sizes>>> = [];
+  const intervals: Array<Record<string, number | boolean>> = [];
+  let producedBefore = 0;
+  let intervalStart = 0;
+  let nextInterval = intervalMs;
+  const mb = (bytes: number) => round(bytes / 2 ** 20, 1);
+  const minute = (ms: number) => round(ms / intervalMs, 1);
+  while (elapsed() < durationMs) {
+    await sleep(Math.min(sampleMs, nextInterval - elapsed()));
+    if (!holder && !released && elapsed() >= holdFrom) {
+      holder = new pg.Client({ connectionString: db, application_name: 'bench' });
+      await holder.connect();
+      await holder.query('begin isolation level repeatable read');
+      await holder.query('select txid_current()');
+      console.log(`W11  xmin held from ${intervalMs === 60_000 ? 'minute' : 'interval'} ${minute(elapsed())}`);
+    } else if (holder && elapsed() >= holdUntil) {
+      await holder.query('commit');
+      await holder.end();
+      holder = undefined;
+      released = true;
+      console.log(`W11  xmin released at ${minute(elapsed())}`);
+    }
+    samples.push({ ms: elapsed(), held: !!holder, ...(await sizes()) });
+    if (elapsed() < nextInterval - 5) continue;
+    takeLatencies();
+    const processed = [...histogram.values()].reduce((a, b) => a + b, 0);
+    const last = samples.at(-1)!;
+    const seconds = (elapsed() - intervalStart) / 1000;
+    const [{ backlog }] = await q(`select count(*)::int as backlog from pubsub.notification where channel = 'bench_lasting'`);
+    const i = {
+      interval: intervals.length + 1,
+      xminHeld: samples.filter((s) => s.ms > nextInterval - intervalMs).some((s) => s.held),
+      producedPerSecond: round((produced - producedBefore) / seconds, 0),
+      processedPerSecond: round(processed / seconds, 0),
+      p99Ms: round(p99(), 2),
+      backlog,
+      totalMB: mb(last.total),
+      heapMB: mb(last.heap),
+      indexMB: mb(last.indexes),
+      deadTuples: last.dead,
+      liveTuples: last.live,
+      autovacuums: last.autovacuums,
+    };
+    intervals.push(i);
+    histogram.clear();
+    producedBefore = produced;
+    intervalStart = elapsed();
+    nextInterval += intervalMs;
+    row('W11', `${intervalMs === 60_000 ? 'minute' : `${intervalMs / 1000} s interval`} ${i.interval}${i.xminHeld ? ' (xmin held)' : ''}`, `${i.processedPerSecond}/s of ${i.producedPerSecond}/s, p99 ${i.p99Ms} ms, ${i.totalMB} MB (heap ${i.heapMB}, indexes ${i.indexMB}), ${i.deadTuples} dead`, `backlog ${i.backlog}, autovacuums ${i.autovacuums}`);
+  }
+  await writing;
+  await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_lasting') as left`);
+  await worker.stop();
+  // Checks: the rate of every later interval against the clean ones (before the hold, the first one left out as warm-up);
+  // the size after the release against the largest clean size (+10%).
+  const clean = intervals.filter((i) => (i.interval as number) * intervalMs <= holdFrom);
+  const cleanRates = (clean.length > 1 ? clean.slice(1) : clean).map((i) => i.processedPerSecond as number).sort((a, b) => a - b);
+  const cleanRate = cleanRates[Math.floor(cleanRates.length / 2)]!;
+  const minRatio = round(Math.min(...intervals.slice(1).map((i) => (i.processedPerSecond as number) / cleanRate)));
+  const cleanBytes = Math.max(...samples.filter((s) => s.ms < holdFrom).map((s) => s.total));
+  const peakBytes = Math.max(...samples.map((s) => s.total));
+  const recovered = samples.find((s) => s.ms >= holdUntil && s.total <= 1.1 * cleanBytes);
+  const recoveryS = recovered ? round((recovered.ms - holdUntil) / 1000, 0) : null;
+  const settings = Object.fromEntries((await q(`select name, setting from pg_settings where name like 'autovacuum%' or name = 'vacuum_cost_limit'`)).map((r) => [r.name, r.setting]));
+  const reloptions = (await q(`select reloptions from pg_class where oid = ${rel}`))[0].reloptions;
+  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, autovacuumSettings: settings, reloptions, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
+  row('W11', 'drain rate measured first; load at half', `${round(drainRate, 0)}/s; ${round(rate, 0)}/s`);
+  row('W11', 'lowest rate / clean rate', `${minRatio}× of ${cleanRate}/s`, 'target ≥ 0.8×');
+  row('W11', 'table size after the release', `clean ${mb(cleanBytes)} MB, peak ${mb(peakBytes)} MB, ${recoveryS === null ? 'not back by the end' : `back within 10% after ${recoveryS} s`}`, `target ≤ ${round(recoverMs / 1000, 0)} s`);
 }
 
 // ---- W8 relay: stored notifications published to RabbitMQ / JetStream with confirms, beside a bare publisher doing the same confirmed publishes
