@@ -31,6 +31,12 @@ const only = onlyAt < 0 ? undefined : (args[onlyAt]!.split('=')[1] ?? args[onlyA
 const runs = (w: string) => (only ? only.includes(w) : w !== 'W11' || smoke);
 const minutesAt = args.findIndex((a) => a.startsWith('--lasting-minutes'));
 const lastingMinutes = minutesAt < 0 ? undefined : Number(args[minutesAt]!.split('=')[1] ?? args[minutesAt + 1]);
+// W11 experiments: storage parameters set on pubsub.notification first, e.g. `--reloptions autovacuum_vacuum_cost_delay=0,fillfactor=90`.
+const reloptionsAt = args.findIndex((a) => a.startsWith('--reloptions'));
+const reloptions = reloptionsAt < 0 ? undefined : (args[reloptionsAt]!.split('=').slice(1).join('=') || args[reloptionsAt + 1]!);
+// … and the server's autovacuum_naptime (seconds; ALTER SYSTEM for the run, reset after), e.g. `--naptime 10`.
+const naptimeAt = args.findIndex((a) => a.startsWith('--naptime'));
+const naptime = naptimeAt < 0 ? undefined : Number(args[naptimeAt]!.split('=')[1] ?? args[naptimeAt + 1]);
 const size = smoke
   ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 100, noops: 1000, relayed: 5000, fanOut: 2000, lastingMs: (lastingMinutes ?? 1 / 3) * 60_000 }
   : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000, fanOut: 100_000, lastingMs: (lastingMinutes ?? 30) * 60_000 };
@@ -513,6 +519,8 @@ if (runs('W11')) {
   const holdUntil = (2 * durationMs) / 3;
   const recoverMs = durationMs / 6; // back to the clean size within 5 of 30 minutes
   await q('delete from pubsub.notification');
+  if (reloptions) await q(`alter table pubsub.notification set (${reloptions.replace(/[^\w.=,]/g, '')})`);
+  if (naptime) await q(`alter system set autovacuum_naptime = ${Math.round(naptime)}; select pg_reload_conf()`);
   await q('vacuum full pubsub.notification');
   // The drain rate of this machine now: a W1 drain of the no-op listener.
   await fillNotifications('bench_drain', 'BenchListeners.noop', size.drain);
@@ -594,6 +602,8 @@ if (runs('W11')) {
     const last = samples.at(-1)!;
     const seconds = (elapsed() - intervalStart) / 1000;
     const [{ backlog }] = await q(`select count(*)::int as backlog from pubsub.notification where channel = 'bench_lasting'`);
+    // What the first claim of every drain round pays: the walk from the start of the listener's range over entries of deleted rows.
+    const [plan] = (await q(`explain (analyze, buffers, format json) select id from pubsub.notification where listener = 'BenchListeners.lasting' and dead_at is null order by id limit 100`))[0]['QUERY PLAN'];
     const i = {
       interval: intervals.length + 1,
       xminHeld: samples.filter((s) => s.ms > nextInterval - intervalMs).some((s) => s.held),
@@ -601,6 +611,8 @@ if (runs('W11')) {
       processedPerSecond: round(processed / seconds, 0),
       p99Ms: round(p99(), 2),
       backlog,
+      headScanMs: round(plan['Execution Time'], 1),
+      headScanBuffers: plan.Plan['Shared Hit Blocks'] + plan.Plan['Shared Read Blocks'],
       totalMB: mb(last.total),
       heapMB: mb(last.heap),
       indexMB: mb(last.indexes),
@@ -613,7 +625,7 @@ if (runs('W11')) {
     producedBefore = produced;
     intervalStart = elapsed();
     nextInterval += intervalMs;
-    row('W11', `${intervalMs === 60_000 ? 'minute' : `${intervalMs / 1000} s interval`} ${i.interval}${i.xminHeld ? ' (xmin held)' : ''}`, `${i.processedPerSecond}/s of ${i.producedPerSecond}/s, p99 ${i.p99Ms} ms, ${i.totalMB} MB (heap ${i.heapMB}, indexes ${i.indexMB}), ${i.deadTuples} dead`, `backlog ${i.backlog}, autovacuums ${i.autovacuums}`);
+    row('W11', `${intervalMs === 60_000 ? 'minute' : `${intervalMs / 1000} s interval`} ${i.interval}${i.xminHeld ? ' (xmin held)' : ''}`, `${i.processedPerSecond}/s of ${i.producedPerSecond}/s, p99 ${i.p99Ms} ms, ${i.totalMB} MB (heap ${i.heapMB}, indexes ${i.indexMB}), ${i.deadTuples} dead`, `backlog ${i.backlog}, autovacuums ${i.autovacuums}, scan from the start ${i.headScanMs} ms`);
   }
   await writing;
   await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_lasting') as left`);
@@ -629,8 +641,9 @@ if (runs('W11')) {
   const recovered = samples.find((s) => s.ms >= holdUntil && s.total <= 1.1 * cleanBytes);
   const recoveryS = recovered ? round((recovered.ms - holdUntil) / 1000, 0) : null;
   const settings = Object.fromEntries((await q(`select name, setting from pg_settings where name like 'autovacuum%' or name = 'vacuum_cost_limit'`)).map((r) => [r.name, r.setting]));
-  const reloptions = (await q(`select reloptions from pg_class where oid = ${rel}`))[0].reloptions;
-  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, autovacuumSettings: settings, reloptions, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
+  if (naptime) await q(`alter system reset autovacuum_naptime; select pg_reload_conf()`);
+  const storage = (await q(`select reloptions from pg_class where oid = ${rel}`))[0].reloptions;
+  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, autovacuumSettings: settings, reloptions: storage, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
   row('W11', 'drain rate measured first; load at half', `${round(drainRate, 0)}/s; ${round(rate, 0)}/s`);
   row('W11', 'lowest rate / clean rate', `${minRatio}× of ${cleanRate}/s`, 'target ≥ 0.8×');
   row('W11', 'table size after the release', `clean ${mb(cleanBytes)} MB, peak ${mb(peakBytes)} MB, ${recoveryS === null ? 'not back by the end' : `back within 10% after ${recoveryS} s`}`, `target ≤ ${round(recoverMs / 1000, 0)} s`);
