@@ -37,6 +37,8 @@ const reloptions = reloptionsAt < 0 ? undefined : (args[reloptionsAt]!.split('='
 // … and the server's autovacuum_naptime (seconds; ALTER SYSTEM for the run, reset after), e.g. `--naptime 10`.
 const naptimeAt = args.findIndex((a) => a.startsWith('--naptime'));
 const naptime = naptimeAt < 0 ? undefined : Number(args[naptimeAt]!.split('=')[1] ?? args[naptimeAt + 1]);
+// … and `--reindex`: REINDEX TABLE CONCURRENTLY pubsub.notification right after the xmin is released (indexes never shrink by vacuum).
+const reindex = args.includes('--reindex');
 const size = smoke
   ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 1000, rss: 5000, writes: 100, noops: 1000, relayed: 5000, fanOut: 2000, lastingMs: (lastingMinutes ?? 1 / 3) * 60_000 }
   : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000, fanOut: 100_000, lastingMs: (lastingMinutes ?? 30) * 60_000 };
@@ -573,6 +575,7 @@ if (runs('W11')) {
   };
   let holder: pg.Client | undefined;
   let released = false;
+  let maintenance: Promise<void> | undefined;
   const samples: Array<{ ms: number; held: boolean } & Awaited<ReturnType<typeof sizes>>> = [];
   const intervals: Array<Record<string, number | boolean>> = [];
   let producedBefore = 0;
@@ -593,6 +596,10 @@ if (runs('W11')) {
       await holder.end();
       holder = undefined;
       released = true;
+      if (reindex) {
+        const started = elapsed();
+        maintenance = q('reindex table concurrently pubsub.notification').then(() => console.log(`W11  reindexed concurrently in ${round((elapsed() - started) / 1000, 1)} s`));
+      }
       console.log(`W11  xmin released at ${minute(elapsed())}`);
     }
     samples.push({ ms: elapsed(), held: !!holder, ...(await sizes()) });
@@ -628,6 +635,7 @@ if (runs('W11')) {
     row('W11', `${intervalMs === 60_000 ? 'minute' : `${intervalMs / 1000} s interval`} ${i.interval}${i.xminHeld ? ' (xmin held)' : ''}`, `${i.processedPerSecond}/s of ${i.producedPerSecond}/s, p99 ${i.p99Ms} ms, ${i.totalMB} MB (heap ${i.heapMB}, indexes ${i.indexMB}), ${i.deadTuples} dead`, `backlog ${i.backlog}, autovacuums ${i.autovacuums}, scan from the start ${i.headScanMs} ms`);
   }
   await writing;
+  await maintenance;
   await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_lasting') as left`);
   await worker.stop();
   // Checks: the rate of every later interval against the clean ones (before the hold, the first one left out as warm-up);
@@ -643,7 +651,7 @@ if (runs('W11')) {
   const settings = Object.fromEntries((await q(`select name, setting from pg_settings where name like 'autovacuum%' or name = 'vacuum_cost_limit'`)).map((r) => [r.name, r.setting]));
   if (naptime) await q(`alter system reset autovacuum_naptime; select pg_reload_conf()`);
   const storage = (await q(`select reloptions from pg_class where oid = ${rel}`))[0].reloptions;
-  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, autovacuumSettings: settings, reloptions: storage, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
+  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, reindexAfterRelease: reindex, autovacuumSettings: settings, reloptions: storage, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
   row('W11', 'drain rate measured first; load at half', `${round(drainRate, 0)}/s; ${round(rate, 0)}/s`);
   row('W11', 'lowest rate / clean rate', `${minRatio}× of ${cleanRate}/s`, 'target ≥ 0.8×');
   row('W11', 'table size after the release', `clean ${mb(cleanBytes)} MB, peak ${mb(peakBytes)} MB, ${recoveryS === null ? 'not back by the end' : `back within 10% after ${recoveryS} s`}`, `target ≤ ${round(recoverMs / 1000, 0)} s`);
@@ -762,6 +770,8 @@ results.method = {
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
   W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
   W8: 'N durable notifications stored first for a relay (@Relay in bench/listeners.ts), drained by `pubsub relay` as W1 (from "listening on" until none are left), every message confirmed by the broker (RabbitMQ publisher confirms on a durable queue, persistent messages; JetStream publish acks on a file stream); the count at the broker is checked. Beside it, the ceiling: a bare amqplib confirm channel / nats client in the bench process publishing the same N messages in bursts of the same size (1000), waiting for each burst\'s confirms. 3 runs each, median reported.',
+  W9: 'N notifications stored first for one no-op listener (1, 2 and 4 `pubsub listen` processes started together on the same backlog) and for a channel with 3 no-op listeners (N × 3 rows, 1 process); time from the first process printing "listening on" until none are left; per process = its listener calls (printed at exit) / that time. While it runs, pg_stat_activity is sampled every 50 ms: the state and wait event of each drain connection (application_name pubsub:worker) averaged per sample; CPU from /proc (machine busy share; utime+stime of the PostgreSQL processes of the database and of the workers) and WAL from pg_current_wal_lsn(). "Saturates" names the CPU when the machine is ≥ 90% busy, else the most common wait of running backends, else the workers (backends idle).',
+  W11: 'The drain rate is measured first (a W1 drain of the no-op listener), then one writer connection stores notifications for a latency-recording listener at half that rate (every 10 ms, the rows due, in one INSERT … SELECT plus pubsub.wake(), stamped when sent) while one `pubsub listen` consumes, for --lasting-minutes (30; smoke 20 s). A second session holds `begin isolation level repeatable read; select txid_current()` from 1/3 to 2/3 of the run. Per interval (minute; smoke 2 s): produced/s, processed/s and commit→processed p99 (the worker prints a log histogram, ~9% buckets, every second), backlog (count), table/heap/index size, n_dead_tup, autovacuum count, and the time of `select … order by id limit 100` from the start of the listener\'s range. Checks: lowest interval (the first left out) / median clean interval before the hold ≥ 0.8; total size back within 10% of the largest clean size within 1/6 of the run (5 of 30 minutes) after the release.',
   W7: 'N durable notifications stored first, drained by `pubsub listen` (default batch size, concurrency 1) as W1; listeners: a no-op (without and with --prisma), one `insert` through ctx.tx, one `author.create` through ctx.prisma (the demo PrismaClient, --prisma bench/dist/prisma.js). 3 runs each, interleaved; median reported; per call = 1 / rate.',
 };
 results.table = table;
