@@ -522,7 +522,7 @@ if (runs('W11')) {
   const recoverMs = durationMs / 6; // back to the clean size within 5 of 30 minutes
   await q('delete from pubsub.notification');
   if (reloptions) await q(`alter table pubsub.notification set (${reloptions.replace(/[^\w.=,]/g, '')})`);
-  if (naptime) await q(`alter system set autovacuum_naptime = ${Math.round(naptime)}; select pg_reload_conf()`);
+  if (naptime) await q(`alter system set autovacuum_naptime = ${Math.round(naptime)}`).then(() => q(`select pg_reload_conf()`));
   await q('vacuum full pubsub.notification');
   // The drain rate of this machine now: a W1 drain of the no-op listener.
   await fillNotifications('bench_drain', 'BenchListeners.noop', size.drain);
@@ -649,7 +649,7 @@ if (runs('W11')) {
   const recovered = samples.find((s) => s.ms >= holdUntil && s.total <= 1.1 * cleanBytes);
   const recoveryS = recovered ? round((recovered.ms - holdUntil) / 1000, 0) : null;
   const settings = Object.fromEntries((await q(`select name, setting from pg_settings where name like 'autovacuum%' or name = 'vacuum_cost_limit'`)).map((r) => [r.name, r.setting]));
-  if (naptime) await q(`alter system reset autovacuum_naptime; select pg_reload_conf()`);
+  if (naptime) await q(`alter system reset autovacuum_naptime`).then(() => q(`select pg_reload_conf()`));
   const storage = (await q(`select reloptions from pg_class where oid = ${rel}`))[0].reloptions;
   results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, reindexAfterRelease: reindex, autovacuumSettings: settings, reloptions: storage, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
   row('W11', 'drain rate measured first; load at half', `${round(drainRate, 0)}/s; ${round(rate, 0)}/s`);

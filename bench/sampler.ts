@@ -112,7 +112,8 @@ function saturation(u: Usage): string {
   const idle = u.waits.filter((w) => w.event.startsWith('idle')).reduce((s, w) => s + w.backends, 0);
   const active = running.reduce((s, w) => s + w.backends, 0);
   const who = `PostgreSQL ${u.cpu.postgresCores} cores, workers ${u.cpu.workerCores} cores`;
-  if (u.cpu.machineBusy >= 0.9) return `CPU: the ${cores} cores ${Math.round(u.cpu.machineBusy * 100)}% busy (${who})`;
+  const others = round(cores * u.cpu.machineBusy - u.cpu.postgresCores - u.cpu.workerCores);
+  if (u.cpu.machineBusy >= 0.9) return `CPU: the ${cores} cores ${Math.round(u.cpu.machineBusy * 100)}% busy (${who}, other processes ${others})`;
   if (waiting[0] && waiting[0].backends >= 0.25 * active) {
     const kind = /^(Lock|LWLock:(Lock|Buffer|Proc))/.test(waiting[0].event) ? 'locks' : /WAL/.test(waiting[0].event) ? 'WAL' : 'waits';
     return `${kind}: ${waiting[0].event} in ${Math.round((100 * waiting[0].backends) / Math.max(active, 1e-9))}% of the running samples (${who})`;
