@@ -89,6 +89,8 @@ const settings = Object.fromEntries(
 results.machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, platform: `${os.platform()} ${os.release()}` };
 results.postgres = { version, embedded: !!embedded, settings };
 results.mode = smoke ? 'smoke' : 'full';
+results.date = new Date().toISOString();
+results.loadAverage = { start: os.loadavg().map((x) => round(x)) };
 console.log(`PostgreSQL ${version} (${embedded ? 'embedded' : 'DATABASE_URL'}), ${os.cpus().length} cores, ${round(os.totalmem() / 2 ** 30, 1)} GiB, ${smoke ? 'smoke' : 'full'} sizes\n`);
 
 // ---- helpers
@@ -775,6 +777,7 @@ results.method = {
   W7: 'N durable notifications stored first, drained by `pubsub listen` (default batch size, concurrency 1) as W1; listeners: a no-op (without and with --prisma), one `insert` through ctx.tx, one `author.create` through ctx.prisma (the demo PrismaClient, --prisma bench/dist/prisma.js). 3 runs each, interleaved; median reported; per call = 1 / rate.',
 };
 results.table = table;
+(results.loadAverage as Record<string, number[]>).end = os.loadavg().map((x) => round(x));
 fs.mkdirSync(path.join(benchDir, 'results'), { recursive: true });
 // Only a full run replaces latest.json (the figures the README quotes).
 const out = path.join(benchDir, 'results', smoke ? 'smoke.json' : only ? 'partial.json' : 'latest.json');
