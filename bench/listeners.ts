@@ -40,6 +40,31 @@ export class Keyed {
   key!: number;
 }
 
+/** W9: calls of the no-op and fan-out listeners in this process, printed at exit for the bench to add up per process. */
+let calls = 0;
+process.on('exit', () => {
+  if (calls) console.log(`bench calls: ${calls}`);
+  flushLatencies();
+});
+
+/**
+ * W11: commit → processed latencies in a log histogram (bucket b holds latencies up to 0.01 ms × 2^(b/8),
+ * ~9% wide), printed once a second as `bench latencies: {"b": count, …}` for the bench to merge per minute.
+ */
+const latencyBuckets = new Map<number, number>();
+let latencyTimer: NodeJS.Timeout | undefined;
+export const bucketMs = (b: number) => 0.01 * 2 ** (b / 8);
+function recordLatency(ms: number) {
+  const b = Math.max(0, Math.ceil(8 * Math.log2(Math.max(ms, 0.01) / 0.01)));
+  latencyBuckets.set(b, (latencyBuckets.get(b) ?? 0) + 1);
+  latencyTimer ??= setInterval(flushLatencies, 1000).unref();
+}
+function flushLatencies() {
+  if (!latencyBuckets.size) return;
+  console.log(`bench latencies: ${JSON.stringify(Object.fromEntries(latencyBuckets))}`);
+  latencyBuckets.clear();
+}
+
 /** Ordered runs (W10): the last n seen per key; a smaller one is an ordering violation, printed for the bench to find. */
 const lastOfKey = new Map<number, number>();
 
@@ -51,7 +76,29 @@ export class BenchListeners {
   }
 
   @Listen('bench_drain')
-  noop(_item: Item) {}
+  noop(_item: Item) {
+    calls++;
+  }
+
+  @Listen('bench_fanout')
+  first(_item: Item) {
+    calls++;
+  }
+
+  @Listen('bench_fanout')
+  second(_item: Item) {
+    calls++;
+  }
+
+  @Listen('bench_fanout')
+  third(_item: Item) {
+    calls++;
+  }
+
+  @Listen('bench_lasting')
+  lasting(sample: Sample) {
+    recordLatency(now() - sample.sentAt!);
+  }
 
   @Listen('bench_latency')
   durable(sample: Sample) {

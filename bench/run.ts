@@ -13,7 +13,8 @@ import pg from 'pg';
 import * as pgListen from 'pg-listen';
 import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
 import { latencyChart } from './chart.js';
-import { RELAY_QUEUE, RELAY_SUBJECT, clock, observed } from './listeners.js';
+import { RELAY_QUEUE, RELAY_SUBJECT, bucketMs, clock, observed } from './listeners.js';
+import { startSampler } from './sampler.js';
 import { sendSample, type SampleKind } from './sender.js';
 import { percentiles, round } from './stats.js';
 import { writerExperiments } from './w6x.js';
@@ -30,10 +31,21 @@ const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
 const onlyAt = args.findIndex((a) => a.startsWith('--only'));
 const only = onlyAt < 0 ? undefined : (args[onlyAt]!.split('=')[1] ?? args[onlyAt + 1] ?? '').split(',');
-const runs = (w: string) => !only || only.includes(w);
+// W11 (30 minutes) runs only when named (--only W11) or in --smoke (20 seconds).
+const runs = (w: string) => (only ? only.includes(w) : w !== 'W11' || smoke);
+const minutesAt = args.findIndex((a) => a.startsWith('--lasting-minutes'));
+const lastingMinutes = minutesAt < 0 ? undefined : Number(args[minutesAt]!.split('=')[1] ?? args[minutesAt + 1]);
+// W11 experiments: storage parameters set on pubsub.notification first, e.g. `--reloptions autovacuum_vacuum_cost_delay=0,fillfactor=90`.
+const reloptionsAt = args.findIndex((a) => a.startsWith('--reloptions'));
+const reloptions = reloptionsAt < 0 ? undefined : (args[reloptionsAt]!.split('=').slice(1).join('=') || args[reloptionsAt + 1]!);
+// … and the server's autovacuum_naptime (seconds; ALTER SYSTEM for the run, reset after), e.g. `--naptime 10`.
+const naptimeAt = args.findIndex((a) => a.startsWith('--naptime'));
+const naptime = naptimeAt < 0 ? undefined : Number(args[naptimeAt]!.split('=')[1] ?? args[naptimeAt + 1]);
+// … and `--reindex`: REINDEX TABLE CONCURRENTLY pubsub.notification right after the xmin is released (indexes never shrink by vacuum).
+const reindex = args.includes('--reindex');
 const size = smoke
-  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 2000, rss: 5000, writes: 100, noops: 1000, relayed: 5000 }
-  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000 };
+  ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 2000, rss: 5000, writes: 100, noops: 1000, relayed: 5000, fanOut: 2000, lastingMs: (lastingMinutes ?? 1 / 3) * 60_000 }
+  : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000, fanOut: 100_000, lastingMs: (lastingMinutes ?? 30) * 60_000 };
 
 const results: Record<string, unknown> = {};
 const table: Array<[string, string, string, string]> = [];
@@ -56,7 +68,7 @@ await admin.end();
 const url = new URL(serverUrl);
 url.pathname = '/pubsub_bench';
 const db = url.toString();
-const pool = new pg.Pool({ connectionString: db, max: 40 });
+const pool = new pg.Pool({ connectionString: db, max: 40, application_name: 'bench' });
 pool.on('error', () => {});
 const q = async (text: string, values?: unknown[]) => (await pool.query(text, values)).rows;
 
@@ -83,6 +95,8 @@ const settings = Object.fromEntries(
 results.machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, platform: `${os.platform()} ${os.release()}` };
 results.postgres = { version, embedded: !!embedded, settings };
 results.mode = smoke ? 'smoke' : 'full';
+results.date = new Date().toISOString();
+results.loadAverage = { start: os.loadavg().map((x) => round(x)) };
 console.log(`PostgreSQL ${version} (${embedded ? 'embedded' : 'DATABASE_URL'}), ${os.cpus().length} cores, ${round(os.totalmem() / 2 ** 30, 1)} GiB, ${smoke ? 'smoke' : 'full'} sizes\n`);
 
 // ---- helpers
@@ -560,6 +574,182 @@ if (runs('W10')) {
   results.W10 = w10;
 }
 
+// ---- W9 fan-out and scale-out: one backlog drained by 1, 2 and 4 worker processes; one channel with 3 listeners
+if (runs('W9')) {
+  const w9: Record<string, unknown> = { notifications: size.fanOut };
+  const variants = [
+    ['processes1', 'bench_drain', ['BenchListeners.noop'], 1, '1 process, 1 listener'],
+    ['processes2', 'bench_drain', ['BenchListeners.noop'], 2, '2 processes, 1 listener'],
+    ['processes4', 'bench_drain', ['BenchListeners.noop'], 4, '4 processes, 1 listener'],
+    ['listeners3', 'bench_fanout', ['BenchListeners.first', 'BenchListeners.second', 'BenchListeners.third'], 1, '1 process, 3 listeners on one channel'],
+  ] as const;
+  for (const [key, channel, listeners, processes, name] of variants) {
+    // As notify() stores them: one row per listener, the listeners of one notification side by side.
+    await q(`insert into pubsub.notification (channel, listener, payload) select $1, l, jsonb_build_object('n', g) from generate_series(1, $2::int) g, unnest($3::text[]) l`, [channel, size.fanOut, listeners]);
+    await q('vacuum analyze pubsub.notification');
+    const workers = Array.from({ length: processes }, () => startWorker(['--channel', channel]));
+    const ready = await Promise.all(workers.map((w) => w.ready));
+    const stopSampler = await startSampler(db, workers.map((w) => w.child.pid!));
+    const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = '${channel}') as left`);
+    const usage = await stopSampler();
+    await Promise.all(workers.map((w) => w.stop()));
+    const seconds = (end - Math.min(...ready)) / 1000;
+    const rows = size.fanOut * listeners.length;
+    const perProcess = workers.map((w) => round(Number(/bench calls: (\d+)/.exec(w.output())?.[1] ?? 0) / seconds, 0));
+    w9[key] = { processes, listeners: listeners.length, rows, rowsPerSecond: round(rows / seconds, 0), perProcess, ...usage, seconds: round(seconds) };
+    row('W9', name, `${round(rows / seconds, 0)} rows/s${processes > 1 ? ` (per process: ${perProcess.join(', ')})` : ''}`, key === 'processes1' ? 'baseline' : `${round(rows / seconds / (w9.processes1 as { rowsPerSecond: number }).rowsPerSecond)}× 1 process`);
+    row('W9', '  where it saturates', usage.saturation);
+    row('W9', '  wait events (backends per sample)', usage.waits.slice(0, 4).map((w) => `${w.event} ${w.backends}`).join('; '));
+    row('W9', '  CPU and WAL', `machine ${Math.round(usage.cpu.machineBusy * 100)}% busy, PostgreSQL ${usage.cpu.postgresCores} cores, workers ${usage.cpu.workerCores} cores, WAL ${usage.walMBPerSecond} MB/s`);
+  }
+  results.W9 = w9;
+}
+
+// ---- W11 speed that lasts: a steady load at half the drain rate while a second session holds its xmin for the middle third
+if (runs('W11')) {
+  const durationMs = size.lastingMs;
+  const intervalMs = smoke ? 2000 : 60_000; // one row of the report
+  const sampleMs = smoke ? 250 : 5000; // table size and dead tuples
+  const holdFrom = durationMs / 3; // 10 of 30 minutes with the xmin held
+  const holdUntil = (2 * durationMs) / 3;
+  const recoverMs = durationMs / 6; // back to the clean size within 5 of 30 minutes
+  await q('delete from pubsub.notification');
+  if (reloptions) await q(`alter table pubsub.notification set (${reloptions.replace(/[^\w.=,]/g, '')})`);
+  if (naptime) await q(`alter system set autovacuum_naptime = ${Math.round(naptime)}`).then(() => q(`select pg_reload_conf()`));
+  await q('vacuum full pubsub.notification');
+  // The drain rate of this machine now: a W1 drain of the no-op listener.
+  await fillNotifications('bench_drain', 'BenchListeners.noop', size.drain);
+  let worker = startWorker(['--channel', 'bench_drain']);
+  const drainStart = await worker.ready;
+  const drainRate = size.drain / ((await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_drain') as left`)) - drainStart) * 1000;
+  await worker.stop();
+  await q('vacuum full pubsub.notification');
+  const rate = drainRate / 2;
+  const rel = `'pubsub.notification'::regclass`;
+  const sizes = async () =>
+    (await q(`select pg_total_relation_size(${rel})::float8 as total, pg_relation_size(${rel})::float8 as heap, pg_indexes_size(${rel})::float8 as indexes,
+      n_live_tup::float8 as live, n_dead_tup::float8 as dead, autovacuum_count::int as autovacuums from pg_stat_user_tables where relid = ${rel}`))[0] as { total: number; heap: number; indexes: number; live: number; dead: number; autovacuums: number };
+  worker = startWorker(['--channel', 'bench_lasting']);
+  await worker.ready;
+  const t0 = performance.now();
+  const elapsed = () => performance.now() - t0;
+  // The writer: every 10 ms, the rows due at the target rate in one statement (one transaction), as a statement-level trigger stores them.
+  let produced = 0;
+  const writer = await pool.connect();
+  const writing = (async () => {
+    while (elapsed() < durationMs) {
+      const due = Math.min(Math.floor((rate * elapsed()) / 1000) - produced, 5000);
+      if (due <= 0) {
+        await sleep(10);
+        continue;
+      }
+      await writer.query(
+        `with stored as (insert into pubsub.notification (channel, listener, payload) select 'bench_lasting', 'BenchListeners.lasting', jsonb_build_object('sentAt', $1::float8, 'n', g) from generate_series(1, $2::int) g) select pubsub.wake('bench_lasting')`,
+        [now(), due],
+      );
+      produced += due;
+    }
+    writer.release();
+  })();
+  // The worker prints its latency histogram once a second; read what it printed since the last look.
+  let read = 0;
+  const histogram = new Map<number, number>();
+  const takeLatencies = () => {
+    const out = worker.output();
+    const upTo = out.lastIndexOf('\n') + 1;
+    for (const m of out.slice(read, upTo).matchAll(/bench latencies: (\{.*\})/g)) for (const [b, n] of Object.entries(JSON.parse(m[1]!) as Record<string, number>)) histogram.set(Number(b), (histogram.get(Number(b)) ?? 0) + n);
+    read = Math.max(read, upTo);
+  };
+  const p99 = () => {
+    const total = [...histogram.values()].reduce((a, b) => a + b, 0);
+    let seen = 0;
+    for (const b of [...histogram.keys()].sort((x, y) => x - y)) if ((seen += histogram.get(b)!) >= 0.99 * total) return bucketMs(b);
+    return NaN;
+  };
+  let holder: pg.Client | undefined;
+  let released = false;
+  let maintenance: Promise<void> | undefined;
+  const samples: Array<{ ms: number; held: boolean } & Awaited<ReturnType<typeof sizes>>> = [];
+  const intervals: Array<Record<string, number | boolean>> = [];
+  let producedBefore = 0;
+  let intervalStart = 0;
+  let nextInterval = intervalMs;
+  const mb = (bytes: number) => round(bytes / 2 ** 20, 1);
+  const minute = (ms: number) => round(ms / intervalMs, 1);
+  while (elapsed() < durationMs) {
+    await sleep(Math.min(sampleMs, nextInterval - elapsed()));
+    if (!holder && !released && elapsed() >= holdFrom) {
+      holder = new pg.Client({ connectionString: db, application_name: 'bench' });
+      await holder.connect();
+      await holder.query('begin isolation level repeatable read');
+      await holder.query('select txid_current()');
+      console.log(`W11  xmin held from ${intervalMs === 60_000 ? 'minute' : 'interval'} ${minute(elapsed())}`);
+    } else if (holder && elapsed() >= holdUntil) {
+      await holder.query('commit');
+      await holder.end();
+      holder = undefined;
+      released = true;
+      if (reindex) {
+        const started = elapsed();
+        maintenance = q('reindex table concurrently pubsub.notification').then(() => console.log(`W11  reindexed concurrently in ${round((elapsed() - started) / 1000, 1)} s`));
+      }
+      console.log(`W11  xmin released at ${minute(elapsed())}`);
+    }
+    samples.push({ ms: elapsed(), held: !!holder, ...(await sizes()) });
+    if (elapsed() < nextInterval - 5) continue;
+    takeLatencies();
+    const processed = [...histogram.values()].reduce((a, b) => a + b, 0);
+    const last = samples.at(-1)!;
+    const seconds = (elapsed() - intervalStart) / 1000;
+    const [{ backlog }] = await q(`select count(*)::int as backlog from pubsub.notification where channel = 'bench_lasting'`);
+    // What the first claim of every drain round pays: the walk from the start of the listener's range over entries of deleted rows.
+    const [plan] = (await q(`explain (analyze, buffers, format json) select id from pubsub.notification where listener = 'BenchListeners.lasting' and dead_at is null order by id limit 100`))[0]['QUERY PLAN'];
+    const i = {
+      interval: intervals.length + 1,
+      xminHeld: samples.filter((s) => s.ms > nextInterval - intervalMs).some((s) => s.held),
+      producedPerSecond: round((produced - producedBefore) / seconds, 0),
+      processedPerSecond: round(processed / seconds, 0),
+      p99Ms: round(p99(), 2),
+      backlog,
+      headScanMs: round(plan['Execution Time'], 1),
+      headScanBuffers: plan.Plan['Shared Hit Blocks'] + plan.Plan['Shared Read Blocks'],
+      totalMB: mb(last.total),
+      heapMB: mb(last.heap),
+      indexMB: mb(last.indexes),
+      deadTuples: last.dead,
+      liveTuples: last.live,
+      autovacuums: last.autovacuums,
+    };
+    intervals.push(i);
+    histogram.clear();
+    producedBefore = produced;
+    intervalStart = elapsed();
+    nextInterval += intervalMs;
+    row('W11', `${intervalMs === 60_000 ? 'minute' : `${intervalMs / 1000} s interval`} ${i.interval}${i.xminHeld ? ' (xmin held)' : ''}`, `${i.processedPerSecond}/s of ${i.producedPerSecond}/s, p99 ${i.p99Ms} ms, ${i.totalMB} MB (heap ${i.heapMB}, indexes ${i.indexMB}), ${i.deadTuples} dead`, `backlog ${i.backlog}, autovacuums ${i.autovacuums}, scan from the start ${i.headScanMs} ms`);
+  }
+  await writing;
+  await maintenance;
+  await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_lasting') as left`);
+  await worker.stop();
+  // Checks: the rate of every later interval against the clean ones (before the hold, the first one left out as warm-up);
+  // the size after the release against the largest clean size (+10%).
+  const clean = intervals.filter((i) => (i.interval as number) * intervalMs <= holdFrom);
+  const cleanRates = (clean.length > 1 ? clean.slice(1) : clean).map((i) => i.processedPerSecond as number).sort((a, b) => a - b);
+  const cleanRate = cleanRates[Math.floor(cleanRates.length / 2)]!;
+  const minRatio = round(Math.min(...intervals.slice(1).map((i) => (i.processedPerSecond as number) / cleanRate)));
+  const cleanBytes = Math.max(...samples.filter((s) => s.ms < holdFrom).map((s) => s.total));
+  const peakBytes = Math.max(...samples.map((s) => s.total));
+  const recovered = samples.find((s) => s.ms >= holdUntil && s.total <= 1.1 * cleanBytes);
+  const recoveryS = recovered ? round((recovered.ms - holdUntil) / 1000, 0) : null;
+  const settings = Object.fromEntries((await q(`select name, setting from pg_settings where name like 'autovacuum%' or name = 'vacuum_cost_limit'`)).map((r) => [r.name, r.setting]));
+  if (naptime) await q(`alter system reset autovacuum_naptime`).then(() => q(`select pg_reload_conf()`));
+  const storage = (await q(`select reloptions from pg_class where oid = ${rel}`))[0].reloptions;
+  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, reindexAfterRelease: reindex, autovacuumSettings: settings, reloptions: storage, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
+  row('W11', 'drain rate measured first; load at half', `${round(drainRate, 0)}/s; ${round(rate, 0)}/s`);
+  row('W11', 'lowest rate / clean rate', `${minRatio}× of ${cleanRate}/s`, 'target ≥ 0.8×');
+  row('W11', 'table size after the release', `clean ${mb(cleanBytes)} MB, peak ${mb(peakBytes)} MB, ${recoveryS === null ? 'not back by the end' : `back within 10% after ${recoveryS} s`}`, `target ≤ ${round(recoverMs / 1000, 0)} s`);
+}
+
 // ---- W8 relay: stored notifications published to RabbitMQ / JetStream with confirms, beside a bare publisher doing the same confirmed publishes
 if (runs('W8')) {
   const w8: Record<string, unknown> = {};
@@ -686,9 +876,12 @@ results.method = {
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
   W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains; the "keyed at write" variant stores them with their key, to show what giving keys costs), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
   W8: 'N durable notifications stored first for a relay (@Relay in bench/listeners.ts), drained by `pubsub relay` as W1 (from "listening on" until none are left), every message confirmed by the broker (RabbitMQ publisher confirms on a durable queue, persistent messages; JetStream publish acks on a file stream); the count at the broker is checked. Beside it, the ceiling: a bare amqplib confirm channel / nats client in the bench process (JetStream: publishes with a reply subject, acks counted on one subscription, as the relay collects them) publishing the same N messages in bursts of the same size (1000), waiting for each burst\'s confirms. 3 runs each, median reported.',
+  W9: 'N notifications stored first for one no-op listener (1, 2 and 4 `pubsub listen` processes started together on the same backlog) and for a channel with 3 no-op listeners (N × 3 rows, 1 process); time from the first process printing "listening on" until none are left; per process = its listener calls (printed at exit) / that time. While it runs, pg_stat_activity is sampled every 50 ms: the state and wait event of each drain connection (application_name pubsub:worker) averaged per sample; CPU from /proc (machine busy share; utime+stime of the PostgreSQL processes of the database and of the workers) and WAL from pg_current_wal_lsn(). "Saturates" names the CPU when the machine is ≥ 90% busy, else the most common wait of running backends, else the workers (backends idle).',
+  W11: 'The drain rate is measured first (a W1 drain of the no-op listener), then one writer connection stores notifications for a latency-recording listener at half that rate (every 10 ms, the rows due, in one INSERT … SELECT plus pubsub.wake(), stamped when sent) while one `pubsub listen` consumes, for --lasting-minutes (30; smoke 20 s). A second session holds `begin isolation level repeatable read; select txid_current()` from 1/3 to 2/3 of the run. Per interval (minute; smoke 2 s): produced/s, processed/s and commit→processed p99 (the worker prints a log histogram, ~9% buckets, every second), backlog (count), table/heap/index size, n_dead_tup, autovacuum count, and the time of `select … order by id limit 100` from the start of the listener\'s range. Checks: lowest interval (the first left out) / median clean interval before the hold ≥ 0.8; total size back within 10% of the largest clean size within 1/6 of the run (5 of 30 minutes) after the release.',
   W7: 'N durable notifications stored first, drained by `pubsub listen` (default batch size, concurrency 1) as W1; listeners: a no-op (without and with --prisma), one `insert` through ctx.tx, one `author.create` through ctx.prisma (the demo PrismaClient, --prisma bench/dist/prisma.js). 3 runs each, interleaved; median reported; per call = 1 / rate.',
 };
 results.table = table;
+(results.loadAverage as Record<string, number[]>).end = os.loadavg().map((x) => round(x));
 fs.mkdirSync(path.join(benchDir, 'results'), { recursive: true });
 // Only a full run replaces latest.json (the figures the README quotes).
 const out = path.join(benchDir, 'results', smoke ? 'smoke.json' : only ? 'partial.json' : 'latest.json');
