@@ -7,6 +7,8 @@ export const RELAY_QUEUE = 'pgpubsub-bench-relay';
 export const RELAY_SUBJECT = 'pgpubsub.bench.relay';
 @Relay('bench_relay_amqp', { to: 'amqp', routingKey: RELAY_QUEUE })
 @Relay('bench_relay_nats', { to: 'nats', subject: RELAY_SUBJECT })
+@Relay('bench_relay_amqp_2k', { to: 'amqp', routingKey: RELAY_QUEUE, batchSize: 2000 })
+@Relay('bench_relay_nats_2k', { to: 'nats', subject: RELAY_SUBJECT, batchSize: 2000 })
 export class BenchRelays {}
 
 export class Item {
