@@ -8,6 +8,7 @@
 import type * as Amqp from 'amqplib';
 import createDebug from 'debug';
 import { BrokerSource, textHeaders, type Delivery, type Source } from './bridge.js';
+import { amqpChannel } from './relay-amqp.js';
 import type { Logger } from './types.js';
 
 const debug = createDebug('pubsub:bridge:amqp');
@@ -32,28 +33,22 @@ class AmqpSource extends BrokerSource<Amqp.Channel> {
   }
 
   protected async connect(): Promise<Amqp.Channel> {
-    let connection: Amqp.ChannelModel | undefined;
+    const { connection, channel } = await amqpChannel(this.lib, this.url, `pgpubsub ${this.name}`, (c) => c.createChannel(), {
+      lost: (c, why) => this.lost(c, why),
+      channelError: (message) => (this.channelError = message),
+    });
     try {
-      connection = await this.lib.connect(this.url, { timeout: 10_000, clientProperties: { connection_name: `pgpubsub ${this.name}` } });
-      const channel = await connection.createChannel();
-      connection.on('error', (error: Error) => debug('connection error: %s', error.message));
-      connection.on('close', () => this.lost(connection!, 'connection closed'));
-      channel.on('error', (error: Error) => {
-        debug('channel error: %s', error.message);
-        this.channelError = error.message;
-      });
-      channel.on('close', () => this.lost(connection!, 'channel closed'));
       this.channelError = undefined;
       await channel.prefetch(this.prefetch);
       this.connection = connection;
       await channel.consume(this.queue, (m) => {
-        if (!m) this.lost(connection!, `the broker cancelled the consumer of queue ${this.queue} (deleted?)`);
+        if (!m) this.lost(connection, `the broker cancelled the consumer of queue ${this.queue} (deleted?)`);
         else this.deliver(this.delivery(channel, m));
       });
       return channel;
     } catch (error) {
       if (this.connection === connection) this.connection = undefined;
-      void connection?.close().catch(() => {});
+      void connection.close().catch(() => {});
       throw error;
     }
   }

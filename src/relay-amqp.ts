@@ -17,6 +17,34 @@ export function amqpPublisher(lib: unknown): (url: string, logger: Logger) => Pu
   return (url, logger) => new AmqpPublisher(lib as typeof Amqp, url, logger);
 }
 
+/**
+ * A connection and a channel on it (`create`: a confirm channel to publish, a plain one to consume),
+ * telling `events` when either closes and why the broker closed the channel. Shared by relays and bridges.
+ */
+export async function amqpChannel<C extends Amqp.Channel>(
+  lib: typeof Amqp,
+  url: string,
+  connectionName: string,
+  create: (connection: Amqp.ChannelModel) => Promise<C>,
+  events: { lost(connection: Amqp.ChannelModel, why: string): void; channelError(message: string): void },
+): Promise<{ connection: Amqp.ChannelModel; channel: C }> {
+  const connection = await lib.connect(url, { timeout: 10_000, clientProperties: { connection_name: connectionName } });
+  try {
+    const channel = await create(connection);
+    connection.on('error', (error: Error) => debug('connection error: %s', error.message));
+    connection.on('close', () => events.lost(connection, 'connection closed'));
+    channel.on('error', (error: Error) => {
+      debug('channel error: %s', error.message);
+      events.channelError(error.message);
+    });
+    channel.on('close', () => events.lost(connection, 'channel closed'));
+    return { connection, channel };
+  } catch (error) {
+    void connection.close().catch(() => {});
+    throw error;
+  }
+}
+
 class AmqpPublisher extends BrokerLink<Amqp.ConfirmChannel> implements Publisher {
   private connection?: Amqp.ChannelModel;
   /** Why the broker closed the channel (a missing exchange, say): the confirms it fails are told it. */
@@ -33,25 +61,14 @@ class AmqpPublisher extends BrokerLink<Amqp.ConfirmChannel> implements Publisher
   }
 
   protected async connect(): Promise<Amqp.ConfirmChannel> {
-    let connection: Amqp.ChannelModel | undefined;
-    try {
-      connection = await this.lib.connect(this.url, { timeout: 10_000, clientProperties: { connection_name: 'pgpubsub relay' } });
-      const channel = await connection.createConfirmChannel();
-      connection.on('error', (error: Error) => debug('connection error: %s', error.message));
-      connection.on('close', () => this.lost(connection!, 'connection closed'));
-      channel.on('error', (error: Error) => {
-        debug('channel error: %s', error.message);
-        this.channelError = error.message;
-      });
-      channel.on('close', () => this.lost(connection!, 'channel closed'));
-      channel.on('return', (msg: Amqp.Message) => this.returned.add(String(msg.properties.messageId)));
-      this.channelError = undefined;
-      this.connection = connection;
-      return channel;
-    } catch (error) {
-      void connection?.close().catch(() => {});
-      throw error;
-    }
+    const { connection, channel } = await amqpChannel(this.lib, this.url, 'pgpubsub relay', (c) => c.createConfirmChannel(), {
+      lost: (c, why) => this.lost(c, why),
+      channelError: (message) => (this.channelError = message),
+    });
+    channel.on('return', (msg: Amqp.Message) => this.returned.add(String(msg.properties.messageId)));
+    this.channelError = undefined;
+    this.connection = connection;
+    return channel;
   }
 
   /** Forgets a connection that is gone; the next burst makes a new one. */
