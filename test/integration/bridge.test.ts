@@ -55,7 +55,6 @@ void BridgedOrders;
 bridge({ from: 'amqp', queue: q('happy'), channel: 'b_happy_amqp', url: AMQP_URL });
 bridge({ from: 'nats', stream: streamName('happy'), consumer: 'pgpubsub', channel: 'b_happy_nats', url: NATS_URL });
 
-const pgDown = await Forwarder.create(5432);
 const amqpCut = await Forwarder.create(5672);
 const natsCut = await Forwarder.create(4222);
 // Run by spawned `pubsub bridge` processes, from a config file.
@@ -72,6 +71,8 @@ const configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-bridge-'));
 fs.writeFileSync(path.join(configDir, 'pubsub.config.json'), JSON.stringify({ bridge: spawned }));
 
 let db: TestDatabase;
+/** A forwarder to the test database's server (embedded, or DATABASE_URL's), to take it away. */
+let pgDown: Forwarder;
 let mq: Rabbit;
 let js: JetStream;
 let jsm: JetStreamManager;
@@ -80,6 +81,7 @@ const running: CliProcess[] = [];
 
 before(async () => {
   db = await createTestDatabase({ library: true, subscribe: true });
+  pgDown = await Forwarder.create(Number(new URL(db.url).port || 5432));
   mq = await rabbit();
   js = await jetstream();
   jsm = await js.nc.jetstreamManager();
