@@ -674,6 +674,11 @@ export interface ClaimTarget {
  */
 const headOfKey = `h.id = (select e.id from pubsub.notification e where e.listener = h.listener and e.order_key = h.order_key order by e.id limit 1)`;
 
+/** A notification a worker may claim now: not dead, due, and within the worker's context filter (JSON text, or null: all). Shared by the claim and the last look before sleeping. */
+function readySql(context: string | null): string {
+  return `dead_at is null and run_at <= now()${context === null ? '' : ` and context @> ${literal(context)}::jsonb`}`;
+}
+
 /**
  * One simple-protocol round trip that begins the claim transaction and deletes, in it, up to `limit`
  * ready notifications of each listener, in id order, skipping locked ones; results: [begin, session
@@ -692,7 +697,7 @@ const headOfKey = `h.id = (select e.id from pubsub.notification e where e.listen
  * the table's statistics are stale (a burst after an idle period).
  */
 export function claimSql(target: ClaimTarget): string {
-  const ready = `dead_at is null and run_at <= now()${target.context === null ? '' : ` and context @> ${literal(target.context)}::jsonb`}`;
+  const ready = readySql(target.context);
   const limit = Math.trunc(target.limit);
   const names = target.listeners.map(literal).join(', ');
   const channels = target.unassigned.map(literal).join(', ');
@@ -840,7 +845,7 @@ export interface LookTarget {
  */
 export function settleSql(target: LookTarget, register: boolean): string {
   const array = (xs: string[]) => `array[${xs.map(literal).join(', ')}]::text[]`;
-  const ready = `dead_at is null and run_at <= now()${target.context === null ? '' : ` and context @> ${literal(target.context)}::jsonb`}`;
+  const ready = readySql(target.context);
   const sleep = `select pg_advisory_lock_shared(${WAKE_SLEEP}, hashtext(c)) from unnest(${array(target.channels)}) c;\n`;
   return `begin;\n${register ? sleep : ''}select bool_and(pg_try_advisory_xact_lock(${WAKE_GATE}, hashtext(c))) as clear from unnest(${array(target.channels)}) c;
 commit;
