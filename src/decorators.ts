@@ -2,7 +2,7 @@
 import 'reflect-metadata';
 import { assertChannelName } from './channels.js';
 import { PubSubError } from './errors.js';
-import { getRegistry, type DeliveryOptions, type TriggerSpec } from './registry.js';
+import { getRegistry, parseOrderPath, type DeliveryOptions, type TriggerSpec } from './registry.js';
 import { cronTiming, everyTiming, parseInterval, type CatchUp, type Timing } from './timing.js';
 import type { Channel, ModelField, ModelName, ModelRow, NotificationContext, TriggerOperation, TriggerPayload, TriggerTiming } from './types.js';
 
@@ -20,8 +20,12 @@ interface CommonOptions<T> extends Omit<DeliveryOptions, 'orderKey'> {
    * renaming the class or method, so that stored notifications still find the listener.
    */
   name?: string;
-  /** With `ordered`: notifications with the same key are processed one after another, in order. */
-  orderKey?: (payload: T) => string;
+  /**
+   * With `ordered`: notifications with the same key are processed one after another, in order. A
+   * field path of the payload as stored (`'customerId'`, `'new.accountId'` for triggers) is stored
+   * with each row by its writer; a function is run by the worker. Default one key.
+   */
+  orderKey?: string | ((payload: T) => string);
 }
 
 export interface ListenOptions<T = any> extends CommonOptions<T> {
@@ -63,7 +67,7 @@ type Shaped<M extends string, Op extends TriggerOperation, S, D, B> = {
   select?: S;
   durable?: D;
   batch?: B;
-  orderKey?: (payload: TriggerPayload<M, Op, DeliveredRow<M, S, D>>) => string;
+  orderKey?: string | ((payload: TriggerPayload<M, Op, DeliveredRow<M, S, D>>) => string);
 };
 type Selection<M extends string> = readonly ModelField<M>[] | '*' | undefined;
 
@@ -151,7 +155,13 @@ function delivery(id: string, options: CommonOptions<any>): { name: string; deli
     if (baseMs > maxMs) fail(`backoff.baseMs (${baseMs}) exceeds backoff.maxMs (${maxMs}${backoff.maxMs === undefined ? ', the default' : ''}); raise maxMs or lower baseMs.`);
   }
   if (ordered !== undefined && typeof ordered !== 'boolean') fail(`ordered must be true or false, got ${show(ordered)}.`);
-  if (orderKey !== undefined && typeof orderKey !== 'function') fail(`orderKey must be a function (payload) => string, got ${show(orderKey)}.`);
+  if (orderKey !== undefined && typeof orderKey !== 'function') {
+    try {
+      parseOrderPath(orderKey);
+    } catch (error) {
+      fail((error as Error).message);
+    }
+  }
   if (orderKey && !ordered) fail('orderKey needs ordered: true.');
   if (batch !== undefined) {
     checkShape(id, batch, ['size', 'waitMs'], 'batch');

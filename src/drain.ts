@@ -16,8 +16,8 @@ import type pg from 'pg';
 import { AttemptLedger, describe, holdBackValues, restoreSql, restoreValues, type Failure, type Stored } from './attempts.js';
 import { Dispatcher, ListenerTimeoutError, timeoutOf, withTimeout } from './dispatch.js';
 import type { Attempted, Observer, Reaped } from './observe.js';
-import type { ListenerDefinition, Registry } from './registry.js';
-import { claimSql, holdBackSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
+import { orderPath, type ListenerDefinition, type Registry } from './registry.js';
+import { claimSql, holdBackSql, keyRowsSql, setKeysSql, settleClaimSql, unkeyedSql } from './sql.js';
 import { noPrisma, withPrisma, type PrismaBinding } from './prisma.js';
 import { HELD_BACK, type RelayHub } from './relay.js';
 import { ClaimTransaction, TransactionLostError } from './transaction.js';
@@ -365,7 +365,9 @@ export class Drain {
 
   /**
    * Gives newly stored notifications of an ordered listener their key, in id order, one worker at a
-   * time, committed before the claim. Within a drain round it looks only after the last id it keyed:
+   * time, committed before the claim. Only rows whose writer did not store it: an orderKey function's
+   * (it runs here, on the decoded payload), and rows stored before library version 7 or by a trigger
+   * function generated before the listener had its path. Within a drain round it looks only after the last id it keyed:
    * from the start it would walk every keyed row still waiting (a heap visit each) on every claim.
    * Rows committed late with lower ids get their key in the next round, which starts from the start.
    */
@@ -374,14 +376,19 @@ export class Drain {
     let last: string | undefined;
     await tx.run('begin');
     const { rows } = await tx.run<{ locked: boolean }>('select pg_try_advisory_xact_lock(hashtext($1)) as locked', [`pubsub.order:${l.id}`]);
-    if (rows[0]!.locked) {
+    const path = orderPath(l);
+    if (rows[0]!.locked && path) {
+      // Keyed by a path: in SQL, exactly as the writers key their rows (an unkeyed row here is one stored before them).
+      await tx.run(keyRowsSql, [l.id, path]);
+    } else if (rows[0]!.locked) {
       const waiting = (await tx.run<{ id: string; payload: string }>(unkeyedSql, [l.id, unit.keyedAfter])).rows;
       last = waiting.at(-1)?.id;
       if (waiting.length) {
         const keys = await Promise.all(
           waiting.map(async (n) => {
             try {
-              return l.delivery.orderKey ? String(l.delivery.orderKey((await this.o.dispatcher.argument(l, n.payload))?.value)) : '';
+              const key = l.delivery.orderKey as (payload: unknown) => string; // a function: orderPath() is null
+              return String(key((await this.o.dispatcher.argument(l, n.payload))?.value));
             } catch (error) {
               this.o.logger.error(`${l.id}: orderKey failed for notification ${n.id}; it is ordered under the key "!error":`, error);
               return '!error';

@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { PubSubError, closestName } from './errors.js';
 import { prismaMigrations } from './migrate.js';
-import { channelModes, onlyPlugins, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration, type MigrationBackend } from './migration.js';
+import { channelModes, onlyPlugins, orderPaths, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration, type MigrationBackend } from './migration.js';
 import { readPrismaSchema } from './prisma-schema.js';
 import { Registry, getRegistry } from './registry.js';
 import { conditionCheckSql, scratchTableSql, tableColumnsSql, tableReference, type TriggerDefinition } from './sql.js';
@@ -133,10 +133,10 @@ export async function generateMigration(options: GenerateOptions = {}): Promise<
     const ids = new Set(Object.values(selected).flat());
     const subset = new Registry();
     for (const channel of registry.list()) for (const listener of channel.listeners) if (ids.has(listener.id)) subset.register(listener);
-    const narrowed = onlyPlugins(previous, { plugins: selected, defs: triggerDefinitions(subset, models), subscribed: subscriptions(subset), channels: channelModes(subset) }, models, options.grantNotify);
+    const narrowed = onlyPlugins(previous, { plugins: selected, defs: triggerDefinitions(subset, models), subscribed: subscriptions(subset), channels: channelModes(subset), orderPaths: orderPaths(subset) }, models, options.grantNotify);
     defs = narrowed.defs;
     loose.push(...narrowed.notes);
-    plan = planMigration(defs, previous, narrowed.subscribed, narrowed.channels, narrowed.notifyRoles, narrowed.keep);
+    plan = planMigration(defs, previous, narrowed.subscribed, narrowed.channels, narrowed.notifyRoles, narrowed.keep, narrowed.orderPaths);
   } else {
     defs = triggerDefinitions(registry, models);
     const loaded = new Set(registry.listenerIds);
@@ -146,7 +146,7 @@ export async function generateMigration(options: GenerateOptions = {}): Promise<
         `the plugin ${name} (${ids.join(', ')}) is recorded in the migrations but not loaded: this migration unsubscribes its listeners and drops its triggers. If another service still runs it, delete the new folder and run make-migration --only <your plugins>, or load its module too.`,
       );
     }
-    plan = planMigration(defs, previous, subscriptions(registry), channelModes(registry), options.grantNotify, { plugins });
+    plan = planMigration(defs, previous, subscriptions(registry), channelModes(registry), options.grantNotify, { plugins }, orderPaths(registry));
   }
   const notes = [...loose, ...(await checkConditions(defs, options.databaseUrl))];
   if (!plan) return { upToDate: true, summary: [], migrationsDir, notes };

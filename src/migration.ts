@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { PubSubError, closestName } from './errors.js';
 import { prismaMigrations } from './migrate.js';
 import type { PrismaModel } from './prisma-schema.js';
-import type { Registry, TriggerSpec } from './registry.js';
+import { orderPath, type Registry, type TriggerSpec } from './registry.js';
 import {
   LIBRARY_SCHEMA_VERSION,
   channelsSql,
@@ -51,6 +51,8 @@ export interface MigrationState {
   triggers: Record<string, InstalledTrigger>;
   /** `channel listener` pairs of durable channels (since library version 2). */
   subscriptions?: string[];
+  /** `channel listener` → the order key path its writers store (pubsub.subscription.order_path, since library version 7); absent: none. */
+  orderPaths?: Record<string, string[]>;
   /** Model name → version of the shape its triggers send (since library version 2). */
   models?: Record<string, string>;
   /** Roles granted EXECUTE on pubsub.notify() by `grantNotify`. */
@@ -133,6 +135,8 @@ export function triggerDefinitions(registry: Registry, models: Map<string, Prism
       const def = defs.get(key) ?? { key, channel: channel.name, durable: channel.durable, spec, model, listeners: [] };
       def.listeners.push(listener.id);
       def.listeners.sort();
+      const path = channel.durable ? orderPath(listener) : null;
+      if (path) def.orderPaths = sortedKeys({ ...def.orderPaths, [listener.id]: path });
       defs.set(key, def);
     }
   }
@@ -146,6 +150,21 @@ export function subscriptions(registry: Registry): string[] {
     .filter((c) => c.durable && c.kind !== 'schedule') // a schedule's slots are stored for its method alone, by the scheduler
     .flatMap((c) => c.listeners.map((l) => `${c.name} ${l.id}`))
     .sort();
+}
+
+const sortedKeys = <T>(o: Record<string, T>) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
+
+/** `channel listener` → order key path, for the subscribed listeners whose writers store their key (see `orderPath`). */
+export function orderPaths(registry: Registry): Record<string, string[]> {
+  const paths: Record<string, string[]> = {};
+  for (const c of registry.list()) {
+    if (!c.durable || c.kind === 'schedule') continue;
+    for (const l of c.listeners) {
+      const path = orderPath(l);
+      if (path) paths[`${c.name} ${l.id}`] = path;
+    }
+  }
+  return sortedKeys(paths);
 }
 
 /** The mode of every registered channel (custom and trigger), by name. */
@@ -189,6 +208,7 @@ export function planMigration(
   channels: Record<string, boolean> = {},
   notifyRoles: string[] = [],
   keep: KeptState = {},
+  keyPaths: Record<string, string[]> = {},
 ): MigrationPlan | null {
   const before = previous ?? { library: 0, triggers: {} };
   const roles = [...new Set(notifyRoles)].sort();
@@ -201,6 +221,7 @@ export function planMigration(
     library: LIBRARY_SCHEMA_VERSION,
     triggers: { ...keep.triggers },
     subscriptions: subscribed,
+    ...(Object.keys(keyPaths).length > 0 && { orderPaths: keyPaths }),
     models: { ...keep.models },
     channels,
     ...(roles.length > 0 && { notifyRoles: roles }),
@@ -242,8 +263,14 @@ export function planMigration(
   const had = new Set(before.subscriptions ?? []);
   const added = subscribed.filter((s) => !had.has(s));
   const removed = [...had].filter((s) => !subscribed.includes(s)).sort();
-  if (added.length || removed.length) {
-    sections.push(`-- Listeners of durable channels: each notification is stored once for each of them.\n${subscriptionsSql(added.map(pair), removed.map(pair))}`);
+  // Order key paths that changed (a new listener's too): rows stored from then on carry the new key; stored ones keep theirs.
+  const hadPaths = before.orderPaths ?? {};
+  const keys = subscribed
+    .filter((s) => JSON.stringify(keyPaths[s] ?? null) !== JSON.stringify(had.has(s) ? (hadPaths[s] ?? null) : null))
+    .map((s) => ({ ...pair(s), path: keyPaths[s] ?? null }));
+  if (added.length || removed.length || keys.length) {
+    sections.push(`-- Listeners of durable channels: each notification is stored once for each of them.\n${subscriptionsSql(added.map(pair), removed.map(pair), keys)}`);
+    for (const k of keys) if (had.has(`${k.channel} ${k.listener}`)) summary.push(`store the order key of ${k.listener} ${k.path ? `from ${k.path.length ? `payload field ${k.path.join('.')}` : 'nothing (one key)'}` : 'no more (the worker keys its rows)'}`);
     for (const s of added) summary.push(`subscribe ${pair(s).listener} to ${pair(s).channel}`);
     for (const s of removed) summary.push(`unsubscribe ${pair(s).listener} from ${pair(s).channel} (its stored notifications are kept)`);
   }
@@ -305,6 +332,8 @@ export interface PluginSelection {
   subscribed: string[];
   /** The modes of their channels. */
   channels: Record<string, boolean>;
+  /** Their order key paths (see `orderPaths`). */
+  orderPaths?: Record<string, string[]>;
 }
 
 /**
@@ -321,10 +350,17 @@ export function onlyPlugins(
   selection: PluginSelection,
   models: Map<string, PrismaModel>,
   notifyRoles: string[] = [],
-): { defs: TriggerDefinition[]; subscribed: string[]; channels: Record<string, boolean>; notifyRoles: string[]; keep: KeptState; notes: string[] } {
-  const before = previous ?? { library: 0, triggers: {} };
+): { defs: TriggerDefinition[]; subscribed: string[]; channels: Record<string, boolean>; notifyRoles: string[]; keep: KeptState; notes: string[]; orderPaths: Record<string, string[]> } {
+  const before: MigrationState = previous ?? { library: 0, triggers: {} };
   const owned = new Set(Object.entries(selection.plugins).flatMap(([name, ids]) => [...ids, ...(before.plugins?.[name] ?? [])]));
   const others = (t: InstalledTrigger) => (t.listeners ?? []).filter((l) => !owned.has(l));
+  const keptPaths = Object.entries(before.orderPaths ?? {}).filter(([s]) => !owned.has(pair(s).listener));
+  const orderPaths = sortedKeys({ ...Object.fromEntries(keptPaths), ...selection.orderPaths });
+  /** The order key paths a shared trigger keeps for other plugins' listeners (as recorded). */
+  const pathsOf = (channel: string | undefined, listeners: string[]) => {
+    const found = listeners.filter((l) => orderPaths[`${channel} ${l}`]).map((l) => [l, orderPaths[`${channel} ${l}`]!] as const);
+    return found.length ? { orderPaths: sortedKeys(Object.fromEntries(found)) } : {};
+  };
   const union = (a: string[], b: string[]) => [...new Set([...a, ...b])].sort();
   const notes: string[] = [];
   const unknown = (t: InstalledTrigger, why: string) =>
@@ -342,7 +378,7 @@ export function onlyPlugins(
       notes.push(unknown(old, 'it changed'));
       continue;
     }
-    defs.push(old?.listeners ? { ...def, listeners: union(def.listeners, others(old)) } : def);
+    defs.push(old?.listeners ? { ...def, listeners: union(def.listeners, others(old)), ...pathsOf(def.channel, union(def.listeners, others(old))) } : def);
   }
   for (const [name, old] of Object.entries(before.triggers)) {
     if (mine.has(name)) continue;
@@ -356,7 +392,7 @@ export function onlyPlugins(
         keep.triggers![name] = old;
         notes.push(unknown(old, `it still serves ${old.listeners.filter((l) => owned.has(l)).join(', ')}`));
       } else {
-        defs.push({ key: triggerKey(old.spec, old.channel, old.durable), channel: old.channel, durable: old.durable, spec: old.spec, model, listeners: rest });
+        defs.push({ key: triggerKey(old.spec, old.channel, old.durable), channel: old.channel, durable: old.durable, spec: old.spec, model, listeners: rest, ...pathsOf(old.channel, rest) });
       }
     } // else: only this plugin's listeners used it: dropped
   }
@@ -368,5 +404,6 @@ export function onlyPlugins(
     notifyRoles: union(before.notifyRoles ?? [], notifyRoles),
     keep,
     notes,
+    orderPaths,
   };
 }

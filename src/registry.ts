@@ -35,10 +35,44 @@ export interface DeliveryOptions {
   timeoutMs?: number;
   /** Process notifications strictly one after another, in the order they were written, per key. */
   ordered?: boolean;
-  /** With `ordered`: the key; notifications of different keys run independently. Default one key. */
-  orderKey?: (payload: any) => string;
+  /**
+   * With `ordered`: the key; notifications of different keys run independently. Default one key. A
+   * field path of the stored payload (`'customerId'`, `'new.accountId'`) is stored with the row by its
+   * writer (see `orderPath`); a function is computed by the worker before it claims.
+   */
+  orderKey?: string | ((payload: any) => string);
   /** Hand the listener arrays of up to `size` payloads, waiting up to `waitMs` for a batch to fill. */
   batch?: { size: number; waitMs?: number };
+}
+
+/** Longest orderKey path, in characters. */
+const MAX_PATH = 200;
+
+/**
+ * The segments of an orderKey field path (`'order.customerId'` → ['order', 'customerId']), checked:
+ * 1 to 200 characters, no empty segment, no control character. Any other character is allowed (a JSON
+ * key may hold quotes or braces): the path only ever reaches SQL quoted as a literal. Throws a message
+ * for the caller to wrap.
+ */
+export function parseOrderPath(path: unknown): string[] {
+  if (typeof path !== 'string' || !path) throw new Error(`orderKey must be a payload field path such as "customerId" or "order.customerId", or a function (payload) => string; got ${typeof path === 'string' ? 'an empty string' : typeof path}.`);
+  if (path.length > MAX_PATH) throw new Error(`the orderKey path is ${path.length} characters long; at most ${MAX_PATH}.`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(path)) throw new Error(`the orderKey path ${JSON.stringify(path)} holds a control character.`);
+  const segments = path.split('.');
+  if (segments.some((s) => !s)) throw new Error(`the orderKey path ${JSON.stringify(path)} has an empty segment; write field names separated by single dots, such as "order.customerId".`);
+  return segments;
+}
+
+/**
+ * Where a listener's order key is stored by the writer (pubsub.notify(), trigger functions): its path
+ * segments; [] for an ordered listener without orderKey (one key, ''); null when the worker keys its
+ * rows (an orderKey function) or it is not ordered.
+ */
+export function orderPath(l: Pick<ListenerDefinition, 'delivery'>): string[] | null {
+  const { ordered, orderKey } = l.delivery;
+  if (!ordered || typeof orderKey === 'function') return null;
+  return orderKey === undefined ? [] : parseOrderPath(orderKey);
 }
 
 export interface ListenerDefinition {

@@ -19,7 +19,7 @@ import createDebug from 'debug';
 import type { Stored } from './attempts.js';
 import { brokerUrlFromEnv } from './config.js';
 import { PubSubError } from './errors.js';
-import { getRegistry, type DeliveryOptions, type ListenerDefinition } from './registry.js';
+import { getRegistry, parseOrderPath, type DeliveryOptions, type ListenerDefinition } from './registry.js';
 import { TRACE_KEY } from './tracing.js';
 import type { Channel, Logger } from './types.js';
 import { assertChannelName } from './channels.js';
@@ -160,9 +160,16 @@ function relayDefinition(channel: string, options: RelayOptions, owner?: Functio
     delivery.ordered = true;
     const key = options.orderKey;
     if (key !== undefined) {
-      if (typeof key === 'string' && key) delivery.orderKey = (p) => field(p, key);
-      else if (typeof key === 'function') delivery.orderKey = key;
-      else fail('orderKey must be a payload field path such as "customerId", or a function (payload) => string.');
+      // A path is stored with each row by its writer (registry.ts, orderPath), as for listeners.
+      if (typeof key === 'function') delivery.orderKey = key;
+      else {
+        try {
+          parseOrderPath(key);
+          delivery.orderKey = key as string;
+        } catch (error) {
+          fail((error as Error).message);
+        }
+      }
     }
   } else {
     delivery.batch = { size: batchSize }; // its own claim unit: many rows per transaction

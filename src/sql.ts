@@ -35,7 +35,7 @@ export function wakeUpSql(channel: string): string {
 }
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
-export const LIBRARY_SCHEMA_VERSION = 6;
+export const LIBRARY_SCHEMA_VERSION = 7;
 
 export function ident(name: string): string {
   if (!name || name.includes('\0') || Buffer.byteLength(name) > 63) {
@@ -51,24 +51,31 @@ export const SQLSTATE_PAYLOAD_TOO_LARGE = 'PSB01';
 export const SQLSTATE_CHANNEL_CONFLICT = 'PSB02';
 
 /**
- * Channel modes. Idempotent, so that it can also run after a schema that
- * already has it. Every publisher then uses a channel's real mode, whatever listeners it loaded: before,
- * a process that had not loaded a channel's non-durable listeners stored its notifications for nobody.
+ * The order key a writer stores for a listener keyed by a payload field path (`path`: a text[]
+ * expression, the path's segments): the field as text, as `#>>` gives it (a string as it is; a number,
+ * boolean, object or array as PostgreSQL prints it in jsonb); '' when the field is missing, JSON null,
+ * or a segment crosses a scalar; and '' for the empty path, an ordered listener's single key. Written
+ * alike by pubsub.notify(), the trigger functions and the worker's catch-up (`keyRowsSql`), so a payload
+ * gets one key wherever it is computed. Never computed in JavaScript: JSON.stringify and String() print
+ * numbers and objects differently (1.0, 1e21, spaces).
  */
-const CHANNEL_DDL_V3 = `-- The mode of each channel, written by the generated migrations from the listeners.
-create table if not exists pubsub.channel (
-  name text primary key,
-  durable boolean not null,
-  updated_at timestamptz not null default now()
-);
+export function orderKeySql(payload: string, path: string): string {
+  return `case when cardinality(${path}) = 0 then '' else coalesce(${payload} #>> ${path}, '') end`;
+}
 
--- Publish in the channel's mode. Durable (or unknown to pubsub.channel): one row per subscribed listener
--- (one unassigned row if none yet), then a wake-up. Non-durable: the payload itself goes out with NOTIFY,
--- as {"payload":…,"context":…} behind chr(30) when it has a context (as notify() in TypeScript did); returns null.
--- declared_durable: the publisher's own idea of the mode, used for channels pubsub.channel lacks; with
--- strict, a disagreement with pubsub.channel is an error instead of being overruled by it.
-drop function if exists pubsub.notify(text, jsonb, jsonb);
-create or replace function pubsub.notify(channel_name text, payload_json jsonb, context_json jsonb default null,
+/** A path's segments as an SQL text[] constant, each segment quoted as a literal. */
+export const pathArray = (path: string[]) => `array[${path.map(literal).join(', ')}]::text[]`;
+
+/** orderKeySql for a path known when the SQL is written (trigger functions): the same key, without the case. */
+export const constantPathKeySql = (payload: string, path: string[]) => (path.length ? `coalesce(${payload} #>> ${pathArray(path)}, '')` : `''`);
+
+/**
+ * pubsub.notify(): publishes in the channel's mode (see CHANNEL_DDL_V3). `keyed` (version 7): each
+ * stored row gets its listener's order key from pubsub.subscription.order_path (null: no key, the
+ * worker keys it if the listener is ordered).
+ */
+function notifyFunctionSql(keyed: boolean): string {
+  return `create or replace function pubsub.notify(channel_name text, payload_json jsonb, context_json jsonb default null,
     declared_durable boolean default null, strict boolean default false) returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -97,8 +104,8 @@ begin
     return null;
   end if;
   with stored as (
-    insert into pubsub.notification (channel, listener, payload, context)
-      select channel_name, s.listener, payload_json, ctx from pubsub.subscription s where s.channel = channel_name
+    insert into pubsub.notification (channel, listener, payload, context${keyed ? ', order_key' : ''})
+      select channel_name, s.listener, payload_json, ctx${keyed ? `, case when s.order_path is not null then ${orderKeySql('payload_json', 's.order_path')} end` : ''} from pubsub.subscription s where s.channel = channel_name
       returning id
   ) select min(id) into first_id from stored;
   if first_id is null then
@@ -109,6 +116,27 @@ begin
   return first_id;
 end
 $$;`;
+}
+
+/**
+ * Channel modes. Idempotent, so that it can also run after a schema that
+ * already has it. Every publisher then uses a channel's real mode, whatever listeners it loaded: before,
+ * a process that had not loaded a channel's non-durable listeners stored its notifications for nobody.
+ */
+const CHANNEL_DDL_V3 = `-- The mode of each channel, written by the generated migrations from the listeners.
+create table if not exists pubsub.channel (
+  name text primary key,
+  durable boolean not null,
+  updated_at timestamptz not null default now()
+);
+
+-- Publish in the channel's mode. Durable (or unknown to pubsub.channel): one row per subscribed listener
+-- (one unassigned row if none yet), then a wake-up. Non-durable: the payload itself goes out with NOTIFY,
+-- as {"payload":…,"context":…} behind chr(30) when it has a context (as notify() in TypeScript did); returns null.
+-- declared_durable: the publisher's own idea of the mode, used for channels pubsub.channel lacks; with
+-- strict, a disagreement with pubsub.channel is an error instead of being overruled by it.
+drop function if exists pubsub.notify(text, jsonb, jsonb);
+${notifyFunctionSql(false)}`;
 
 /**
  * Library-level privileges, for version 3 of the library schema. PostgreSQL grants EXECUTE on every
@@ -348,6 +376,13 @@ begin
 end
 $$;
 revoke all on function pubsub.bridge_store(text, text, text[], text[], text[], float8) from public;`,
+  7: `-- Version 7: order keys stored by the writer. An ordered listener whose orderKey is a payload field path
+-- (or that has one key) has the path here (one key: '{}'); pubsub.notify() and the trigger functions store
+-- each row's key with the row, so the worker no longer writes a second version of every row to key it.
+-- null: the worker keys the rows (an orderKey function; rows stored before this version).
+alter table pubsub.subscription add column order_path text[];
+
+${notifyFunctionSql(true)}`,
 };
 
 /** Lets `roles` call pubsub.notify() (durable `notify()`); `revoke` takes it back from `removed`. */
@@ -377,6 +412,8 @@ export interface TriggerDefinition {
   model: PrismaModel;
   /** Durable: each notification is stored once per listener. */
   listeners: string[];
+  /** Durable: listener → the path of the order key the trigger stores with its rows (see `orderPath`); [] one key. */
+  orderPaths?: Record<string, string[]>;
 }
 
 /** Version of a model's shape as triggers send it: changes when a field is added, removed or retyped. */
@@ -510,8 +547,20 @@ export function triggerFunctionSource(def: TriggerDefinition): string {
     // The context column's default picks up pubsub.context, as for notify().
     declare = `  payload jsonb := ${payloadJson(def, fields, false)};`;
     const listeners = def.listeners.map(literal);
-    const rows = listeners.length === 1 ? `values (${channel}, ${listeners[0]}, payload)` : `select ${channel}, l, payload from unnest(array[${listeners.join(', ')}]) l`;
-    body = `  insert into pubsub.notification (channel, listener, payload) ${rows};
+    const paths = def.orderPaths ?? {};
+    let insert: string;
+    if (def.listeners.some((l) => paths[l])) {
+      // Ordered listeners keyed by a path get their key with the row (the others null, as before version 7).
+      const key = (l: string) => (paths[l] ? constantPathKeySql('payload', paths[l]!) : 'null');
+      const rows = listeners.length === 1
+        ? `values (${channel}, ${listeners[0]}, payload, ${key(def.listeners[0]!)})`
+        : `select ${channel}, l.listener, payload, l.order_key from (values ${def.listeners.map((l, i) => `(${listeners[i]}, ${key(l)})`).join(', ')}) l(listener, order_key)`;
+      insert = `insert into pubsub.notification (channel, listener, payload, order_key) ${rows}`;
+    } else {
+      const rows = listeners.length === 1 ? `values (${channel}, ${listeners[0]}, payload)` : `select ${channel}, l, payload from unnest(array[${listeners.join(', ')}]) l`;
+      insert = `insert into pubsub.notification (channel, listener, payload) ${rows}`;
+    }
+    body = `  ${insert};
   ${wakeUpSql(channel)}`;
   } else {
     const keys = def.model.fields.filter((f) => def.model.primaryKey.includes(f.name));
@@ -599,11 +648,26 @@ export function dropTriggerSql(t: { schema?: string; table: string; trigger: str
 drop function if exists pubsub.${ident(t.function)}();`;
 }
 
-/** Records the listeners of every channel and the shape of each model, as the generated migration installs them. */
-export function subscriptionsSql(add: Array<{ channel: string; listener: string }>, remove: Array<{ channel: string; listener: string }>): string {
+/**
+ * Records the listeners of every channel (`add`, `remove`) and the order key paths the writers store
+ * with their rows (`keys`: path, or null for none; added subscriptions not named get null), as the
+ * generated migration installs them.
+ */
+export function subscriptionsSql(
+  add: Array<{ channel: string; listener: string }>,
+  remove: Array<{ channel: string; listener: string }>,
+  keys: Array<{ channel: string; listener: string; path: string[] | null }> = [],
+): string {
   const lines: string[] = [];
+  const path = (p: string[] | null | undefined) => (p ? pathArray(p) : 'null');
+  const keyOf = new Map(keys.map((k) => [`${k.channel} ${k.listener}`, k.path]));
   if (add.length) {
-    lines.push(`insert into pubsub.subscription (channel, listener) values\n  ${add.map((s) => `(${literal(s.channel)}, ${literal(s.listener)})`).join(',\n  ')}\n  on conflict do nothing;`);
+    const values = add.map((s) => `(${literal(s.channel)}, ${literal(s.listener)}, ${path(keyOf.get(`${s.channel} ${s.listener}`))})`);
+    lines.push(`insert into pubsub.subscription (channel, listener, order_path) values\n  ${values.join(',\n  ')}\n  on conflict (channel, listener) do update set order_path = excluded.order_path;`);
+  }
+  const added = new Set(add.map((s) => `${s.channel} ${s.listener}`));
+  for (const k of keys) {
+    if (!added.has(`${k.channel} ${k.listener}`)) lines.push(`update pubsub.subscription set order_path = ${path(k.path)} where channel = ${literal(k.channel)} and listener = ${literal(k.listener)};`);
   }
   for (const s of remove) lines.push(`delete from pubsub.subscription where channel = ${literal(s.channel)} and listener = ${literal(s.listener)};`);
   return lines.join('\n');
@@ -771,6 +835,15 @@ export const setKeysSql = `update pubsub.notification n set order_key = k.key
   from unnest($1::bigint[], $2::text[]) k(id, key) where n.id = k.id`;
 
 /**
+ * Ordered listener $1 keyed by a path ($2, the segments; '{}' one key): gives its rows still without a
+ * key (stored before version 7, or by a trigger function generated before the path) the key their
+ * writer would have stored, computed in SQL as the writers do (orderKeySql), all of them: unkeyed rows
+ * are the oldest here, and a row with its key stored must not run before an older one of its key.
+ */
+export const keyRowsSql = `update pubsub.notification n set order_key = ${orderKeySql('n.payload', '$2::text[]')}
+  where n.listener = $1 and n.order_key is null`;
+
+/**
  * Puts failed notifications back, claimed and deleted earlier in the same transaction, with the attempt
  * recorded. The payload and context go back as the exact text they were claimed as, never a re-encoding
  * of what a listener saw.
@@ -863,7 +936,8 @@ export const schemaVersionSql = `select case
     when to_regclass('pubsub.schedule') is null then 3
     when (select prosecdef from pg_proc where oid = to_regprocedure('pubsub.wake(text)')) then 4
     when to_regclass('pubsub.bridge_seen') is null then 5
-    else 6 end as version`;
+    when not exists (select 1 from pg_attribute where attrelid = 'pubsub.subscription'::regclass and attname = 'order_path' and not attisdropped) then 6
+    else 7 end as version`;
 
 /** drainOnce(): the stored rows of $1 (listener ids; $2 channels, for rows stored before anyone subscribed; $3 a context filter or null), due now and not yet. */
 export const backlogSql = `select count(*) filter (where run_at <= now())::int as due, count(*) filter (where run_at > now())::int as waiting

@@ -1,7 +1,7 @@
 /** One fresh database per test file on the server named by DATABASE_URL (the runner starts an embedded one when it is unset). */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { channelModes, subscriptions } from '../../src/migration.js';
+import { channelModes, orderPaths, subscriptions } from '../../src/migration.js';
 import { getRegistry } from '../../src/registry.js';
 import { channelsSql, librarySchemaSql, subscriptionsSql } from '../../src/sql.js';
 
@@ -36,7 +36,8 @@ export async function createTestDatabase(options: { library?: boolean; subscribe
   if (options.library) await pool.query(librarySchemaSql(0));
   if (options.subscribe) {
     const pairs = subscriptions(getRegistry()).map((p) => ({ channel: p.slice(0, p.indexOf(' ')), listener: p.slice(p.indexOf(' ') + 1) }));
-    if (pairs.length) await pool.query(subscriptionsSql(pairs, []));
+    const keys = Object.entries(orderPaths(getRegistry())).map(([p, path]) => ({ channel: p.slice(0, p.indexOf(' ')), listener: p.slice(p.indexOf(' ') + 1), path }));
+    if (pairs.length) await pool.query(subscriptionsSql(pairs, [], keys));
     const modes = Object.entries(channelModes(getRegistry())).map(([name, durable]) => ({ name, durable }));
     if (modes.length) await pool.query(channelsSql(modes, []));
   }

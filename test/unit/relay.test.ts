@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import type { Stored } from '../../src/attempts.js';
 import { loadFileConfig } from '../../src/config.js';
 import { PubSubError } from '../../src/errors.js';
-import { getRegistry } from '../../src/registry.js';
+import { getRegistry, orderPath } from '../../src/registry.js';
 import { HELD_BACK, Relay, RelayHub, outgoing, relay, registerRelays, type Outgoing } from '../../src/relay.js';
 
 const row = (over: Partial<Stored> = {}): Stored => ({
@@ -37,7 +37,8 @@ test('a relay is a durable listener named relay.<to>.<channel>, batched unless o
   assert.equal(nats!.id, 'orders-nats');
   assert.equal(nats!.delivery.ordered, true);
   assert.equal(nats!.delivery.batch, undefined);
-  assert.equal(nats!.delivery.orderKey!({ customer: { id: 7 } }), '7');
+  assert.equal(nats!.delivery.orderKey, 'customer.id', 'a path: stored with each row by its writer');
+  assert.deepEqual(orderPath(nats!), ['customer', 'id']);
 
   const m = outgoing(amqp!, row());
   assert.equal(m.id, 'relay.amqp.u_orders:42');
@@ -65,6 +66,7 @@ test('"relay" in pubsub.config.json: a list, checked entry by entry when registe
     const refused = (entries: unknown, pattern: RegExp) => assert.throws(() => registerRelays(entries), (e: unknown) => e instanceof PubSubError && e.code === 'pubsub.config' && pattern.test(e.message));
     refused([{ to: 'amqp' }], /"relay"\[0\] must be an object with "channel" and "to"/);
     refused([{ channel: 'u_cfg2', to: 'amqp', orderKey: 3, ordered: true }], /orderKey must be a string/);
+    refused([{ channel: 'u_cfg2', to: 'amqp', orderKey: 'a.', ordered: true }], /relay of "u_cfg2": the orderKey path "a\." has an empty segment/);
     assert.throws(() => registerRelays([{ channel: 'u_cfg', to: 'nats', subject: 'a.{b}' }]), (e: unknown) => e instanceof PubSubError && e.code === 'pubsub.duplicateListener');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
