@@ -936,7 +936,7 @@ export const schemaVersionSql = `select case
     when to_regclass('pubsub.schedule') is null then 3
     when (select prosecdef from pg_proc where oid = to_regprocedure('pubsub.wake(text)')) then 4
     when to_regclass('pubsub.bridge_seen') is null then 5
-    when not exists (select 1 from pg_attribute where attrelid = 'pubsub.subscription'::regclass and attname = 'order_path' and not attisdropped) then 6
+    when not exists (select 1 from pg_attribute where attrelid = to_regclass('pubsub.subscription') and attname = 'order_path' and not attisdropped) then 6
     else 7 end as version`;
 
 /** drainOnce(): the stored rows of $1 (listener ids; $2 channels, for rows stored before anyone subscribed; $3 a context filter or null), due now and not yet. */
@@ -1032,7 +1032,8 @@ from rows group by channel, listener order by channel, listener nulls first`;
 export const statusWorkersSql = `select worker, count(*)::int as claims, sum(cardinality(ids))::int as rows, min(claimed_at) as since
   from pubsub.claim where txid_status(xid) = 'in progress' group by worker order by worker`;
 
-export const statusSubscriptionsSql = `select channel, listener from pubsub.subscription order by channel, listener`;
+/** Subscriptions with their order key path (read through to_jsonb so that a database before version 7, without the column, reads as null). */
+export const statusSubscriptionsSql = `select channel, listener, to_jsonb(s) -> 'order_path' as order_path from pubsub.subscription s order by channel, listener`;
 export const statusChannelsSql = `select name, durable from pubsub.channel order by name`;
 
 /**

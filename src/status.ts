@@ -7,7 +7,7 @@
 import pg from 'pg';
 import { databaseUrlFromEnv, requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
-import { channelModes, subscriptions, triggerDefinitions } from './migration.js';
+import { channelModes, orderPaths, subscriptions, triggerDefinitions } from './migration.js';
 import type { PrismaModel } from './prisma-schema.js';
 import { getRegistry, type Registry } from './registry.js';
 import { describeTiming, storedTiming, type Timing } from './timing.js';
@@ -94,7 +94,12 @@ export interface DriftReport {
   ok: boolean | null;
   triggers: TriggerStatus[];
   /** Subscriptions the loaded listeners need but the database lacks (their notifications are not stored), and ones it has for listeners not loaded. */
-  subscriptions: { missing: Array<{ channel: string; listener: string }>; extra: Array<{ channel: string; listener: string }> };
+  subscriptions: {
+    missing: Array<{ channel: string; listener: string }>;
+    extra: Array<{ channel: string; listener: string }>;
+    /** Subscriptions whose writers store another order key path than the listener's (null: none, the worker keys the rows). */
+    orderKeys: Array<{ channel: string; listener: string; expected: string[] | null; installed: string[] | null }>;
+  };
   /** Channels whose mode in pubsub.channel is not what the loaded listeners declare (null: not recorded / not loaded). */
   channels: Array<{ name: string; expected: boolean | null; installed: boolean | null }>;
   /** What was not compared, and why. */
@@ -414,8 +419,8 @@ function triggerDifferences(def: TriggerDefinition, row: TriggerRow): string[] {
 
 /** Compares the triggers, subscriptions and channel modes the registry needs with those the database holds. */
 async function compare(client: pg.ClientBase, registry: Registry, models: Map<string, PrismaModel> | undefined): Promise<DriftReport & { subscribed: Set<string> }> {
-  const report: DriftReport & { subscribed: Set<string> } = { ok: true, triggers: [], subscriptions: { missing: [], extra: [] }, channels: [], notes: [], subscribed: new Set() };
-  const dbSubscriptions = (await client.query<{ channel: string; listener: string }>(statusSubscriptionsSql)).rows;
+  const report: DriftReport & { subscribed: Set<string> } = { ok: true, triggers: [], subscriptions: { missing: [], extra: [], orderKeys: [] }, channels: [], notes: [], subscribed: new Set() };
+  const dbSubscriptions = (await client.query<{ channel: string; listener: string; order_path: string[] | null }>(statusSubscriptionsSql)).rows;
   for (const s of dbSubscriptions) report.subscribed.add(`${s.channel} ${s.listener}`);
   if (registry.list().length === 0) {
     report.notes.push('No listener modules were loaded (--require, or "require" in pubsub.config.json), so triggers, subscriptions and channel modes were not compared.');
@@ -425,7 +430,13 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
   const expected = subscriptions(registry);
   const need = new Set(expected);
   report.subscriptions.missing = expected.filter((s) => !report.subscribed.has(s)).map(pair);
-  report.subscriptions.extra = dbSubscriptions.filter((s) => !need.has(`${s.channel} ${s.listener}`));
+  report.subscriptions.extra = dbSubscriptions.filter((s) => !need.has(`${s.channel} ${s.listener}`)).map(({ channel, listener }) => ({ channel, listener }));
+  const paths = orderPaths(registry);
+  for (const s of dbSubscriptions) {
+    const key = `${s.channel} ${s.listener}`;
+    const expected = paths[key] ?? null;
+    if (need.has(key) && JSON.stringify(expected) !== JSON.stringify(s.order_path)) report.subscriptions.orderKeys.push({ channel: s.channel, listener: s.listener, expected, installed: s.order_path });
+  }
 
   const modes = channelModes(registry);
   const installedModes = new Map((await client.query<{ name: string; durable: boolean }>(statusChannelsSql)).rows.map((r) => [r.name, r.durable]));
@@ -482,7 +493,7 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
     report.notes.push('Extra triggers and subscriptions may belong to listeners not loaded here: load every listener module (as make-migration does) before acting on them.');
   }
   report.ok =
-    report.triggers.every((t) => t.state === 'ok') && !report.subscriptions.missing.length && !report.subscriptions.extra.length && !report.channels.length;
+    report.triggers.every((t) => t.state === 'ok') && !report.subscriptions.missing.length && !report.subscriptions.extra.length && !report.subscriptions.orderKeys.length && !report.channels.length;
   return report;
 }
 

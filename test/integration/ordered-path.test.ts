@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
-import { Listen, listen, type NotificationContext, type Worker } from '../../src/index.js';
+import { Listen, listen, statusMonitor, type NotificationContext, type Worker } from '../../src/index.js';
 import { subscriptionsSql, createTriggerSql, keyRowsSql, triggerFunctionSql, type TriggerDefinition } from '../../src/sql.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
@@ -180,4 +180,21 @@ test('changing the path with a backlog waiting: stored rows keep the key they we
   const ns = (await orderByKey()).get('a')!;
   assert.deepEqual([...ns].sort(), [1, 2, 3, 4], 'every row once');
   assert.ok(ns.indexOf(3) < ns.indexOf(4), 'rows stored under one key keep their order');
+});
+
+test('pubsub status sees a subscription whose stored order key path is not the listener\'s', async () => {
+  const monitor = statusMonitor({ databaseUrl: db.url });
+  try {
+    const drift = async () => (await monitor.read()).drift.subscriptions.orderKeys;
+    await db.query(subscriptionsSql([], [], [{ channel: 'op_mixed', listener: 'Mixed.handle', path: ['k'] }]));
+    assert.deepEqual(await drift(), [], 'as the migration wrote it');
+    await db.query(`update pubsub.subscription set order_path = '{n}' where listener = 'Mixed.handle'`);
+    await db.query(`update pubsub.subscription set order_path = null where listener = 'Keys.oneKey'`);
+    assert.deepEqual(await drift(), [
+      { channel: 'op_keys', listener: 'Keys.oneKey', expected: [], installed: null },
+      { channel: 'op_mixed', listener: 'Mixed.handle', expected: ['k'], installed: ['n'] },
+    ]);
+  } finally {
+    await monitor.close();
+  }
 });

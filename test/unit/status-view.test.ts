@@ -30,7 +30,7 @@ const report = (channel: string, listener: string): StatusReport => ({
     },
   ],
   throughput: { windowSeconds: 0, perMinute: null, history: [], note: '' },
-  drift: { ok: true, triggers: [], subscriptions: { missing: [], extra: [] }, channels: [], notes: [] },
+  drift: { ok: true, triggers: [], subscriptions: { missing: [], extra: [], orderKeys: [] }, channels: [], notes: [] },
 });
 
 test('formatStatus: names with control characters (ANSI escapes, newlines) are printed with ? instead', () => {
