@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { channelModes, planMigration, readMigrationState, triggerDefinitions, writeMigration } from '../../src/migration.js';
+import { channelModes, orderPaths, planMigration, readMigrationState, subscriptions, triggerDefinitions, writeMigration } from '../../src/migration.js';
 import { parsePrismaSchema } from '../../src/prisma-schema.js';
 import { Registry } from '../../src/registry.js';
 import { createTriggerSql, triggerFunctionSql } from '../../src/sql.js';
@@ -15,7 +15,7 @@ model Author {
   @@map("authors")
 }`);
 
-function registry(...specs: Array<{ id: string; events: Array<'INSERT' | 'UPDATE' | 'DELETE'>; when?: 'BEFORE' | 'AFTER'; condition?: string; durable?: boolean; channel?: string }>) {
+function registry(...specs: Array<{ id: string; events: Array<'INSERT' | 'UPDATE' | 'DELETE'>; when?: 'BEFORE' | 'AFTER'; condition?: string; durable?: boolean; channel?: string; orderKey?: string | (() => string) }>) {
   const r = new Registry();
   for (const s of specs) {
     r.register({
@@ -24,7 +24,7 @@ function registry(...specs: Array<{ id: string; events: Array<'INSERT' | 'UPDATE
       durable: s.durable ?? true,
       target: {},
       method: 'm',
-      delivery: {},
+      delivery: s.orderKey === undefined ? {} : { ordered: true, ...(s.orderKey !== '' && { orderKey: s.orderKey }) },
       trigger: { model: 'Author', when: s.when ?? 'AFTER', events: s.events, ...(s.condition && { condition: s.condition }) },
     });
   }
@@ -132,4 +132,27 @@ test('a state written before channel modes existed gets the pubsub.channel table
   assert.match(plan.sql, /create table if not exists pubsub\.channel/);
   assert.match(plan.sql, /drop function if exists pubsub\.notify\(text, jsonb, jsonb\);/);
   assert.equal(planMigration([], plan.state, [], {}), null);
+});
+
+test('an order key path is written with the subscription and into the trigger; a change of path regenerates both, a function key stores none', () => {
+  const plan = (orderKey: string | (() => string), previous: Parameters<typeof planMigration>[1]) => {
+    const r = registry({ id: 'A.a', events: ['INSERT'], orderKey }, { id: 'B.b', events: ['INSERT'] });
+    return planMigration(triggerDefinitions(r, models), previous, subscriptions(r), channelModes(r), [], {}, orderPaths(r));
+  };
+  const first = plan('new.name', null)!;
+  assert.match(first.sql, /insert into pubsub\.subscription \(channel, listener, order_path\) values\n  \('model\.Author', 'A\.a', array\['new', 'name'\]::text\[\]\),\n  \('model\.Author', 'B\.b', null\)/);
+  assert.match(first.sql, /from \(values \('A\.a', coalesce\(payload #>> array\['new', 'name'\]::text\[\], ''\)\), \('B\.b', null\)\) l\(listener, order_key\)/);
+  assert.deepEqual(first.state.orderPaths, { 'model.Author A.a': ['new', 'name'] });
+  assert.equal(plan('new.name', first.state), null, 'unchanged');
+  const changed = plan('new.id', first.state)!;
+  assert.match(changed.sql, /update pubsub\.subscription set order_path = array\['new', 'id'\]::text\[\] where channel = 'model\.Author' and listener = 'A\.a';/);
+  assert.match(changed.sql, /create or replace function pubsub\."tg_authors__after_insert_/, 'the trigger stores the new key');
+  assert.ok(changed.summary.includes('store the order key of A.a from payload field new.id'), changed.summary.join('; '));
+  const oneKey = plan('', changed.state)!;
+  assert.match(oneKey.sql, /set order_path = array\[\]::text\[\]/);
+  assert.match(oneKey.sql, /\('A\.a', ''\)/);
+  const fn = plan(() => 'k', oneKey.state)!;
+  assert.match(fn.sql, /set order_path = null where channel = 'model\.Author' and listener = 'A\.a'/);
+  assert.match(fn.sql, /select 'model\.Author', l, payload from unnest/, 'a function key: the trigger stores no key');
+  assert.equal(fn.state.orderPaths, undefined);
 });
