@@ -77,6 +77,13 @@ export class BenchListeners {
     lastOfKey.set(k.key, k.n);
   }
 
+  /** W10: the same, keyed by a payload field path: pubsub.notify() stores each row's key with it. */
+  @Listen('bench_ordered_path', { ordered: true, orderKey: 'key' })
+  orderedPath(k: Keyed) {
+    if ((lastOfKey.get(k.key) ?? 0) >= k.n) console.log(`ORDER VIOLATION: key ${k.key} got ${k.n} after ${lastOfKey.get(k.key)}`);
+    lastOfKey.set(k.key, k.n);
+  }
+
   @Listen('bench_drain')
   noop(_item: Item) {
     calls++;

@@ -547,12 +547,19 @@ if (runs('W10')) {
     ['oneKey', 'bench_ordered', 'BenchListeners.ordered', 1, 'ordered, one key'],
     ['manyKeys', 'bench_ordered', 'BenchListeners.ordered', 100, 'ordered, 100 keys'],
     ['manyKeysKeyed', 'bench_ordered', 'BenchListeners.ordered', 100, 'ordered, 100 keys, keyed at write'],
+    ['manyKeysPath', 'bench_ordered_path', 'BenchListeners.orderedPath', 100, 'ordered, 100 keys, orderKey path (stored by the writer)'],
   ] as const;
   const rates: Record<string, number[]> = {};
   let violations = 0;
   for (let rep = 0; rep < (smoke ? 1 : 3); rep++) {
     for (const [key, channel, listener, keys] of variants) {
-      if (key === 'manyKeysKeyed') await q(`insert into pubsub.notification (channel, listener, payload, order_key) select $1, $2, jsonb_build_object('n', g, 'key', g % $4), (g % $4)::text from generate_series(1, $3::int) g`, [channel, listener, n, keys]);
+      // Through pubsub.notify(), which stores each row's key from the subscription's path (library version 7).
+      if (key === 'manyKeysPath') {
+        await q(`select pubsub.notify($1, jsonb_build_object('n', g, 'key', g % $3)) from generate_series(1, $2::int) g`, [channel, n, keys]);
+        const [{ unkeyed }] = await q(`select count(*)::int as unkeyed from pubsub.notification where channel = $1 and order_key is null`, [channel]);
+        if (unkeyed) throw new Error(`W10: ${unkeyed} rows of the orderKey path listener were stored without their key`);
+      }
+      else if (key === 'manyKeysKeyed') await q(`insert into pubsub.notification (channel, listener, payload, order_key) select $1, $2, jsonb_build_object('n', g, 'key', g % $4), (g % $4)::text from generate_series(1, $3::int) g`, [channel, listener, n, keys]);
       else await q(`insert into pubsub.notification (channel, listener, payload) select $1, $2, jsonb_build_object('n', g, 'key', g % $4) from generate_series(1, $3::int) g`, [channel, listener, n, keys]);
       const worker = startWorker(['--channel', channel]);
       const start = await worker.ready;
@@ -566,7 +573,7 @@ if (runs('W10')) {
   const w10: Record<string, unknown> = { notifications: n, orderViolations: violations };
   for (const [key, , , keys, name] of variants) {
     w10[key] = { keys, perSecond: median(rates[key]!), runs: rates[key] };
-    const target = key === 'oneKey' ? 'target ≥ 0.30×' : key === 'manyKeys' ? 'target ≥ 0.70×' : 'no key to give: the cost of giving keys';
+    const target = key === 'oneKey' ? 'target ≥ 0.30×' : key === 'manyKeys' || key === 'manyKeysPath' ? 'target ≥ 0.70×' : 'no key to give: the cost of giving keys';
     row('W10', name, `${median(rates[key]!)}/s (runs: ${rates[key]!.join(', ')})`, key === 'unordered' ? 'baseline' : `${round(median(rates[key]!) / median(rates.unordered!))}× unordered, ${target}`);
   }
   row('W10', 'ordering violations', String(violations), 'must be 0');
@@ -879,7 +886,7 @@ results.method = {
   W6: 'pgbench (or node-postgres) INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger, each from empty tables; "trigger only" and "no trigger" run 3 times each, interleaved, median reported; then once with a `pubsub listen` worker consuming on the same machine. Variants: 100 rows per INSERT (rows/s), and tables whose trigger stores a row for 1, 3 and 10 durable listeners.',
   W6x: 'Only with --only W6x: copies of the readings table whose trigger is the generated one with one change (v4 wake-up call, no wake-up, v5 wake() call, slot try-lock, no SET, to_jsonb payload, notification copies with all or fewer indexes, statement-level with a transition table), measured as W6, side by side with the generated trigger and no trigger; see bench/w6x.ts.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
-  W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains; the "keyed at write" variant stores them with their key, to show what giving keys costs), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
+  W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains, for an orderKey function; the "keyed at write" variant stores them with their key by a plain insert, to show what giving keys costs; the "orderKey path" variant is a listener with `orderKey: "key"` whose rows pubsub.notify() stores with their key, library version 7), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
   W8: 'N durable notifications stored first for a relay (@Relay in bench/listeners.ts), drained by `pubsub relay` as W1 (from "listening on" until none are left), every message confirmed by the broker (RabbitMQ publisher confirms on a durable queue, persistent messages; JetStream publish acks on a file stream); the count at the broker is checked. Beside it, the ceiling: a bare amqplib confirm channel / nats client in the bench process (JetStream: publishes with a reply subject, acks counted on one subscription, as the relay collects them) publishing the same N messages in bursts of the same size (1000), waiting for each burst\'s confirms; the relay also with `batchSize: 2000`. 3 runs each, median reported.',
   W9: 'N notifications stored first for one no-op listener (1, 2 and 4 `pubsub listen` processes started together on the same backlog) and for a channel with 3 no-op listeners (N × 3 rows, 1 process); time from the first process printing "listening on" until none are left; per process = its listener calls (printed at exit) / that time. While it runs, pg_stat_activity is sampled every 50 ms: the state and wait event of each drain connection (application_name pubsub:worker) averaged per sample; CPU from /proc (machine busy share; utime+stime of the PostgreSQL processes of the database and of the workers) and WAL from pg_current_wal_lsn(). "Saturates" names the CPU when the machine is ≥ 90% busy, else the most common wait of running backends, else the workers (backends idle).',
   W11: 'The drain rate is measured first (a W1 drain of the no-op listener), then one writer connection stores notifications for a latency-recording listener at half that rate (every 10 ms, the rows due, in one INSERT … SELECT plus pubsub.wake(), stamped when sent) while one `pubsub listen` consumes, for --lasting-minutes (30; smoke 20 s). A second session holds `begin isolation level repeatable read; select txid_current()` from 1/3 to 2/3 of the run. Per interval (minute; smoke 2 s): produced/s, processed/s and commit→processed p99 (the worker prints a log histogram, ~9% buckets, every second), backlog (count), table/heap/index size, n_dead_tup, autovacuum count, and the time of `select … order by id limit 100` from the start of the listener\'s range. Checks: lowest interval (the first left out) / median clean interval before the hold ≥ 0.8; total size back within 10% of the largest clean size within 1/6 of the run (5 of 30 minutes) after the release.',
