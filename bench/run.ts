@@ -43,6 +43,9 @@ const naptimeAt = args.findIndex((a) => a.startsWith('--naptime'));
 const naptime = naptimeAt < 0 ? undefined : Number(args[naptimeAt]!.split('=')[1] ?? args[naptimeAt + 1]);
 // … and `--reindex`: REINDEX TABLE CONCURRENTLY pubsub.notification right after the xmin is released (indexes never shrink by vacuum).
 const reindex = args.includes('--reindex');
+// W10: runs of each variant (interleaved), `--reps 9`; the median is reported. Default 3.
+const repsAt = args.findIndex((a) => a.startsWith('--reps'));
+const reps = repsAt < 0 ? 3 : Number(args[repsAt]!.split('=')[1] ?? args[repsAt + 1]);
 const size = smoke
   ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 2000, rss: 5000, writes: 100, noops: 1000, relayed: 5000, fanOut: 2000, lastingMs: (lastingMinutes ?? 1 / 3) * 60_000 }
   : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000, fanOut: 100_000, lastingMs: (lastingMinutes ?? 30) * 60_000 };
@@ -551,7 +554,7 @@ if (runs('W10')) {
   ] as const;
   const rates: Record<string, number[]> = {};
   let violations = 0;
-  for (let rep = 0; rep < (smoke ? 1 : 3); rep++) {
+  for (let rep = 0; rep < (smoke ? 1 : reps); rep++) {
     for (const [key, channel, listener, keys] of variants) {
       // Through pubsub.notify(), which stores each row's key from the subscription's path (library version 7).
       if (key === 'manyKeysPath') {

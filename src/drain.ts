@@ -231,6 +231,7 @@ export class Drain {
       isolated: unit.kind === 'isolated',
       after: unit.after,
       ...(unit.kind === 'ordered' && unit.afterKey !== undefined && { afterKey: unit.afterKey }),
+      ...(unit.kind === 'ordered' && orderPath(unit.listeners[0]!) && { writerKeyed: true }),
       // An ordered relay publishes a key's rows one confirm round trip apart, and every key's next row in one burst: many keys per claim.
       ...(unit.kind === 'ordered' && unit.listeners[0]!.relay && { runLimit: RELAY_RUN }),
       idleTimeoutMs: unit.idleTimeoutMs,
@@ -245,7 +246,7 @@ export class Drain {
     if (unit.kind === 'ordered') {
       // A full claim: the next one of this round starts at its highest key (whose run it may have cut).
       if (rows.length >= limit) unit.afterKey = (rows[0] as Stored & { last_key: string }).last_key;
-      unit.unkeyed = unkeyed!.rows[0].unkeyed;
+      unit.unkeyed = unkeyed?.rows[0].unkeyed ?? false; // writer-keyed: only the next round's start looks again
     }
     return { rows, xid: xid!.rows[0].xid, reaped: reaped!.rows };
   }
@@ -370,6 +371,9 @@ export class Drain {
    * function generated before the listener had its path. Within a drain round it looks only after the last id it keyed:
    * from the start it would walk every keyed row still waiting (a heap visit each) on every claim.
    * Rows committed late with lower ids get their key in the next round, which starts from the start.
+   * For a listener keyed by a path, rows without a key are only those stored before its writers keyed
+   * them, so it looks once per round (at its start), not after every claim: that look scans the
+   * listener's rows (no index covers rows without a key), a cost each claim would pay for nothing.
    */
   private async assignKeys(tx: ClaimTransaction, unit: Unit): Promise<void> {
     const l = unit.listeners[0]!;

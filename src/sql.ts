@@ -715,6 +715,8 @@ export interface ClaimTarget {
   runLimit?: number;
   /** Ordered: start at this key (the highest of the last full claim this round: its run may go on). */
   afterKey?: string;
+  /** Ordered: the writers store the keys (a path): no look for unkeyed rows after the claim (see Drain.assignKeys). */
+  writerKeyed?: boolean;
   /** Claim isolated rows (see version 3), one per transaction, of any of `listeners`; its cursor is `after.get('')`. */
   isolated?: boolean;
   /**
@@ -821,7 +823,7 @@ export function claimSql(target: ClaimTarget): string {
   const claim = target.ordered
     ? `with d as (${remove}\n${orderedReturning}) select *, max(order_key) over () as last_key from d`
     : `${remove}\n${returning}`;
-  const unkeyed = target.ordered ? `;\nselect exists (select 1 from pubsub.notification where listener = ${literal(target.listeners[0]!)} and order_key is null) as unkeyed` : '';
+  const unkeyed = target.ordered && !target.writerKeyed ? `;\nselect exists (select 1 from pubsub.notification where listener = ${literal(target.listeners[0]!)} and order_key is null) as unkeyed` : '';
   return `begin;\n${session};\nselect * from pubsub.reap_lost_claims() where exists (select 1 from pubsub.claim);\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\n${claim};\nselect txid_current_if_assigned()::text as xid${unkeyed}`;
 }
 
