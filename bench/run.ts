@@ -46,6 +46,9 @@ const reindex = args.includes('--reindex');
 // W10: runs of each variant (interleaved), `--reps 9`; the median is reported. Default 3.
 const repsAt = args.findIndex((a) => a.startsWith('--reps'));
 const reps = repsAt < 0 ? 3 : Number(args[repsAt]!.split('=')[1] ?? args[repsAt + 1]);
+// W10: the backlog's size, `--w10-rows 100000` (longer drains weigh the worker's start less). Default: the no-op size.
+const w10RowsAt = args.findIndex((a) => a.startsWith('--w10-rows'));
+const w10Rows = w10RowsAt < 0 ? undefined : Number(args[w10RowsAt]!.split('=')[1] ?? args[w10RowsAt + 1]);
 const size = smoke
   ? { drain: 2000, steadyMs: 2000, samples: 50, fanInMs: 500, writerMs: 2000, rss: 5000, writes: 100, noops: 1000, relayed: 5000, fanOut: 2000, lastingMs: (lastingMinutes ?? 1 / 3) * 60_000 }
   : { drain: 50_000, steadyMs: 30_000, samples: 1000, fanInMs: 5000, writerMs: 5000, rss: 200_000, writes: 2000, noops: 20_000, relayed: 100_000, fanOut: 100_000, lastingMs: (lastingMinutes ?? 30) * 60_000 };
@@ -544,7 +547,7 @@ if (runs('W7')) {
 
 // ---- W10 ordered backlogs: one key, and many keys, against the same backlog unordered
 if (runs('W10')) {
-  const n = size.noops;
+  const n = w10Rows ?? size.noops;
   const variants = [
     ['unordered', 'bench_drain', 'BenchListeners.noop', 1, 'unordered no-op'],
     ['oneKey', 'bench_ordered', 'BenchListeners.ordered', 1, 'ordered, one key'],
