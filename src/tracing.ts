@@ -32,10 +32,26 @@ const loading: Promise<unknown> = import('@opentelemetry/api').then(
   () => (api = null),
 );
 
-/** The API once loaded (awaited by the first callers only), or null without @opentelemetry/api. */
+/** What `getDelegate()` of a ProxyTracerProvider with nothing registered returns: this API's no-op provider. */
+let noopProvider: unknown;
+
+/**
+ * The API when spans can be recorded: loaded (awaited by the first callers only) and a tracer provider
+ * registered; else null, and the caller does no tracing work at all. With @opentelemetry/api installed
+ * but no SDK registered, building attributes and a no-op span per listener call cost about a third of a
+ * no-op listener's CPU. A provider registered later (or by another copy of the API) is seen on the next call.
+ */
+function otelNow(a: Api | null): Api | null {
+  if (!a) return null;
+  const provider = a.trace.getTracerProvider();
+  if (!(provider instanceof a.ProxyTracerProvider)) return a;
+  noopProvider ??= new a.ProxyTracerProvider().getDelegate();
+  return provider.getDelegate() === noopProvider ? null : a;
+}
+
 async function otel(): Promise<Api | null> {
   if (api === undefined) await loading;
-  return api!;
+  return otelNow(api!);
 }
 
 const tracer = (a: Api) => a.trace.getTracer('pgpubsub');
@@ -134,7 +150,7 @@ export interface ProcessInfo {
  * drain returns failures instead of throwing them); a throw is recorded too, and passed on.
  */
 export async function traceProcess<R>(info: ProcessInfo, run: () => Promise<R>, failureOf: (result: R) => { error: unknown } | undefined = () => undefined): Promise<R> {
-  const a = await otel();
+  const a = api === undefined ? await otel() : otelNow(api);
   if (!a) return run();
   const producers: Otel.SpanContext[] = [];
   for (const m of info.messages) {

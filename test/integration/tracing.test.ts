@@ -302,3 +302,23 @@ await pool.end();`,
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('no tracer provider registered: no spans and no trace stored (the worker does no tracing work); a provider registered later is used from its first notification', async () => {
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  trace.disable(); // as an app with @opentelemetry/api installed (a dependency's dependency) but no SDK
+  try {
+    await notify('traced_jobs', { n: 41 }, { client: db.pool });
+    await waitFor(() => seen.length === 1, 'the untraced notification processed');
+    assert.equal(seen[0]!.activeTraceId, undefined, 'no span is active in the listener');
+    assert.equal(seen[0]!.context, undefined, 'no trace stored with the notification');
+  } finally {
+    trace.setGlobalTracerProvider(provider);
+  }
+  await app.startActiveSpan('request', async (request) => {
+    await notify('traced_jobs', { n: 42 }, { client: db.pool });
+    request.end();
+  });
+  const [process] = await waitForSpans('process traced_jobs');
+  assertTracedFrom(process!, spans('send traced_jobs')[0]!.spanContext());
+  assert.equal(exporter.getFinishedSpans().filter((s) => s.name.endsWith('traced_jobs')).length, 2, 'only the second notification was traced');
+});
