@@ -819,6 +819,9 @@ const currentContext = `coalesce(nullif(current_setting('pubsub.context', true),
 export const traceTransactionSql = `select set_config('pubsub.context', (${currentContext} || $1::jsonb)::text, true) is not null as ok`;
 /** notifySql with $6, the trace context (a JSON object), added to the context: the given one, else the transaction's. */
 export const tracedNotifySql = `select pubsub.notify($1, $2::jsonb, coalesce($3::jsonb, ${currentContext}) || $6::jsonb, $4::boolean, $5::boolean)::text as id`;
+/** notifyMany(): notifySql for each of the payloads $2 (a text array of JSON), in their order, in one statement. */
+export const notifyManySql = `select pubsub.notify($1, p::jsonb, $3::jsonb, $4::boolean, $5::boolean)::text as id from unnest($2::text[]) with ordinality as t(p, i) order by i`;
+export const tracedNotifyManySql = `select pubsub.notify($1, p::jsonb, coalesce($3::jsonb, ${currentContext}) || $6::jsonb, $4::boolean, $5::boolean)::text as id from unnest($2::text[]) with ordinality as t(p, i) order by i`;
 
 /** Drops every session lock of the LISTEN session (only sleep locks live there): no stray one can outlive a wake-up. */
 export const wakeSql = `select pg_advisory_unlock_all()`;

@@ -106,22 +106,24 @@ export function withoutTrace(context: unknown): unknown {
 const common = (channel: string): Otel.Attributes => ({ 'messaging.system': 'pgpubsub', 'messaging.destination.name': channel });
 
 /**
- * Runs `send` (one notify()) inside a `send <channel>` PRODUCER span; `send` gets the trace to store
- * with the notification (the span's context), or undefined when nothing is traced, and returns the
- * notification id, if any.
+ * Runs `send` (one notify(), or one notifyMany() of `count` payloads) inside a `send <channel>` PRODUCER
+ * span; `send` gets the trace to store with the notifications (the span's context), or undefined when
+ * nothing is traced, and returns the notification ids (none for a non-durable channel).
  */
-export async function traceSend(channel: string, send: (trace: Record<string, TraceCarrier> | undefined) => Promise<string | undefined>): Promise<string | undefined> {
+export async function traceSend<R extends Array<string | null>>(channel: string, send: (trace: Record<string, TraceCarrier> | undefined) => Promise<R>, count = 1): Promise<R> {
   const a = await otel();
   if (!a) return send(undefined);
   const attributes = { ...common(channel), 'messaging.operation.type': 'send', 'messaging.operation.name': 'send' } as Otel.Attributes;
+  if (count > 1) attributes['messaging.batch.message_count'] = count;
   return tracer(a).startActiveSpan(`send ${channel}`, { kind: a.SpanKind.PRODUCER, attributes }, async (span) => {
     try {
       const carrier = carrierOf(a, span.spanContext());
-      const id = await send(carrier && { [TRACE_KEY]: carrier });
+      const ids = await send(carrier && { [TRACE_KEY]: carrier });
       // Only a durable notification has an id (that of its first row: each listener has its own).
-      span.setAttribute('pgpubsub.durable', id !== undefined);
-      if (id !== undefined) span.setAttribute('messaging.message.id', id);
-      return id;
+      const durable = ids.some((id) => id !== null);
+      span.setAttribute('pgpubsub.durable', durable);
+      if (durable && count === 1) span.setAttribute('messaging.message.id', ids[0]!);
+      return ids;
     } catch (error) {
       fail(span, error);
       throw error;
