@@ -11,7 +11,7 @@ import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as pgListen from 'pg-listen';
-import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
+import { applyMigrations, generateMigration, listen, notify, notifyMany, startEmbeddedPostgres } from 'pgpubsub';
 import { latencyChart } from './chart.js';
 import { RELAY_QUEUE, RELAY_SUBJECT, bucketMs, clock, observed } from './listeners.js';
 import { startSampler } from './sampler.js';
@@ -500,6 +500,38 @@ if (runs('W6') || only?.includes('W6x')) {
       w6[`${clients}-listeners`] = Object.fromEntries(['l1', 'l3', 'l10'].map((k) => [k, { commits: round(f[k]!, 0), ratio: round(f[k]! / f.plain!) }]));
       for (const n of [1, 3, 10]) row('W6', `${clients} writer(s), ${n} listener(s)`, `${round(f[`l${n}`]!, 0)} vs ${round(f.plain!, 0)} commits/s`, `${round(f[`l${n}`]! / f.plain!)}× no trigger`);
     }
+    // Publishing from the app: 100 notify() calls in one transaction (a round trip each) against one
+    // notifyMany() of the same 100 payloads (one statement), notifications stored per second.
+    for (const clients of [1, 8]) {
+      const rates: Record<string, number[]> = {};
+      for (let r = 0; r < (smoke ? 1 : 3); r++) {
+        for (const variant of ['notify', 'notifyMany'] as const) {
+          await q(`truncate pubsub.notification`);
+          let stored = 0;
+          const end = performance.now() + size.writerMs;
+          await Promise.all(
+            Array.from({ length: clients }, async () => {
+              const c = await pool.connect();
+              const payloads = Array.from({ length: 100 }, (_, n) => ({ n }));
+              while (performance.now() < end) {
+                await c.query('begin');
+                if (variant === 'notify') for (const p of payloads) await notify('bench_drain', p, { client: c });
+                else await notifyMany('bench_drain', payloads, { client: c });
+                await c.query('commit');
+                stored += 100;
+              }
+              c.release();
+            }),
+          );
+          (rates[variant] ??= []).push(stored / (size.writerMs / 1000));
+        }
+      }
+      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const [one, many] = [med(rates.notify!), med(rates.notifyMany!)];
+      w6[`${clients}-notifyMany`] = { notify: round(one, 0), notifyMany: round(many, 0), ratio: round(many / one) };
+      row('W6', `${clients} writer(s), 100 payloads per transaction`, `notifyMany ${round(many, 0)} vs notify() ×100 ${round(one, 0)} notifications/s`, `${round(many / one)}× notify()`);
+    }
+    await q(`truncate pubsub.notification`);
     results.W6 = { client: hasPgbench ? 'pgbench' : 'node-postgres', ...w6 };
   }
   if (only?.includes('W6x')) results.W6x = await writerExperiments({ q, sideBySide, single, hundred, row });
@@ -876,7 +908,7 @@ results.method = {
   W2: '4 writer connections INSERT single rows (autocommit) into a table with the generated AFTER INSERT trigger for the whole duration while one `pubsub listen` consumes; processed/s = (inserted − backlog at end) / duration.',
   W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), and a forked sender process told over IPC to send sample i, which answers with its stamp. All receivers run throughout and the systems take turns in blocks of 100 samples per system and placement (round-robin), so load changes of a shared machine fall on all alike. Event loop delay of the bench process (how late a 1 ms interval timer fires, as perf_hooks.monitorEventLoopDelay measures it) is recorded per system and placement. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
   W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload. 3 runs per receiver, interleaved; the median run is reported.',
-  W6: 'pgbench (or node-postgres) INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger, each from empty tables; "trigger only" and "no trigger" run 3 times each, interleaved, median reported; then once with a `pubsub listen` worker consuming on the same machine. Variants: 100 rows per INSERT (rows/s), and tables whose trigger stores a row for 1, 3 and 10 durable listeners.',
+  W6: 'pgbench (or node-postgres) INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger, each from empty tables; "trigger only" and "no trigger" run 3 times each, interleaved, median reported; then once with a `pubsub listen` worker consuming on the same machine. Variants: 100 rows per INSERT (rows/s), and tables whose trigger stores a row for 1, 3 and 10 durable listeners. Publishing from the app: 100 notify() calls per transaction against one notifyMany() of the same 100 payloads, 1 and 8 clients, notifications stored per second (3 runs interleaved, median).',
   W6x: 'Only with --only W6x: copies of the readings table whose trigger is the generated one with one change (v4 wake-up call, no wake-up, v5 wake() call, slot try-lock, no SET, to_jsonb payload, notification copies with all or fewer indexes, statement-level with a transition table), measured as W6, side by side with the generated trigger and no trigger; see bench/w6x.ts.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
   W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains; the "keyed at write" variant stores them with their key, to show what giving keys costs), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
