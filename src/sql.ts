@@ -868,6 +868,10 @@ export const schemaVersionSql = `select case
     when to_regclass('pubsub.bridge_seen') is null then 5
     else 6 end as version`;
 
+/** Whether autovacuum looks after pubsub.notification: on for the server, and not turned off on the table. */
+export const autovacuumSql = `select current_setting('autovacuum')::boolean and not exists (
+    select 1 from pg_class c, unnest(c.reloptions) o where c.oid = 'pubsub.notification'::regclass and o ~* '^autovacuum_enabled=(false|off|no|n|f|0)$') as on`;
+
 /** drainOnce(): the stored rows of $1 (listener ids; $2 channels, for rows stored before anyone subscribed; $3 a context filter or null), due now and not yet. */
 export const backlogSql = `select count(*) filter (where run_at <= now())::int as due, count(*) filter (where run_at > now())::int as waiting
   from pubsub.notification
