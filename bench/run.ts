@@ -11,7 +11,7 @@ import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import * as pgListen from 'pg-listen';
-import { applyMigrations, generateMigration, listen, notify, startEmbeddedPostgres } from 'pgpubsub';
+import { applyMigrations, generateMigration, listen, notify, notifyMany, startEmbeddedPostgres } from 'pgpubsub';
 import { latencyChart } from './chart.js';
 import { RELAY_QUEUE, RELAY_SUBJECT, bucketMs, clock, observed } from './listeners.js';
 import { startSampler } from './sampler.js';
@@ -95,7 +95,7 @@ await applyMigrations(db, migrations);
 const [{ server_version: version }] = await q('show server_version');
 const settings = Object.fromEntries(
   (await q(`select name, setting from pg_settings where name = any($1)`, [
-    ['shared_buffers', 'fsync', 'synchronous_commit', 'wal_level', 'max_connections', 'work_mem', 'checkpoint_timeout', 'max_wal_size'],
+    ['shared_buffers', 'fsync', 'synchronous_commit', 'autovacuum', 'wal_level', 'max_connections', 'work_mem', 'checkpoint_timeout', 'max_wal_size'],
   ])).map((r) => [r.name, r.setting]),
 );
 results.machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version, platform: `${os.platform()} ${os.release()}` };
@@ -138,8 +138,15 @@ async function untilEmpty(sql: string) {
   }
 }
 
-const fillNotifications = (channel: string, listener: string, n: number) =>
-  q(`insert into pubsub.notification (channel, listener, payload) select $1, $2, jsonb_build_object('n', g) from generate_series(1, $3::int) g`, [channel, listener, n]);
+/**
+ * A drain's backlog, from a fresh table as graphile-worker's runner starts from one (it truncates its
+ * jobs): the dead rows of the previous drain would otherwise stay for the next one to walk wherever
+ * autovacuum is off (as on the CI server this was first measured on) or has not come round yet.
+ */
+async function fillNotifications(channel: string, listener: string, n: number) {
+  await q('truncate pubsub.notification, pubsub.claim');
+  await q(`insert into pubsub.notification (channel, listener, payload) select $1, $2, jsonb_build_object('n', g) from generate_series(1, $3::int) g`, [channel, listener, n]);
+}
 
 let peers: { graphile?: any; pgboss?: any } = {};
 try {
@@ -506,6 +513,38 @@ if (runs('W6') || only?.includes('W6x')) {
       w6[`${clients}-listeners`] = Object.fromEntries(['l1', 'l3', 'l10'].map((k) => [k, { commits: round(f[k]!, 0), ratio: round(f[k]! / f.plain!) }]));
       for (const n of [1, 3, 10]) row('W6', `${clients} writer(s), ${n} listener(s)`, `${round(f[`l${n}`]!, 0)} vs ${round(f.plain!, 0)} commits/s`, `${round(f[`l${n}`]! / f.plain!)}× no trigger`);
     }
+    // Publishing from the app: 100 notify() calls in one transaction (a round trip each) against one
+    // notifyMany() of the same 100 payloads (one statement), notifications stored per second.
+    for (const clients of [1, 8]) {
+      const rates: Record<string, number[]> = {};
+      for (let r = 0; r < (smoke ? 1 : 3); r++) {
+        for (const variant of ['notify', 'notifyMany'] as const) {
+          await q(`truncate pubsub.notification`);
+          let stored = 0;
+          const end = performance.now() + size.writerMs;
+          await Promise.all(
+            Array.from({ length: clients }, async () => {
+              const c = await pool.connect();
+              const payloads = Array.from({ length: 100 }, (_, n) => ({ n }));
+              while (performance.now() < end) {
+                await c.query('begin');
+                if (variant === 'notify') for (const p of payloads) await notify('bench_drain', p, { client: c });
+                else await notifyMany('bench_drain', payloads, { client: c });
+                await c.query('commit');
+                stored += 100;
+              }
+              c.release();
+            }),
+          );
+          (rates[variant] ??= []).push(stored / (size.writerMs / 1000));
+        }
+      }
+      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const [one, many] = [med(rates.notify!), med(rates.notifyMany!)];
+      w6[`${clients}-notifyMany`] = { notify: round(one, 0), notifyMany: round(many, 0), ratio: round(many / one) };
+      row('W6', `${clients} writer(s), 100 payloads per transaction`, `notifyMany ${round(many, 0)} vs notify() ×100 ${round(one, 0)} notifications/s`, `${round(many / one)}× notify()`);
+    }
+    await q(`truncate pubsub.notification`);
     results.W6 = { client: hasPgbench ? 'pgbench' : 'node-postgres', ...w6 };
   }
   if (only?.includes('W6x')) results.W6x = await writerExperiments({ q, sideBySide, single, hundred, row });
@@ -561,7 +600,7 @@ if (runs('W10')) {
     for (const [key, channel, listener, keys] of variants) {
       // Each backlog in a fresh table: the dead rows of earlier drains would weigh on the later variants.
       await q('truncate pubsub.notification, pubsub.claim');
-      // Through pubsub.notify(), which stores each row's key from the subscription's path (library version 7).
+      // Through pubsub.notify(), which stores each row's key from the subscription's path (library version 8).
       if (key === 'manyKeysPath') {
         await q(`select pubsub.notify($1, jsonb_build_object('n', g, 'key', g % $3)) from generate_series(1, $2::int) g`, [channel, n, keys]);
         const [{ unkeyed }] = await q(`select count(*)::int as unkeyed from pubsub.notification where channel = $1 and order_key is null`, [channel]);
@@ -891,10 +930,10 @@ results.method = {
   W2: '4 writer connections INSERT single rows (autocommit) into a table with the generated AFTER INSERT trigger for the whole duration while one `pubsub listen` consumes; processed/s = (inserted − backlog at end) / duration.',
   W3: 'Sequential samples; each: BEGIN, publish sample i (notify() / pg_notify / graphile add_job, bench/sender.ts), stamp, COMMIT; latency = callback (or task) start − stamp, so commit time is included for every system alike. The next sample is sent once the previous one started (the receiver resolves a promise: nothing spins). Each system twice, 1,000 samples each: the sender on its own connection in the bench process (sharing its event loop with the worker), and a forked sender process told over IPC to send sample i, which answers with its stamp. All receivers run throughout and the systems take turns in blocks of 100 samples per system and placement (round-robin), so load changes of a shared machine fall on all alike. Event loop delay of the bench process (how late a 1 ms interval timer fires, as perf_hooks.monitorEventLoopDelay measures it) is recorded per system and placement. Both stamps and starts are process.hrtime (CLOCK_MONOTONIC, one clock for every process of the machine). Workers (pgpubsub listen(), graphile-worker run(), a raw pg LISTEN client) run in the bench process on their own connections. Chart: bench/results/w3.svg. pg-boss: its own in-process loop, stamped after commit (bench/peers/pgboss.mjs).',
   W4: 'A separate publisher process sends SELECT pg_notify() (one per transaction) as fast as one connection can for the duration; the receiver counts what arrives and the send→receive latency from the stamp in the JSON payload. 3 runs per receiver, interleaved; the median run is reported.',
-  W6: 'pgbench (or node-postgres) INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger, each from empty tables; "trigger only" and "no trigger" run 3 times each, interleaved, median reported; then once with a `pubsub listen` worker consuming on the same machine. Variants: 100 rows per INSERT (rows/s), and tables whose trigger stores a row for 1, 3 and 10 durable listeners.',
+  W6: 'pgbench (or node-postgres) INSERT, autocommit, N clients, same table shape with and without the generated durable AFTER INSERT trigger, each from empty tables; "trigger only" and "no trigger" run 3 times each, interleaved, median reported; then once with a `pubsub listen` worker consuming on the same machine. Variants: 100 rows per INSERT (rows/s), and tables whose trigger stores a row for 1, 3 and 10 durable listeners. Publishing from the app: 100 notify() calls per transaction against one notifyMany() of the same 100 payloads, 1 and 8 clients, notifications stored per second (3 runs interleaved, median).',
   W6x: 'Only with --only W6x: copies of the readings table whose trigger is the generated one with one change (v4 wake-up call, no wake-up, v5 wake() call, slot try-lock, no SET, to_jsonb payload, notification copies with all or fewer indexes, statement-level with a transition table), measured as W6, side by side with the generated trigger and no trigger; see bench/w6x.ts.',
   RSS: 'VmHWM of the worker process after draining N stored notifications.',
-  W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains, for an orderKey function; the "keyed at write" variant stores them with their key by a plain insert, to show what giving keys costs; the "orderKey path" variant is a listener with `orderKey: "key"` whose rows pubsub.notify() stores with their key, library version 7), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
+  W10: 'N durable notifications stored first for an ordered no-op listener (key = n mod K; keys are given by the worker as it drains, for an orderKey function; the "keyed at write" variant stores them with their key by a plain insert, to show what giving keys costs; the "orderKey path" variant is a listener with `orderKey: "key"` whose rows pubsub.notify() stores with their key, library version 8), drained by `pubsub listen` as W1, beside the same backlog for an unordered no-op; the listener prints any n that is not above the last of its key. 3 runs each, interleaved; median reported.',
   W8: 'N durable notifications stored first for a relay (@Relay in bench/listeners.ts), drained by `pubsub relay` as W1 (from "listening on" until none are left), every message confirmed by the broker (RabbitMQ publisher confirms on a durable queue, persistent messages; JetStream publish acks on a file stream); the count at the broker is checked. Beside it, the ceiling: a bare amqplib confirm channel / nats client in the bench process (JetStream: publishes with a reply subject, acks counted on one subscription, as the relay collects them) publishing the same N messages in bursts of the same size (1000), waiting for each burst\'s confirms; the relay also with `batchSize: 2000`. 3 runs each, median reported.',
   W9: 'N notifications stored first for one no-op listener (1, 2 and 4 `pubsub listen` processes started together on the same backlog) and for a channel with 3 no-op listeners (N × 3 rows, 1 process); time from the first process printing "listening on" until none are left; per process = its listener calls (printed at exit) / that time. While it runs, pg_stat_activity is sampled every 50 ms: the state and wait event of each drain connection (application_name pubsub:worker) averaged per sample; CPU from /proc (machine busy share; utime+stime of the PostgreSQL processes of the database and of the workers) and WAL from pg_current_wal_lsn(). "Saturates" names the CPU when the machine is ≥ 90% busy, else the most common wait of running backends, else the workers (backends idle).',
   W11: 'The drain rate is measured first (a W1 drain of the no-op listener), then one writer connection stores notifications for a latency-recording listener at half that rate (every 10 ms, the rows due, in one INSERT … SELECT plus pubsub.wake(), stamped when sent) while one `pubsub listen` consumes, for --lasting-minutes (30; smoke 20 s). A second session holds `begin isolation level repeatable read; select txid_current()` from 1/3 to 2/3 of the run. Per interval (minute; smoke 2 s): produced/s, processed/s and commit→processed p99 (the worker prints a log histogram, ~9% buckets, every second), backlog (count), table/heap/index size, n_dead_tup, autovacuum count, and the time of `select … order by id limit 100` from the start of the listener\'s range. Checks: lowest interval (the first left out) / median clean interval before the hold ≥ 0.8; total size back within 10% of the largest clean size within 1/6 of the run (5 of 30 minutes) after the release.',

@@ -326,7 +326,10 @@ export class Drain {
     const n = ns[0]!;
     const what = `${l?.id ?? `the listeners of "${n.channel}"`} on notification ${n.id}${ns.length > 1 ? ` (and ${ns.length - 1} more)` : ''}`;
     const scope = tx.scope(what);
-    const controller = new AbortController();
+    // ctx.signal's controller is made when the listener reads it (most never do: an AbortSignal per call
+    // was a tenth of a no-op drain's CPU), aborted already if the time limit passed before that.
+    let controller: AbortController | undefined;
+    let timedOut: Error | undefined;
     const prisma = this.o.prisma;
     const ctx: NotificationContext = withPrisma(
       {
@@ -335,7 +338,13 @@ export class Drain {
         durable: true,
         attempt: Math.min(...ns.map((x) => x.attempts)),
         tx: scope,
-        signal: controller.signal,
+        get signal() {
+          if (!controller) {
+            controller = new AbortController();
+            if (timedOut) controller.abort(timedOut);
+          }
+          return controller.signal;
+        },
         ...(n.context !== null && { context: withoutTrace(JSON.parse(n.context)) }),
       },
       () => (prisma ? prisma.client(scope) : noPrisma()),
@@ -344,7 +353,8 @@ export class Drain {
     try {
       await withTimeout(fn(ctx), timeoutOf(l), what, (e) => {
         scope.close();
-        controller.abort(e);
+        timedOut = e;
+        controller?.abort(e);
       });
       await scope.finish();
       return undefined;
@@ -367,7 +377,7 @@ export class Drain {
   /**
    * Gives newly stored notifications of an ordered listener their key, in id order, one worker at a
    * time, committed before the claim. Only rows whose writer did not store it: an orderKey function's
-   * (it runs here, on the decoded payload), and rows stored before library version 7 or by a trigger
+   * (it runs here, on the decoded payload), and rows stored before library version 8 or by a trigger
    * function generated before the listener had its path. Within a drain round it looks only after the last id it keyed:
    * from the start it would walk every keyed row still waiting (a heap visit each) on every claim.
    * Rows committed late with lower ids get their key in the next round, which starts from the start.

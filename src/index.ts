@@ -21,7 +21,7 @@ export {
 export { PubSubError } from './errors.js';
 export { applyMigrations } from './migrate.js';
 export { generateMigration } from './generate.js';
-export { notify, disconnect, setContext, withContext } from './notify.js';
+export { notify, notifyMany, disconnect, setContext, withContext } from './notify.js';
 export { traceTransaction } from './tracing.js';
 export { getRegistry } from './registry.js';
 export { Relay, relay } from './relay.js';

@@ -51,7 +51,7 @@ export interface MigrationState {
   triggers: Record<string, InstalledTrigger>;
   /** `channel listener` pairs of durable channels (since library version 2). */
   subscriptions?: string[];
-  /** `channel listener` → the order key path its writers store (pubsub.subscription.order_path, since library version 7); absent: none. */
+  /** `channel listener` → the order key path its writers store (pubsub.subscription.order_path, since library version 8); absent: none. */
   orderPaths?: Record<string, string[]>;
   /** Model name → version of the shape its triggers send (since library version 2). */
   models?: Record<string, string>;

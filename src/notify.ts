@@ -6,7 +6,7 @@ import { requireDatabaseUrl } from './config.js';
 import { PubSubError } from './errors.js';
 import { assertRebuildable, encodePayload } from './payload.js';
 import { getRegistry } from './registry.js';
-import { SQLSTATE_CHANNEL_CONFLICT, SQLSTATE_PAYLOAD_TOO_LARGE, notifySql, setContextSql, tracedNotifySql } from './sql.js';
+import { SQLSTATE_CHANNEL_CONFLICT, SQLSTATE_PAYLOAD_TOO_LARGE, notifyManySql, notifySql, setContextSql, tracedNotifyManySql, tracedNotifySql } from './sql.js';
 import { activeTrace, traceSend } from './tracing.js';
 import { SchemaRejection, formatIssues, validate, type StandardSchemaV1 } from './standard-schema.js';
 import type { Channel, Queryable } from './types.js';
@@ -160,35 +160,79 @@ async function checkSchema(schema: StandardSchemaV1, payload: unknown, text: str
 export function notify<T, I>(channel: Channel<T, I>, payload: NoInfer<I>, options?: NotifyOptions): Promise<string | undefined>;
 export function notify(channel: string, payload: unknown, options?: NotifyOptions): Promise<string | undefined>;
 export async function notify(channel: Channel<unknown> | string, payload: unknown, options: NotifyOptions = {}): Promise<string | undefined> {
+  const p = publication(channel, options, 'notify()');
+  const text = await p.encode(payload);
+  const [id] = await traceSend(p.name, async (trace) => (await p.send(notifySql, tracedNotifySql, text, trace)).map((r) => r.id));
+  return id ?? undefined;
+}
+
+/**
+ * Publishes several payloads on one channel in one statement (one round trip, however many): as many
+ * `notify()` calls in a row, each payload checked the same way, all or none stored. Resolves to the
+ * ids in the payloads' order (undefined for a non-durable channel). A payload that is refused names its
+ * index and nothing is sent; an empty list sends nothing.
+ *
+ * @example
+ * await notifyMany(postReads, reads.map((r) => ({ postId: r.postId, date: r.at })), { client: tx });
+ */
+export function notifyMany<T, I>(channel: Channel<T, I>, payloads: ReadonlyArray<NoInfer<I>>, options?: NotifyOptions): Promise<Array<string | undefined>>;
+export function notifyMany(channel: string, payloads: ReadonlyArray<unknown>, options?: NotifyOptions): Promise<Array<string | undefined>>;
+export async function notifyMany(channel: Channel<unknown> | string, payloads: ReadonlyArray<unknown>, options: NotifyOptions = {}): Promise<Array<string | undefined>> {
+  const p = publication(channel, options, 'notifyMany()');
+  if (!Array.isArray(payloads)) {
+    throw new PubSubError('pubsub.invalidPayload', `notifyMany("${p.name}"): payloads must be an array, got ${payloads === null ? 'null' : typeof payloads}. Use notify() for one payload.`);
+  }
+  const texts: string[] = [];
+  for (const [i, payload] of payloads.entries()) {
+    try {
+      texts.push(await p.encode(payload));
+    } catch (error) {
+      if (!(error instanceof PubSubError)) throw error;
+      throw new PubSubError(error.code, `notifyMany("${p.name}"), payload ${i} of ${payloads.length} (from 0): ${error.message} Nothing was sent.`, { cause: error });
+    }
+  }
+  if (texts.length === 0) return [];
+  const ids = await traceSend(p.name, async (trace) => (await p.send(notifyManySql, tracedNotifyManySql, texts, trace)).map((r) => r.id), texts.length);
+  return ids.map((id) => id ?? undefined);
+}
+
+/** What notify() and notifyMany() share: the channel's checks, the payload's encoding and checks, and the call. */
+function publication(channel: Channel<unknown> | string, options: NotifyOptions, fn: string) {
   const name: unknown = typeof channel === 'string' ? channel : (channel as Channel<unknown> | null | undefined)?.name;
-  assertChannelName(name, 'notify()');
+  assertChannelName(name, fn);
   // The database decides (pubsub.channel); this process's idea of the mode only fills in for a channel it does not record.
   const declared = options.durable ?? (typeof channel === 'string' ? getRegistry().get(name)?.durable : channel.durable) ?? null;
   const context = options.context ?? contextStorage.getStore();
-  if (typeof channel !== 'string' && channel.type) assertRebuildable(payload, channel.type, name);
-  const text = encodePayload(payload, name);
-  if (typeof channel !== 'string' && channel.schema) await checkSchema(channel.schema, payload, text, name);
   const contextText = context ? encodePayload(context, name, 'context') : null;
-  if (declared === false) {
-    // Expected to go out as a NOTIFY: refuse here what cannot fit rather than ship megabytes to be refused
-    // (the server measures its own printing of the JSON, a few bytes longer, and has the last word).
-    const bytes = Buffer.byteLength(text) + (contextText ? Buffer.byteLength(contextText) + 24 : 0);
-    if (bytes > MAX_NOTIFY_PAYLOAD_BYTES) {
-      throw new PubSubError(
-        'pubsub.payloadTooLarge',
-        `notify("${name}"): the payload is ${bytes} bytes as JSON; a non-durable notification must be at most ${MAX_NOTIFY_PAYLOAD_BYTES}. Send less (an id to look up), or use a durable channel, which has no such limit.`,
-      );
-    }
-  }
   const client = options.client ?? getDefaultPool();
-  const values = [name, text, contextText, declared, options.durable !== undefined];
-  return traceSend(name, async (trace) => {
-    let rows: Array<{ id: string | null }>;
-    try {
-      rows = await (trace ? query<{ id: string | null }>(client, tracedNotifySql, [...values, JSON.stringify(trace)]) : query<{ id: string | null }>(client, notifySql, values));
-    } catch (error) {
-      throw notifyError(error, name);
-    }
-    return rows[0]?.id ?? undefined;
-  });
+  return {
+    name,
+    /** The payload as the JSON text to store or send, after the checks the worker would make. */
+    async encode(payload: unknown): Promise<string> {
+      if (typeof channel !== 'string' && channel.type) assertRebuildable(payload, channel.type, name);
+      const text = encodePayload(payload, name);
+      if (typeof channel !== 'string' && channel.schema) await checkSchema(channel.schema, payload, text, name);
+      if (declared === false) {
+        // Expected to go out as a NOTIFY: refuse here what cannot fit rather than ship megabytes to be refused
+        // (the server measures its own printing of the JSON, a few bytes longer, and has the last word).
+        const bytes = Buffer.byteLength(text) + (contextText ? Buffer.byteLength(contextText) + 24 : 0);
+        if (bytes > MAX_NOTIFY_PAYLOAD_BYTES) {
+          throw new PubSubError(
+            'pubsub.payloadTooLarge',
+            `notify("${name}"): the payload is ${bytes} bytes as JSON; a non-durable notification must be at most ${MAX_NOTIFY_PAYLOAD_BYTES}. Send less (an id to look up), or use a durable channel, which has no such limit.`,
+          );
+        }
+      }
+      return text;
+    },
+    /** One statement: `sql` with the payload(s) as $2, or `traced` with the trace context as $6. */
+    async send(sql: string, traced: string, payload: string | string[], trace: Record<string, unknown> | undefined): Promise<Array<{ id: string | null }>> {
+      const values = [name, payload, contextText, declared, options.durable !== undefined];
+      try {
+        return await (trace ? query<{ id: string | null }>(client, traced, [...values, JSON.stringify(trace)]) : query<{ id: string | null }>(client, sql, values));
+      } catch (error) {
+        throw notifyError(error, name);
+      }
+    },
+  };
 }

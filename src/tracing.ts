@@ -32,10 +32,26 @@ const loading: Promise<unknown> = import('@opentelemetry/api').then(
   () => (api = null),
 );
 
-/** The API once loaded (awaited by the first callers only), or null without @opentelemetry/api. */
+/** What `getDelegate()` of a ProxyTracerProvider with nothing registered returns: this API's no-op provider. */
+let noopProvider: unknown;
+
+/**
+ * The API when spans can be recorded: loaded (awaited by the first callers only) and a tracer provider
+ * registered; else null, and the caller does no tracing work at all. With @opentelemetry/api installed
+ * but no SDK registered, building attributes and a no-op span per listener call cost about a third of a
+ * no-op listener's CPU. A provider registered later (or by another copy of the API) is seen on the next call.
+ */
+function otelNow(a: Api | null): Api | null {
+  if (!a) return null;
+  const provider = a.trace.getTracerProvider();
+  if (!(provider instanceof a.ProxyTracerProvider)) return a;
+  noopProvider ??= new a.ProxyTracerProvider().getDelegate();
+  return provider.getDelegate() === noopProvider ? null : a;
+}
+
 async function otel(): Promise<Api | null> {
   if (api === undefined) await loading;
-  return api!;
+  return otelNow(api!);
 }
 
 const tracer = (a: Api) => a.trace.getTracer('pgpubsub');
@@ -90,22 +106,24 @@ export function withoutTrace(context: unknown): unknown {
 const common = (channel: string): Otel.Attributes => ({ 'messaging.system': 'pgpubsub', 'messaging.destination.name': channel });
 
 /**
- * Runs `send` (one notify()) inside a `send <channel>` PRODUCER span; `send` gets the trace to store
- * with the notification (the span's context), or undefined when nothing is traced, and returns the
- * notification id, if any.
+ * Runs `send` (one notify(), or one notifyMany() of `count` payloads) inside a `send <channel>` PRODUCER
+ * span; `send` gets the trace to store with the notifications (the span's context), or undefined when
+ * nothing is traced, and returns the notification ids (none for a non-durable channel).
  */
-export async function traceSend(channel: string, send: (trace: Record<string, TraceCarrier> | undefined) => Promise<string | undefined>): Promise<string | undefined> {
+export async function traceSend<R extends Array<string | null>>(channel: string, send: (trace: Record<string, TraceCarrier> | undefined) => Promise<R>, count = 1): Promise<R> {
   const a = await otel();
   if (!a) return send(undefined);
   const attributes = { ...common(channel), 'messaging.operation.type': 'send', 'messaging.operation.name': 'send' } as Otel.Attributes;
+  if (count > 1) attributes['messaging.batch.message_count'] = count;
   return tracer(a).startActiveSpan(`send ${channel}`, { kind: a.SpanKind.PRODUCER, attributes }, async (span) => {
     try {
       const carrier = carrierOf(a, span.spanContext());
-      const id = await send(carrier && { [TRACE_KEY]: carrier });
+      const ids = await send(carrier && { [TRACE_KEY]: carrier });
       // Only a durable notification has an id (that of its first row: each listener has its own).
-      span.setAttribute('pgpubsub.durable', id !== undefined);
-      if (id !== undefined) span.setAttribute('messaging.message.id', id);
-      return id;
+      const durable = ids.some((id) => id !== null);
+      span.setAttribute('pgpubsub.durable', durable);
+      if (durable && count === 1) span.setAttribute('messaging.message.id', ids[0]!);
+      return ids;
     } catch (error) {
       fail(span, error);
       throw error;
@@ -134,7 +152,7 @@ export interface ProcessInfo {
  * drain returns failures instead of throwing them); a throw is recorded too, and passed on.
  */
 export async function traceProcess<R>(info: ProcessInfo, run: () => Promise<R>, failureOf: (result: R) => { error: unknown } | undefined = () => undefined): Promise<R> {
-  const a = await otel();
+  const a = api === undefined ? await otel() : otelNow(api);
   if (!a) return run();
   const producers: Otel.SpanContext[] = [];
   for (const m of info.messages) {

@@ -27,7 +27,7 @@ import { PrismaBinding } from './prisma.js';
 import { RelayHub } from './relay.js';
 import { getRegistry, type ChannelDefinition, type ListenerDefinition, type Registry, type ScheduleDefinition } from './registry.js';
 import { Scheduler } from './scheduler.js';
-import { LIBRARY_SCHEMA_VERSION, backlogSql, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
+import { LIBRARY_SCHEMA_VERSION, autovacuumSql, backlogSql, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
 import type { Logger, PrismaFactory } from './types.js';
 import { Wakeup } from './wakeup.js';
 
@@ -552,6 +552,9 @@ async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: L
       const missing = await unsubscribed(db, listeners);
       for (const m of missing) {
         logger.warn(`${m.listener} is not subscribed to "${m.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
+      }
+      if (listeners.length && !(await db.query<{ on: boolean }>(autovacuumSql)).rows[0]!.on) {
+        logger.warn('autovacuum is off for pubsub.notification (server setting or table option): every processed notification leaves a dead row that only VACUUM removes, and claims slow down as they pile up. Turn autovacuum on, or run `VACUUM pubsub.notification` every minute or so.');
       }
       const models = new Map<string, ModelShape>((await db.query(modelsSql)).rows.map((r) => [r.name, r]));
       checkModels(triggers, models);

@@ -137,6 +137,25 @@ class Timeouts {
   }
 }
 
+/** What each first attempt of `signalled` saw of ctx.signal once its time limit had passed. */
+const signalsSeen: string[] = [];
+
+class Signals {
+  @Listen('signalled', { timeoutMs: 300, backoff: { baseMs: 50, maxMs: 100 } })
+  async signalled(e: Ev, ctx: NotificationContext) {
+    bump(`signalled:${e.n}`);
+    if (ctx.attempt > 0) return;
+    if (e.key === 'early') {
+      const signal = ctx.signal!; // read at once: aborted when the time limit passes
+      await new Promise((resolve) => signal.addEventListener('abort', resolve));
+      signalsSeen.push(`early ${signal.aborted} ${(signal.reason as Error).message}`);
+    } else {
+      await new Promise((resolve) => setTimeout(resolve, 700)); // past the limit, before reading it
+      signalsSeen.push(`late ${ctx.signal!.aborted} ${(ctx.signal!.reason as Error).message}`);
+    }
+  }
+}
+
 class Stuck {
   @Listen('stuck', { maxAttempts: 1000, backoff: { baseMs: 20, maxMs: 40 } })
   async stuck(e: Ev, ctx: NotificationContext) {
@@ -185,7 +204,7 @@ async function sendAll(channel: string, events: Ev[]): Promise<void> {
 }
 
 before(async () => {
-  assert.ok(Typed && Swallowing && Ending && Timeouts && Stuck && Forged && Broadcasts);
+  assert.ok(Typed && Swallowing && Ending && Timeouts && Signals && Stuck && Forged && Broadcasts);
   db = await createTestDatabase();
   migrationsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-failure-'));
   fs.cpSync(path.join(ROOT, 'test/fixtures/prisma/migrations'), migrationsDir, { recursive: true });
@@ -196,7 +215,7 @@ before(async () => {
     create table parent (id int primary key);
     create table child (parent int references parent deferrable initially deferred);
     insert into pubsub.subscription (channel, listener) values ('crash_jobs', 'CrashListeners.run');`);
-  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 100, roundTripMs: 2000, logger, channels: ['Everything', 'swallow', 'recover', 'terminated', 'idle', 'deferred', 'ordered_slow', 'sleepy', 'forged', 'nondurable'].map(channelOf) });
+  worker = await listen({ databaseUrl: db.url, pollIntervalMs: 100, roundTripMs: 2000, logger, channels: ['Everything', 'swallow', 'recover', 'terminated', 'idle', 'deferred', 'ordered_slow', 'sleepy', 'signalled', 'forged', 'nondurable'].map(channelOf) });
 });
 
 after(async () => {
@@ -281,6 +300,13 @@ test('a timeout while the listener’s statement runs cancels that statement; th
   assert.deepEqual(await effects('sleepy'), ['1:1', '2:1', '3:1']);
   assert.ok(logged.some((l) => /Timeouts.sleepy on notification \d+ timed out after 300 ms/.test(l)), logged.join('\n'));
   assert.equal((await db.query(`select count(*)::int as n from pg_stat_activity where query like '%pg_sleep(30)%' and state = 'active' and pid <> pg_backend_pid()`))[0].n, 0);
+});
+
+test('ctx.signal is aborted at the time limit, whether the listener read it before or only after the limit passed', async () => {
+  await sendAll('signalled', [{ n: 1, key: 'early' }, { n: 2, key: 'late' }]);
+  await waitFor(async () => signalsSeen.length === 2 && (await pending('signalled')).length === 0, 'both attempts over and retried', 15_000);
+  assert.deepEqual(signalsSeen.map((s) => s.replace(/ on notification \d+/, '').replace(/;.*/, '')).sort(), ['early true Signals.signalled timed out after 300 ms', 'late true Signals.signalled timed out after 300 ms']);
+  assert.deepEqual([1, 2].map((n) => callsOf(`signalled:${n}`)), [2, 2]);
 });
 
 test('with --concurrency 4, a unit whose claims keep losing their transaction backs off alone: other channels flow at once', async () => {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import pg from 'pg';
 import { PrismaPg } from '@prisma/adapter-pg';
-import { Listen, Transform, Type, defineChannel, listen, notify, type NotificationContext, type Worker } from '../../src/index.js';
+import { Listen, Transform, Type, defineChannel, listen, notify, notifyMany, type NotificationContext, type Worker } from '../../src/index.js';
 import { PrismaClient } from '../fixtures/generated/prisma/client.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
@@ -52,6 +52,8 @@ export function typeChecks() {
   void notify(orders, { id: 1, placedAt: new Date(), lines: [{ sku: 'a', qty: '1' }], cents: 1n, note: '' });
   // @ts-expect-error placedAt is missing
   void notify(orders, { id: 1, lines: [], cents: 1n, note: '' });
+  // @ts-expect-error each payload is typed too
+  void notifyMany(orders, [{ id: 1, lines: [], cents: 1n, note: '' }]);
 }
 
 let db: TestDatabase;
@@ -201,4 +203,53 @@ test('after its LISTEN connection is killed the worker reconnects and catches up
   await waitFor(() => relistened, 'LISTEN committed again (a non-durable message sent before that is not received, by design)');
   await notify('pings', 'after reconnect', { client: db.pool });
   await waitFor(() => pings.includes('after reconnect'), 'a non-durable notification after the reconnect');
+});
+
+test('notifyMany(): one statement for many payloads, ids in their order, each processed once as its class; a bad payload anywhere sends nothing and names its index', async () => {
+  const stored = async () => Number((await db.query(`select count(*)::int as n from pubsub.notification where channel = 'orders'`))[0].n);
+  const before = await stored();
+  // A payload that will not serialize, last in the list: refused before anything is sent.
+  const circular: any = order(99);
+  circular.self = circular;
+  await assert.rejects(notifyMany(orders, [order(20), order(21), circular], { client: db.pool }), (e: any) => e.code === 'pubsub.invalidPayload' && /payload 2 of 3/.test(e.message) && /Nothing was sent/.test(e.message));
+  await assert.rejects(notifyMany('orders', 'not a list' as any, { client: db.pool }), (e: any) => e.code === 'pubsub.invalidPayload' && /must be an array/.test(e.message));
+  assert.equal(await stored(), before, 'nothing stored');
+  assert.deepEqual(await notifyMany(orders, [], { client: db.pool }), [], 'an empty list sends nothing');
+
+  // Inside a transaction: all or none, with the transaction.
+  const client = await db.pool.connect();
+  try {
+    await client.query('begin');
+    await notifyMany(orders, [order(22), order(23)], { client });
+    await client.query('rollback');
+    await client.query('begin');
+    const ids = await notifyMany(orders, [30, 31, 32, 33, 34].map((n) => order(n)), { client, context: { batch: 'b1' } });
+    await client.query('commit');
+    assert.equal(ids.length, 5);
+    assert.ok(ids.every((id, i) => i === 0 || BigInt(id!) > BigInt(ids[i - 1]!)), `ids in the payloads' order: ${ids}`);
+  } finally {
+    client.release();
+  }
+  const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: db.url }) });
+  try {
+    await prisma.$transaction((tx) => notifyMany(orders, [order(35)], { client: tx }));
+  } finally {
+    await prisma.$disconnect();
+  }
+  await waitFor(() => received.length === 6, 'six orders');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(ids(), [30, 31, 32, 33, 34, 35], 'each once, none of the rolled-back or refused ones');
+  const o = received.find((r) => r.order.id === 31)!;
+  assert.ok(o.order instanceof Order && o.order.placedAt instanceof Date && o.order.cents === 10n ** 18n + 31n);
+  assert.deepEqual(o.ctx.context, { batch: 'b1' });
+});
+
+test('notifyMany() on a non-durable channel: one NOTIFY per payload, undefined ids; one oversize payload refuses the call', async () => {
+  const result = await notifyMany('pings', ['a', 'b', 'c'], { client: db.pool });
+  assert.deepEqual(result, [undefined, undefined, undefined]);
+  await waitFor(() => pings.length === 3, 'three pings');
+  assert.deepEqual(pings, ['a', 'b', 'c']);
+  await assert.rejects(notifyMany('pings', ['d', 'x'.repeat(8000)], { client: db.pool }), (e: any) => e.code === 'pubsub.payloadTooLarge' && /payload 1 of 2/.test(e.message));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(pings, ['a', 'b', 'c'], 'not even the first one went out');
 });

@@ -54,6 +54,24 @@ test('drainOnce() runs what is due once, keeps the failures for their retry, and
   await db.query(`delete from pubsub.notification where channel = 'once_jobs'`);
 });
 
+test('a worker warns when autovacuum does not look after pubsub.notification (table option or server setting), and only then', async () => {
+  const warningsOf = async () => {
+    const warnings: string[] = [];
+    await drainOnce({ databaseUrl: db.url, channels: ['once_jobs'], logger: { info() {}, error() {}, warn: (m: string) => warnings.push(m) } });
+    return warnings.filter((w) => /autovacuum/.test(w));
+  };
+  const serverOn = (await one(`select current_setting('autovacuum')::boolean as on`)).on;
+  await db.query('alter table pubsub.notification set (autovacuum_enabled = off)');
+  try {
+    const off = await warningsOf();
+    assert.equal(off.length, 1);
+    assert.match(off[0]!, /autovacuum is off for pubsub\.notification.*VACUUM pubsub\.notification/);
+  } finally {
+    await db.query('alter table pubsub.notification reset (autovacuum_enabled)');
+  }
+  assert.equal((await warningsOf()).length, serverOn ? 0 : 1, `server autovacuum ${serverOn}`);
+});
+
 test('drainOnce() gives up with pubsub.drainFailed when claims keep failing, and a later drain processes every row exactly once', async () => {
   await db.query('truncate once_seen');
   await store('once_jobs', 'OnceListeners.run', 1, 50);

@@ -1,7 +1,7 @@
-// Order keys stored by the writer (issue 12, point 3; library schema 7): an ordered listener whose
+// Order keys stored by the writer (issue 12, point 3; library schema 8): an ordered listener whose
 // orderKey is a payload field path gets each row's key from pubsub.notify() or its trigger function, so
 // the worker no longer writes a second version of every row to key it. Rows that arrive without a key
-// (stored before version 7, or by an older trigger function) are keyed by the worker in SQL, exactly
+// (stored before version 8, or by an older trigger function) are keyed by the worker in SQL, exactly
 // as the writers would have keyed them, so a key's old and new rows stay in one order.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -151,7 +151,7 @@ async function orderByKey(): Promise<Map<string, number[]>> {
   return byKey;
 }
 
-test('a backlog of rows stored before version 7 (no key) followed by rows with their key stored keeps per-key order', async () => {
+test('a backlog of rows stored before version 8 (no key) followed by rows with their key stored keeps per-key order', async () => {
   const events = (from: number, count: number) => Array.from({ length: count }, (_, i) => ({ k: `k${(from + i) % 7}`, n: from + i }));
   await store(events(0, 2500), false); // more than one catch-up batch of the function-key path (1,000)
   await store(events(2500, 1500), true);

@@ -185,7 +185,7 @@ test('Date and bigint properties declared only by their TypeScript type (any dec
   assert.equal(s.lines[0].cents, 5n);
   assert.equal(s.lines[0].sku, '007');
   assert.equal(s.note, null);
-  assert.deepEqual(warnings, []);
+  assert.deepEqual(warnings.filter((w) => !w.startsWith('autovacuum is off')), []); // the CI server runs without autovacuum
 });
 
 test('undeclared Date and bigint properties: notify() on the typed channel refuses them, nothing stored; sent around it, they arrive as strings and the worker warns once per property', async () => {

@@ -11,7 +11,7 @@ import { after, before, beforeEach, test } from 'node:test';
 import { SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { Listen, PostInsertListen, applyMigrations, generateMigration, listen, notify, setContext, traceTransaction, type NotificationContext, type TriggerPayload, type Worker } from '../../src/index.js';
+import { Listen, PostInsertListen, applyMigrations, generateMigration, listen, notify, notifyMany, setContext, traceTransaction, type NotificationContext, type TriggerPayload, type Worker } from '../../src/index.js';
 import type { Account } from '../fixtures/generated/prisma/client.js';
 import { ROOT } from '../helpers/cli.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
@@ -301,4 +301,37 @@ await pool.end();`,
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+});
+
+test('notifyMany(): one send span for the call (its message count), each notification a process span linked to it', async () => {
+  await app.startActiveSpan('request', async (request) => {
+    await notifyMany('traced_jobs', [{ n: 51 }, { n: 52 }], { client: db.pool });
+    request.end();
+  });
+  const processes = await waitForSpans('process traced_jobs', 2);
+  const sends = spans('send traced_jobs');
+  assert.equal(sends.length, 1);
+  assert.equal(sends[0]!.attributes['messaging.batch.message_count'], 2);
+  assert.equal(sends[0]!.attributes['pgpubsub.durable'], true);
+  for (const p of processes) assertTracedFrom(p, sends[0]!.spanContext());
+});
+
+test('no tracer provider registered: no spans and no trace stored (the worker does no tracing work); a provider registered later is used from its first notification', async () => {
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  trace.disable(); // as an app with @opentelemetry/api installed (a dependency's dependency) but no SDK
+  try {
+    await notify('traced_jobs', { n: 41 }, { client: db.pool });
+    await waitFor(() => seen.length === 1, 'the untraced notification processed');
+    assert.equal(seen[0]!.activeTraceId, undefined, 'no span is active in the listener');
+    assert.equal(seen[0]!.context, undefined, 'no trace stored with the notification');
+  } finally {
+    trace.setGlobalTracerProvider(provider);
+  }
+  await app.startActiveSpan('request', async (request) => {
+    await notify('traced_jobs', { n: 42 }, { client: db.pool });
+    request.end();
+  });
+  const [process] = await waitForSpans('process traced_jobs');
+  assertTracedFrom(process!, spans('send traced_jobs')[0]!.spanContext());
+  assert.equal(exporter.getFinishedSpans().filter((s) => s.name.endsWith('traced_jobs')).length, 2, 'only the second notification was traced');
 });

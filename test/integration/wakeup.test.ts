@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Listen, listen, notify, type Worker } from '../../src/index.js';
-import { LIBRARY_SCHEMA, WAKE_SLEEP, createTriggerSql, schemaVersionSql, triggerFunctionSql, wakeUpSql, type TriggerDefinition } from '../../src/sql.js';
+import { LIBRARY_SCHEMA, LIBRARY_SCHEMA_VERSION, WAKE_SLEEP, librarySchemaSql, createTriggerSql, schemaVersionSql, triggerFunctionSql, wakeUpSql, type TriggerDefinition } from '../../src/sql.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
 class Ping {
@@ -168,12 +168,12 @@ test('upgrading to version 5: pubsub.wake() loses SECURITY DEFINER and its SET b
     const wake = `select prosecdef, proconfig, exists (select 1 from aclexplode(proacl) a where a.grantee = 0) as public from pg_proc where oid = 'pubsub.wake(text)'::regprocedure`;
     assert.deepEqual((await old.query(wake))[0], { prosecdef: true, proconfig: ['search_path=pg_catalog, pg_temp'], public: false });
     assert.equal((await old.query(schemaVersionSql))[0].version, 4);
-    await assert.rejects(listen({ databaseUrl: old.url, channels: ['ticks'], logger: quiet }), /version 4; this pgpubsub needs version 6/);
+    await assert.rejects(listen({ databaseUrl: old.url, channels: ['ticks'], logger: quiet }), new RegExp(`version 4; this pgpubsub needs version ${LIBRARY_SCHEMA_VERSION}`));
 
     await old.query(LIBRARY_SCHEMA[5]!);
     assert.deepEqual((await old.query(wake))[0], { prosecdef: false, proconfig: null, public: false });
     assert.equal((await old.query(schemaVersionSql))[0].version, 5);
-    await old.query(LIBRARY_SCHEMA[6]!); // bridges (version 6), for this worker to start
+    await old.query(librarySchemaSql(5)); // bridges (version 6) and on, for this worker to start
     const worker = await listen({ databaseUrl: old.url, pollIntervalMs: 600_000, channels: ['ticks'], logger: quiet });
     try {
       await waitFor(async () => (await sleepersOf('ticks', old)) === 1, 'the worker asleep', 5000);
