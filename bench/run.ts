@@ -106,8 +106,11 @@ results.loadAverage = { start: os.loadavg().map((x) => round(x)) };
 console.log(`PostgreSQL ${version} (${embedded ? 'embedded' : 'DATABASE_URL'}), ${os.cpus().length} cores, ${round(os.totalmem() / 2 ** 30, 1)} GiB, ${smoke ? 'smoke' : 'full'} sizes\n`);
 
 // ---- helpers
+const workerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-bench-worker-'));
 function startWorker(extra: string[] = [], command: 'listen' | 'relay' = 'listen') {
-  const child = spawn(process.execPath, [cli, command, '--require', listenersModule, ...extra], { env: { ...process.env, DATABASE_URL: db }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // In an empty directory: the repository's own pubsub.config.json (the demo's, which loads a Prisma
+  // client for ctx.prisma: +100 MB of RSS) must not shape the worker measured; W7 passes --prisma itself.
+  const child = spawn(process.execPath, [cli, command, '--require', listenersModule, ...extra], { cwd: workerDir, env: { ...process.env, DATABASE_URL: db }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
