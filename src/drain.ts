@@ -53,6 +53,8 @@ interface Unit {
   unkeyed: boolean;
   /** Ordered units: the highest id given a key this round (keys are given in id order, so the rest come after it). */
   keyedAfter: string;
+  /** Ordered units whose writers store the key: its path (orderPath(), parsed once here); null: the worker keys the rows. */
+  orderPath: string[] | null;
   /** Claims that failed in a row, and when this unit may claim again. */
   failures: number;
   retryAt: number;
@@ -97,7 +99,8 @@ export class Drain {
     const unit = (kind: Unit['kind'], listeners: ListenerDefinition[], limit: number): Unit => {
       const timeouts = listeners.map(timeoutOf);
       const idleTimeoutMs = timeouts.includes(0) ? 0 : Math.max(0, ...timeouts) + IDLE_SLACK_MS;
-      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, keyedAfter: '0', unkeyed: true, failures: 0, retryAt: 0, lastError: '', idleTimeoutMs };
+      const path = kind === 'ordered' ? orderPath(listeners[0]!) : null;
+      return { kind, listeners, limit, after: new Map(), scale: 1, waited: false, keyedAfter: '0', unkeyed: true, orderPath: path, failures: 0, retryAt: 0, lastError: '', idleTimeoutMs };
     };
     const plain: ListenerDefinition[] = [];
     for (const l of o.byId.values()) {
@@ -231,7 +234,7 @@ export class Drain {
       isolated: unit.kind === 'isolated',
       after: unit.after,
       ...(unit.kind === 'ordered' && unit.afterKey !== undefined && { afterKey: unit.afterKey }),
-      ...(unit.kind === 'ordered' && orderPath(unit.listeners[0]!) && { writerKeyed: true }),
+      ...(unit.orderPath && { writerKeyed: true }),
       // An ordered relay publishes a key's rows one confirm round trip apart, and every key's next row in one burst: many keys per claim.
       ...(unit.kind === 'ordered' && unit.listeners[0]!.relay && { runLimit: RELAY_RUN }),
       idleTimeoutMs: unit.idleTimeoutMs,
@@ -390,7 +393,7 @@ export class Drain {
     let last: string | undefined;
     await tx.run('begin');
     const { rows } = await tx.run<{ locked: boolean }>('select pg_try_advisory_xact_lock(hashtext($1)) as locked', [`pubsub.order:${l.id}`]);
-    const path = orderPath(l);
+    const path = unit.orderPath;
     if (rows[0]!.locked && path) {
       // Keyed by a path: in SQL, exactly as the writers key their rows (an unkeyed row here is one stored before them).
       await tx.run(keyRowsSql, [l.id, path]);
