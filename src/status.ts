@@ -97,8 +97,8 @@ export interface DriftReport {
   subscriptions: {
     missing: Array<{ channel: string; listener: string }>;
     extra: Array<{ channel: string; listener: string }>;
-    /** Subscriptions whose writers store another order key path than the listener's (null: none, the worker keys the rows). */
-    orderKeys: Array<{ channel: string; listener: string; expected: string[] | null; installed: string[] | null }>;
+    /** Subscriptions whose writers store another order key path than the listener's (null: none, the worker keys the rows); `detail` says both in words. */
+    orderKeys: Array<{ channel: string; listener: string; expected: string[] | null; installed: string[] | null; detail: string }>;
   };
   /** Channels whose mode in pubsub.channel is not what the loaded listeners declare (null: not recorded / not loaded). */
   channels: Array<{ name: string; expected: boolean | null; installed: boolean | null }>;
@@ -417,6 +417,12 @@ function triggerDifferences(def: TriggerDefinition, row: TriggerRow): string[] {
   return out;
 }
 
+/** An order key path as the listeners write it: `field path "a.b"`, `one key`, or `no key stored (the worker keys the rows)`. */
+function describeOrderPath(path: string[] | null): string {
+  if (path === null) return 'no key stored (the worker keys the rows)';
+  return path.length ? `field path ${JSON.stringify(path.join('.'))}` : 'one key';
+}
+
 /** Compares the triggers, subscriptions and channel modes the registry needs with those the database holds. */
 async function compare(client: pg.ClientBase, registry: Registry, models: Map<string, PrismaModel> | undefined): Promise<DriftReport & { subscribed: Set<string> }> {
   const report: DriftReport & { subscribed: Set<string> } = { ok: true, triggers: [], subscriptions: { missing: [], extra: [], orderKeys: [] }, channels: [], notes: [], subscribed: new Set() };
@@ -435,7 +441,10 @@ async function compare(client: pg.ClientBase, registry: Registry, models: Map<st
   for (const s of dbSubscriptions) {
     const key = `${s.channel} ${s.listener}`;
     const expected = paths[key] ?? null;
-    if (need.has(key) && JSON.stringify(expected) !== JSON.stringify(s.order_path)) report.subscriptions.orderKeys.push({ channel: s.channel, listener: s.listener, expected, installed: s.order_path });
+    if (need.has(key) && JSON.stringify(expected) !== JSON.stringify(s.order_path)) {
+      const detail = `${describeOrderPath(expected)} in the listeners, ${describeOrderPath(s.order_path)} in the database`;
+      report.subscriptions.orderKeys.push({ channel: s.channel, listener: s.listener, expected, installed: s.order_path, detail });
+    }
   }
 
   const modes = channelModes(registry);

@@ -1,12 +1,6 @@
 /** How the CLI prints a status report (a table for terminals) and the progress of long dead-letter actions. */
 import type { StatusReport } from '../status.js';
 
-/** An order key path as the listeners write it: `field path "a.b"`, `one key`, or `no key stored (the worker keys the rows)`. */
-function describeOrderPath(path: string[] | null): string {
-  if (path === null) return 'no key stored (the worker keys the rows)';
-  return path.length ? `field path ${JSON.stringify(path.join('.'))}` : 'one key';
-}
-
 const age = (seconds: number | null) => {
   if (seconds === null) return '-';
   if (seconds < 60) return `${Math.round(seconds)}s`;
@@ -65,7 +59,7 @@ export function formatStatus(report: StatusReport): string {
   for (const tr of problems) out.push(`  trigger ${tr.state}: ${plain(tr.trigger)} on ${plain(tr.table)}${tr.channel ? ` (${plain(tr.channel)})` : ''}: ${tr.detail}`);
   for (const s of drift.subscriptions.missing) out.push(`  subscription missing: ${plain(s.listener)} on ${plain(s.channel)} (nothing is stored for it)`);
   for (const s of drift.subscriptions.extra) out.push(`  subscription extra: ${plain(s.listener)} on ${plain(s.channel)} (stored for a listener not loaded here)`);
-  for (const k of drift.subscriptions.orderKeys) out.push(`  order key of ${plain(k.listener)} on ${plain(k.channel)}: ${plain(describeOrderPath(k.expected))} in the listeners, ${plain(describeOrderPath(k.installed))} in the database (generate and apply a migration)`);
+  for (const k of drift.subscriptions.orderKeys) out.push(`  order key of ${plain(k.listener)} on ${plain(k.channel)}: ${plain(k.detail)} (generate and apply a migration)`);
   for (const c of drift.channels) out.push(`  channel ${plain(c.name)}: ${c.expected ? 'durable' : 'non-durable'} in the listeners, ${c.installed === null ? 'not recorded' : c.installed ? 'durable' : 'non-durable'} in the database`);
   if (drift.ok === false) out.push('  fix: run `pubsub make-migration` with every listener module loaded, and apply the migration');
   for (const note of drift.notes) out.push(`note: ${note}`);

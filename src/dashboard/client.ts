@@ -7,12 +7,6 @@
 
 import type { ListenerStatus as ListenerRow, ScheduleStatus } from '../status.js';
 
-/** An order key path as the listeners write it: `field path "a.b"`, `one key`, or `no key stored (the worker keys the rows)`. */
-function describeOrderPath(path: string[] | null): string {
-  if (path === null) return 'no key stored (the worker keys the rows)';
-  return path.length ? `field path ${JSON.stringify(path.join('.'))}` : 'one key';
-}
-
 interface Report {
   at: string;
   listeners: ListenerRow[];
@@ -23,7 +17,7 @@ interface Report {
   drift: {
     ok: boolean | null;
     triggers: Array<{ state: string; trigger: string; table: string; channel?: string; detail?: string }>;
-    subscriptions: { missing: Array<{ channel: string; listener: string }>; extra: Array<{ channel: string; listener: string }>; orderKeys?: Array<{ channel: string; listener: string; expected: string[] | null; installed: string[] | null }> };
+    subscriptions: { missing: Array<{ channel: string; listener: string }>; extra: Array<{ channel: string; listener: string }>; orderKeys?: Array<{ channel: string; listener: string; detail: string }> };
     channels: Array<{ name: string; expected: boolean | null; installed: boolean | null }>;
     notes: string[];
   };
@@ -159,7 +153,7 @@ function renderDrift(report: Report) {
   }
   for (const s of drift.subscriptions.missing) items.push(el('li', `Subscription missing: ${s.listener} on ${s.channel} (nothing is stored for it)`, 'problem'));
   for (const s of drift.subscriptions.extra) items.push(el('li', `Subscription extra: ${s.listener} on ${s.channel} (stored for a listener not loaded here)`, 'problem'));
-  for (const k of drift.subscriptions.orderKeys ?? []) items.push(el('li', `Order key of ${k.listener} on ${k.channel}: ${describeOrderPath(k.expected)} in the listeners, ${describeOrderPath(k.installed)} in the database (generate and apply a migration)`, 'problem'));
+  for (const k of drift.subscriptions.orderKeys ?? []) items.push(el('li', `Order key of ${k.listener} on ${k.channel}: ${k.detail} (generate and apply a migration)`, 'problem'));
   for (const c of drift.channels) items.push(el('li', `Channel ${c.name}: ${c.expected ? 'durable' : 'non-durable'} in the listeners, ${c.installed === null ? 'not recorded' : c.installed ? 'durable' : 'non-durable'} in the database`, 'problem'));
   for (const n of drift.notes) items.push(el('li', n, 'muted'));
   const ok = drift.triggers.filter((t) => t.state === 'ok').length;

@@ -191,8 +191,8 @@ test('pubsub status sees a subscription whose stored order key path is not the l
     await db.query(`update pubsub.subscription set order_path = '{n}' where listener = 'Mixed.handle'`);
     await db.query(`update pubsub.subscription set order_path = null where listener = 'Keys.oneKey'`);
     assert.deepEqual(await drift(), [
-      { channel: 'op_keys', listener: 'Keys.oneKey', expected: [], installed: null },
-      { channel: 'op_mixed', listener: 'Mixed.handle', expected: ['k'], installed: ['n'] },
+      { channel: 'op_keys', listener: 'Keys.oneKey', expected: [], installed: null, detail: 'one key in the listeners, no key stored (the worker keys the rows) in the database' },
+      { channel: 'op_mixed', listener: 'Mixed.handle', expected: ['k'], installed: ['n'], detail: 'field path "k" in the listeners, field path "n" in the database' },
     ]);
   } finally {
     await monitor.close();
