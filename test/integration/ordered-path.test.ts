@@ -165,6 +165,27 @@ test('a backlog of rows stored before version 8 (no key) followed by rows with t
   for (const [key, ns] of byKey) assert.deepEqual(ns, [...ns].sort((a, b) => a - b), `key ${key} in write order`);
 });
 
+test('a worker that finds another keying the old rows waits for it instead of claiming the newer keyed rows first', async () => {
+  await db.query('truncate op_seen');
+  for (const w of workers.splice(0)) await w.close();
+  await store(Array.from({ length: 10 }, (_, i) => ({ k: 'a', n: i })), false); // stored before version 8: no key yet
+  await store(Array.from({ length: 5 }, (_, i) => ({ k: 'a', n: 10 + i })), true);
+  // Another worker keying them: its transaction holds the listener's keying lock.
+  const other = await db.pool.connect();
+  try {
+    await other.query('begin');
+    await other.query(`select pg_advisory_xact_lock(hashtext('pubsub.order:Mixed.handle'))`);
+    workers.push(await listen({ databaseUrl: db.url, channels: ['op_mixed'], pollIntervalMs: 50, logger: quiet }));
+    await new Promise((r) => setTimeout(r, 700));
+    assert.deepEqual(await db.query('select n from op_seen'), [], 'nothing claimed while the older rows wait for their key');
+    await other.query('commit');
+  } finally {
+    other.release();
+  }
+  await settled();
+  assert.deepEqual((await orderByKey()).get('a'), Array.from({ length: 15 }, (_, i) => i));
+});
+
 test('changing the path with a backlog waiting: stored rows keep the key they were stored with; rows stored after the change get the new one', async () => {
   await db.query('truncate op_seen');
   for (const w of workers.splice(0)) await w.close();
