@@ -85,6 +85,8 @@ export interface DrainOptions {
   observer: Observer;
   /** Called when a unit's backoff is over. */
   retry(ms: number): void;
+  /** Told the number of rows of each claim, before their listeners run. */
+  claimed?(n: number): void;
   /** Publishes the rows of relays (relay.ts), when the worker serves any. */
   relays?: RelayHub;
 }
@@ -194,6 +196,7 @@ export class Drain {
         return -1;
       }
       unit.waited = false;
+      this.o.claimed?.(rows.length);
       const recording = this.o.ledger.record(xid, rows, this.o.byId);
       if (!recording.sent) await recording.done;
       const { attempts, heldBack } = await this.run(tx, unit, rows);

@@ -12,8 +12,11 @@
  *            for a sleeper before we took the lock has committed. The gate is only ever tried, never
  *            waited for, so no writer queues behind the worker.
  *   looking  the gate was free and the last look after it found rows: the worker drains them, then
- *            wakes (it claimed some) or sleeps (others took them).
+ *            sleeps, or wakes if it turned busy.
  *   asleep   the sleep lock is held and the last look found nothing: every later writer wakes us.
+ *            A NOTIFY leaves us asleep: the worker drains with the lock held and wakes only once it
+ *            is busy (worker.ts), so a quiet channel's next commit reaches it at once, with no
+ *            handshake round trip in between.
  * Registering, trying the gate and the last look are one round trip (settleSql), so a worker that
  * just finished a notification is asleep, and reached by the next writer's NOTIFY, one round trip
  * after its commit.

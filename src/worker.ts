@@ -195,6 +195,8 @@ export interface DrainOnceOptions extends Omit<WorkerOptions, 'listen' | 'listen
 
 /** Gate tries that find a writer committing, made again at once (a round trip each) before waiting 1, 2, 4 … ms. */
 const GATE_RETRIES_AT_ONCE = 3;
+/** Rows claimed without going idle after which the worker counts as busy and lets writers skip the NOTIFY. */
+const BUSY_ROWS = 10;
 
 /** Claims that may fail in a row (a database error) before drainOnce() gives up with `pubsub.drainFailed`. */
 const ONCE_CLAIM_FAILURES = 5;
@@ -324,6 +326,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     ...(prisma && { prisma }),
     observer,
     retry: (ms) => later(kick, ms),
+    claimed: (n) => claimedRows(n),
     ...(relays && { relays }),
   });
   let caughtUp = false;
@@ -337,13 +340,29 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   let dirty = false;
   let running: Promise<void> | undefined;
   let wakeup: Wakeup | undefined;
+  /** Rows claimed since the worker was last idle, and the wake-up that this made it ask for. */
+  let claimedSinceIdle = 0;
+  let waking: Promise<void> | undefined;
+  /**
+   * Told the size of each claim. While we hold the sleep lock, every writer NOTIFYs, so each commit
+   * reaches us as it happens, with no handshake round trip before the claim: we keep holding it while
+   * work comes now and then, and let writers skip the NOTIFY once rows keep coming (BUSY_ROWS since we
+   * were last idle), before the claim's listeners run.
+   */
+  const claimedRows = (n: number) => {
+    claimedSinceIdle += n;
+    if (claimedSinceIdle >= BUSY_ROWS && wakeup && wakeup.state !== 'awake' && wakeup.state !== 'deaf') waking = wakeup.wake();
+  };
   /** Gate tries in a row that found a writer still committing: the first few again at once, then after a wait that doubles (we hold the sleep lock meanwhile, so later writers wake us anyway). */
   let gateRetries = 0;
 
   function kick(): void {
     if (closing || once || durable.length === 0) return; // drainOnce() runs its own rounds
     dirty = true;
-    running ??= run().finally(() => (running = undefined));
+    running ??= run().finally(() => {
+      running = undefined;
+      claimedSinceIdle = 0; // idle now
+    });
   }
 
   /**
@@ -354,13 +373,13 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     while (!closing) {
       if (dirty) {
         dirty = false;
-        const claimed = (await Promise.all(Array.from({ length: concurrency }, () => drain.round()))).reduce((a, b) => a + b, 0);
+        await Promise.all(Array.from({ length: concurrency }, () => drain.round()));
         catchUpOver();
-        if (claimed > 0) await wakeup?.wake(); // busy: writers need not wake us
         continue;
       }
       if (!wakeup) return;
-      if (wakeup.state === 'looking') await wakeup.slept(); // the drain after the last look found nothing (others took it)
+      await waking; // the state below is the one after a wake-up asked for during the drain
+      if (wakeup.state === 'looking') await wakeup.slept(); // the drain after the last look is over, and we did not turn busy
       else {
         const next = await wakeup.settle();
         if (next === 'drain') dirty = true; // the last look found rows
@@ -462,8 +481,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
           return;
         }
         if (text !== '' && !registry.get(channel)?.durable) return broadcast.deliver(channel, text);
-        void wakeup?.wake(); // on a durable channel any NOTIFY is a wake-up, whatever it carries
-        kick();
+        kick(); // on a durable channel any NOTIFY is a wake-up, whatever it carries
       },
       onConnected: () => {
         void wakeup?.reset(false); // a new session holds no locks; asleep only once its test NOTIFY came back

@@ -14,7 +14,6 @@ const seen: number[] = [];
 class Pings {
   @Listen('pings')
   async ping(p: Ping) {
-    if (p.n === 200) await new Promise((r) => setTimeout(r, 300)); // keeps the worker busy (awake)
     seen.push(p.n);
   }
 }
@@ -104,19 +103,53 @@ test('a writer that keeps its transaction open does not make other writers wait 
   }
 });
 
-test('a notification committed while the worker is busy (so no NOTIFY is sent) is found by its last look, and the worker is registered as asleep again', async () => {
+/** Counts the NOTIFYs of `channel` (each a writer that saw a sleeping worker) on a connection of its own. */
+async function countNotifies(channel: string): Promise<{ count: () => number; stop: () => Promise<void> }> {
+  const client = await db.pool.connect();
+  let n = 0;
+  client.on('notification', (m) => void (m.channel === channel && n++));
+  await client.query(`listen ${channel}`);
+  return { count: () => n, stop: async () => (await client.query(`unlisten ${channel}`), client.release()) };
+}
+
+test('a quiet worker keeps its sleep lock while it drains a notification now and then: every commit reaches it by NOTIFY, with no handshake in between', async () => {
   const worker = await listen({ databaseUrl: db.url, pollIntervalMs: 600_000, logger: quiet });
+  const notifies = await countNotifies('pings');
   try {
     await waitFor(async () => (await sleepers()) === 1, 'the worker registered as asleep', 5000);
-    await notify('pings', { n: 200 }, { client: db.pool }); // wakes it; its listener takes 300 ms
-    await waitFor(async () => (await sleepers()) === 0, 'the worker awake', 5000);
-    assert.ok(!seen.includes(200), 'the slow listener is still running');
-    await notify('pings', { n: 201 }, { client: db.pool }); // nobody asleep: no NOTIFY
-    await waitFor(() => seen.includes(201), 'the second ping, found by the last look (no poll)', 5000);
+    for (let n = 150; n < 155; n++) {
+      await notify('pings', { n }, { client: db.pool });
+      await waitFor(() => seen.includes(n), `ping ${n}`, 3000);
+      assert.equal(await sleepers(), 1, `still registered as asleep after ping ${n}`);
+    }
+    await waitFor(() => notifies.count() === 5, 'a NOTIFY from each of the five writers', 3000);
+  } finally {
+    await notifies.stop();
+    await worker.close();
+  }
+});
+
+test('a worker that turns busy lets writers skip the NOTIFY; what they commit meanwhile is found by its last look, and it is registered as asleep again', async () => {
+  const worker = await listen({ databaseUrl: db.url, pollIntervalMs: 600_000, logger: quiet });
+  const notifies = await countNotifies('pings');
+  try {
+    await waitFor(async () => (await sleepers()) === 1, 'the worker registered as asleep', 5000);
+    // 8 writers, 50 commits each, as fast as they can: a stream the worker is busy with.
+    const written = Array.from({ length: 8 }, (_, w) => [...Array(50).keys()].map((i) => 1000 + w * 100 + i));
+    await Promise.all(written.map(async (ns) => {
+      for (const n of ns) await notify('pings', { n }, { client: db.pool });
+    }));
+    const all = written.flat();
+    await waitFor(() => all.every((n) => seen.includes(n)), 'the 400 pings without a poll', 10_000);
     await waitFor(async () => (await sleepers()) === 1, 'the worker registered as asleep again', 5000);
+    assert.ok(notifies.count() <= 200, `${notifies.count()} of 400 commits sent a NOTIFY to the busy worker`);
+    const before = notifies.count();
     await notify('pings', { n: 202 }, { client: db.pool });
     await waitFor(() => seen.includes(202), 'a ping after it, by NOTIFY', 3000);
+    assert.equal(notifies.count(), before + 1);
+    for (const n of all) assert.equal(seen.filter((x) => x === n).length, 1, `ping ${n} once`);
   } finally {
+    await notifies.stop();
     await worker.close();
   }
 });
