@@ -26,6 +26,41 @@ import type { Logger, NotificationContext } from './types.js';
 
 const debug = createDebug('pubsub:drain');
 
+/** What a claim script (claimSql) returned; its rows in id (write) order. */
+export interface Claimed {
+  pid: number;
+  reaped: Reaped[];
+  isolatedWaiting: boolean;
+  rows: Stored[];
+  xid: string | null;
+  /** Ordered claims: whether rows wait for their key. */
+  unkeyed: boolean;
+}
+
+/** Reads a claim script's results: the common claim's rows of pubsub.claim_next(), or the written-out script's statements. */
+export function readClaim(results: pg.QueryResult[]): Claimed {
+  let claim: Claimed;
+  if (results.length === 2) {
+    const of = (kind: string) => results[1]!.rows.filter((r) => r.kind === kind);
+    const session = of('session')[0];
+    const fields = ({ kind, dead, pid, xid, ...row }: Record<string, unknown>) => row;
+    claim = {
+      pid: session.pid,
+      reaped: of('reaped').map((r) => ({ id: r.id, channel: r.channel, listener: r.listener, attempts: r.attempts, dead: r.dead })),
+      isolatedWaiting: session.isolated,
+      rows: of('claimed').map(fields) as unknown as Stored[],
+      xid: session.xid,
+      unkeyed: false,
+    };
+  } else {
+    const [, session, reaped, isolated, claimed, xid, unkeyed] = results;
+    claim = { pid: session!.rows[0].pid, reaped: reaped!.rows, isolatedWaiting: isolated!.rows[0].isolated, rows: claimed!.rows, xid: xid!.rows[0].xid, unkeyed: unkeyed?.rows[0].unkeyed ?? false };
+  }
+  // DELETE … RETURNING gives no order: process in id (write) order.
+  claim.rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return claim;
+}
+
 /** Plain claims grow up to this multiple of batchSize while full batches finish quickly. */
 const MAX_SCALE = 5;
 /** Rows of one key in an ordered relay's claim at most (each costs its key a confirm round trip). */
@@ -242,19 +277,18 @@ export class Drain {
       ...(unit.kind === 'ordered' && unit.listeners[0]!.relay && { runLimit: RELAY_RUN }),
       idleTimeoutMs: unit.idleTimeoutMs,
     });
-    const [, session, reaped, isolated, claimed, xid, unkeyed] = await tx.runScript(sql);
-    tx.serverPid = session!.rows[0].pid;
-    this.isolatedWaiting = isolated!.rows[0].isolated;
-    // DELETE … RETURNING gives no order: process in id (write) order.
-    const rows = (claimed!.rows as Stored[]).sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const claim = readClaim(await tx.runScript(sql));
+    tx.serverPid = claim.pid;
+    this.isolatedWaiting = claim.isolatedWaiting;
+    const { rows, xid, reaped } = claim;
     if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
     if (unit.kind === 'isolated' && rows[0]) unit.after.set('', rows[0].id); // one cursor over every listener's isolated rows
     if (unit.kind === 'ordered') {
       // A full claim: the next one of this round starts at its highest key (whose run it may have cut).
       if (rows.length >= limit) unit.afterKey = (rows[0] as Stored & { last_key: string }).last_key;
-      unit.unkeyed = unkeyed?.rows[0].unkeyed ?? false; // writer-keyed: only the next round's start looks again
+      unit.unkeyed = claim.unkeyed; // writer-keyed: only the next round's start looks again
     }
-    return { rows, xid: xid!.rows[0].xid, reaped: reaped!.rows };
+    return { rows, xid, reaped };
   }
 
   /**

@@ -35,7 +35,7 @@ export function wakeUpSql(channel: string): string {
 }
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
-export const LIBRARY_SCHEMA_VERSION = 8;
+export const LIBRARY_SCHEMA_VERSION = 9;
 
 export function ident(name: string): string {
   if (!name || name.includes('\0') || Buffer.byteLength(name) > 63) {
@@ -418,6 +418,41 @@ grant execute on function pubsub.claim_ready(text[], bigint[], text[], integer, 
 alter table pubsub.subscription add column order_path text[];
 
 ${notifyFunctionSql(true)}`,
+  9: `-- Version 9: a claim's whole first round trip as one function call. pubsub.claim_next() does what the
+-- claim script's statements did one by one (each parsed and planned on every claim: 0.13 ms of a
+-- 0.27 ms round trip): keeps the claim session's idle limit at idle_ms when the session allows longer
+-- (0: no limit; the setting ends with the transaction), counts lost claims (pubsub.reap_lost_claims(),
+-- only while a claim is recorded), tells whether isolated rows wait, claims through
+-- pubsub.claim_ready(), and returns, in this order, rows of kind 'reaped' (id, channel, listener,
+-- attempts, dead), 'claimed' (the claimed rows, as claim_ready returns them) and one 'session' row (pid:
+-- the server process; isolated: whether isolated rows wait; xid: the transaction id, null when nothing
+-- was claimed). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC, granted
+-- deliberately, gives nobody anything.
+create function pubsub.claim_next(listener_names text[], cursors bigint[], channels text[], max_rows integer, context_filter jsonb, idle_ms integer)
+returns table (kind text, id text, channel text, listener text, payload text, context text, attempts integer, created_at text,
+  order_key text, isolated boolean, latency_ms double precision, dead boolean, pid integer, xid text)
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  waiting boolean;
+begin
+  if idle_ms > 0 and (current_setting('idle_in_transaction_session_timeout') = '0'
+      or current_setting('idle_in_transaction_session_timeout')::interval > make_interval(secs => idle_ms / 1000.0)) then
+    perform set_config('idle_in_transaction_session_timeout', idle_ms::text, true);
+  end if;
+  if exists (select 1 from pubsub.claim) then
+    return query select 'reaped', r.id, r.channel, r.listener, null::text, null::text, r.attempts, null::text, null::text,
+      null::boolean, null::float8, r.dead, null::integer, null::text
+      from pubsub.reap_lost_claims() r;
+  end if;
+  waiting := exists (select 1 from pubsub.notification h where h.isolated and h.dead_at is null);
+  return query select 'claimed', c.id, c.channel, c.listener, c.payload, c.context, c.attempts, c.created_at, c.order_key,
+      c.isolated, c.latency_ms, null::boolean, null::integer, null::text
+    from pubsub.claim_ready(listener_names, cursors, channels, max_rows, context_filter) c;
+  return query select 'session', null::text, null::text, null::text, null::text, null::text, null::integer, null::text, null::text,
+    waiting, null::float8, null::boolean, pg_backend_pid(), txid_current_if_assigned()::text;
+end
+$$;
+grant execute on function pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer) to public;`,
 };
 
 /** Lets `roles` call pubsub.notify() (durable `notify()`); `revoke` takes it back from `removed`. */
@@ -798,8 +833,10 @@ function readySql(context: string | null): string {
  * listener gets its own subquery with its name as a constant, so the planner walks (listener, id) in
  * order and never sorts the backlog; `id = any(array(…))` keeps the delete on the primary key even when
  * the table's statistics are stale (a burst after an idle period). The common claim (neither ordered
- * nor isolated) calls pubsub.claim_ready() instead (version 7), the same claim with a plan made once per
- * server session: planning the written-out statement was the larger part of a claim's server time.
+ * nor isolated) is two statements instead: begin, and pubsub.claim_next() (version 9), which does all of
+ * the above in one call and claims through pubsub.claim_ready() (version 7), the same claim with a plan
+ * made once per server session (planning the written-out statement was the larger part of a claim's
+ * server time); `readClaim()` in drain.ts reads either shape.
  */
 export function claimSql(target: ClaimTarget): string {
   const ready = readySql(target.context);
@@ -860,11 +897,13 @@ export function claimSql(target: ClaimTarget): string {
   const remove = `delete from pubsub.notification n where n.id = any(array(\n  ${ids}\n))`;
   // Ordered: each row also carries the highest key claimed (where a full claim's successor starts,
   // compared as the index compares), and the script ends by telling whether rows wait for their key.
+  if (!target.ordered && !target.isolated && !target.inline) {
+    const cursors = target.listeners.map((name) => cursor(name) ?? 'null').join(', ');
+    return `begin;\nselect * from pubsub.claim_next(array[${names}]::text[], array[${cursors}]::bigint[], array[${channels}]::text[], ${limit}, ${target.context === null ? 'null' : `${literal(target.context)}::jsonb`}, ${Math.max(0, idle)})`;
+  }
   const claim = target.ordered
     ? `with d as (${remove}\n${orderedReturning}) select *, max(order_key) over () as last_key from d`
-    : target.isolated || target.inline
-      ? `${remove}\n${returning}`
-      : `select * from pubsub.claim_ready(array[${names}]::text[], array[${target.listeners.map((name) => cursor(name) ?? 'null').join(', ')}]::bigint[], array[${channels}]::text[], ${limit}, ${target.context === null ? 'null' : `${literal(target.context)}::jsonb`})`;
+    : `${remove}\n${returning}`;
   const unkeyed = target.ordered && !target.writerKeyed ? `;\nselect exists (select 1 from pubsub.notification where listener = ${literal(target.listeners[0]!)} and order_key is null) as unkeyed` : '';
   return `begin;\n${session};\nselect * from pubsub.reap_lost_claims() where exists (select 1 from pubsub.claim);\nselect exists (select 1 from pubsub.notification where isolated and dead_at is null) as isolated;\n${claim};\nselect txid_current_if_assigned()::text as xid${unkeyed}`;
 }
@@ -985,7 +1024,8 @@ export const schemaVersionSql = `select case
     when to_regclass('pubsub.bridge_seen') is null then 5
     when to_regprocedure('pubsub.claim_ready(text[], bigint[], text[], integer, jsonb)') is null then 6
     when not exists (select 1 from pg_attribute where attrelid = to_regclass('pubsub.subscription') and attname = 'order_path' and not attisdropped) then 7
-    else 8 end as version`;
+    when to_regprocedure('pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer)') is null then 8
+    else 9 end as version`;
 
 /** Whether autovacuum looks after pubsub.notification: on for the server, and not turned off on the table. */
 export const autovacuumSql = `select current_setting('autovacuum')::boolean and not exists (

@@ -7,6 +7,7 @@ import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import pg from 'pg';
 import { Listen, listen, notify } from '../../src/index.js';
+import { readClaim } from '../../src/drain.js';
 import { LIBRARY_SCHEMA, LIBRARY_SCHEMA_VERSION, claimSql, schemaVersionSql, type ClaimTarget } from '../../src/sql.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
@@ -53,7 +54,7 @@ const target = fc.record({
 async function claimed(client: pg.Client, t: ClaimTarget): Promise<unknown[]> {
   const results = (await client.query(claimSql(t))) as unknown as pg.QueryResult[];
   await client.query('rollback');
-  return results[4]!.rows.map(({ latency_ms, ...rest }) => rest).sort((a, b) => Number(a.id) - Number(b.id));
+  return readClaim(results).rows.map(({ latency_ms, ...rest }) => rest);
 }
 
 test('pubsub.claim_ready() claims the same rows as the written-out claim, for any listeners, cursors, channels, limit and context filter', async () => {
@@ -84,6 +85,44 @@ test('pubsub.claim_ready() claims the same rows as the written-out claim, for an
       { numRuns: 150 },
     );
     assert.ok(claims >= 150);
+  } finally {
+    await client.end();
+  }
+});
+
+test('pubsub.claim_next() (version 9) does what the written-out claim script does: the idle limit, lost claims counted, whether isolated rows wait, the rows, the transaction id', async () => {
+  const client = new pg.Client(db.url);
+  await client.connect();
+  try {
+    await client.query('truncate pubsub.notification, pubsub.claim');
+    const ids = (await client.query<{ id: string }>(`insert into pubsub.notification (listener, channel, payload, isolated)
+      select 'a', 'x', jsonb_build_object('i', g), g = 4 from generate_series(1, 5) g returning id::text`)).rows.map((r) => r.id);
+    // A lost claim of the first row: its transaction aborted, its record is still there.
+    await client.query('begin');
+    const [{ xid }] = (await client.query(`select txid_current()::text as xid`)).rows;
+    await client.query('rollback');
+    await client.query(`insert into pubsub.claim (xid, ids, policy, worker) values ($1, $2, '{"a": [10, 1000, 300000]}', 'gone:1')`, [xid, [ids[0]]]);
+    const claim: ClaimTarget = { listeners: ['a'], unassigned: ['x'], limit: 10, context: null, idleTimeoutMs: 35_000 };
+    const run = async (t: ClaimTarget) => {
+      const c = readClaim((await client.query(claimSql(t))) as unknown as pg.QueryResult[]);
+      const [{ idle }] = (await client.query(`select current_setting('idle_in_transaction_session_timeout') as idle`)).rows;
+      await client.query('rollback');
+      return { ...c, idle, rows: c.rows.map(({ latency_ms, ...rest }) => rest) };
+    };
+    const written = await run({ ...claim, inline: true });
+    const through = await run(claim);
+    assert.deepEqual({ ...through, xid: 'each its own' }, { ...written, xid: 'each its own' });
+    assert.equal(through.idle, '35s');
+    assert.equal(through.pid, (await client.query('select pg_backend_pid() as pid')).rows[0].pid);
+    assert.deepEqual(through.reaped, [{ id: ids[0], channel: 'x', listener: 'a', attempts: 1, dead: false }]);
+    assert.equal(through.isolatedWaiting, true);
+    assert.deepEqual(through.rows.map((r) => r.id), [ids[1], ids[2], ids[4]]); // not the isolated ones
+    assert.match(String(through.xid), /^\d+$/);
+    const [{ after }] = (await client.query(`select current_setting('idle_in_transaction_session_timeout') as after`)).rows;
+    assert.equal(after, '0', 'the idle limit ended with the claim transaction');
+    // Nothing to claim: no transaction id is spent.
+    await client.query('truncate pubsub.notification, pubsub.claim');
+    assert.equal((await run(claim)).xid, null);
   } finally {
     await client.end();
   }
@@ -123,7 +162,7 @@ test('the plan pubsub.claim_ready() keeps for the session walks the (listener, i
   }
 });
 
-test('a database at version 6 (no pubsub.claim_ready()) is refused with the fix; the version 7 step adds the function, callable by every role, with its settings pinned', async () => {
+test('a database at version 6 (no pubsub.claim_ready()) is refused with the fix; the version 7 and 9 steps add the claim functions, callable by every role, with their settings pinned', async () => {
   const old = await createTestDatabase();
   try {
     await old.query([1, 2, 3, 4, 5, 6].map((v) => LIBRARY_SCHEMA[v]).join('\n\n'));
@@ -136,8 +175,13 @@ test('a database at version 6 (no pubsub.claim_ready()) is refused with the fix;
       from pg_proc where oid = 'pubsub.claim_ready(text[], bigint[], text[], integer, jsonb)'::regprocedure`);
     assert.deepEqual(fn, { prosecdef: false, proconfig: ['search_path=pg_catalog, pg_temp', 'plan_cache_mode=force_generic_plan', 'enable_sort=off', 'enable_seqscan=off'], public: true });
     await old.query(`insert into pubsub.subscription (channel, listener) values ('x', 'Xs.got'); insert into pubsub.channel (name, durable) values ('x', true)`);
-    for (let v = 8; v <= LIBRARY_SCHEMA_VERSION; v++) await old.query(LIBRARY_SCHEMA[v]!); // the later steps, which the worker needs too
+    await old.query(LIBRARY_SCHEMA[8]!);
+    assert.equal((await old.query(schemaVersionSql))[0].version, 8);
+    for (let v = 9; v <= LIBRARY_SCHEMA_VERSION; v++) await old.query(LIBRARY_SCHEMA[v]!); // the later steps, which the worker needs too
     assert.equal((await old.query(schemaVersionSql))[0].version, LIBRARY_SCHEMA_VERSION);
+    const [next] = await old.query(`select prosecdef, proconfig, exists (select 1 from aclexplode(proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE') as public
+      from pg_proc where oid = 'pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer)'::regprocedure`);
+    assert.deepEqual(next, { prosecdef: false, proconfig: ['search_path=pg_catalog, pg_temp'], public: true });
     const worker = await listen({ databaseUrl: old.url, channels: ['x'], logger: quiet });
     try {
       await notify('x', { n: 7 }, { client: old.pool });

@@ -107,6 +107,6 @@ test('a listener that never touches the transaction pays nothing for it: no save
   assert.equal(built, builtBefore, 'no Prisma client built for it');
   // What a claim sends: the claim (which begins the transaction and deletes the rows), then the commit that
   // settles it. (Falling asleep also sends a script that begins a transaction, on the LISTEN session.)
-  const claims = sent.filter((s) => /^\s*begin/i.test(s) && /pubsub\.claim_ready\(|delete from pubsub\.notification/i.test(s)).length;
+  const claims = sent.filter((s) => /^\s*begin/i.test(s) && /pubsub\.claim_next\(|delete from pubsub\.notification/i.test(s)).length;
   assert.ok(claims >= 1 && claims <= 10, `300 notifications in a few claims, not one each (${claims})`);
 });
