@@ -43,6 +43,8 @@ const naptimeAt = args.findIndex((a) => a.startsWith('--naptime'));
 const naptime = naptimeAt < 0 ? undefined : Number(args[naptimeAt]!.split('=')[1] ?? args[naptimeAt + 1]);
 // … and `--reindex`: REINDEX TABLE CONCURRENTLY pubsub.notification right after the xmin is released (indexes never shrink by vacuum).
 const reindex = args.includes('--reindex');
+// … and `--maintain`: the worker keeps the table small itself (`pubsub listen --maintain`).
+const maintain = args.includes('--maintain');
 // W10: runs of each variant (interleaved), `--reps 9`; the median is reported. Default 3.
 const repsAt = args.findIndex((a) => a.startsWith('--reps'));
 const reps = repsAt < 0 ? 3 : Number(args[repsAt]!.split('=')[1] ?? args[repsAt + 1]);
@@ -686,7 +688,7 @@ if (runs('W11')) {
   const sizes = async () =>
     (await q(`select pg_total_relation_size(${rel})::float8 as total, pg_relation_size(${rel})::float8 as heap, pg_indexes_size(${rel})::float8 as indexes,
       n_live_tup::float8 as live, n_dead_tup::float8 as dead, autovacuum_count::int as autovacuums from pg_stat_user_tables where relid = ${rel}`))[0] as { total: number; heap: number; indexes: number; live: number; dead: number; autovacuums: number };
-  worker = startWorker(['--channel', 'bench_lasting']);
+  worker = startWorker(['--channel', 'bench_lasting', ...(maintain ? ['--maintain'] : [])]);
   await worker.ready;
   const t0 = performance.now();
   const elapsed = () => performance.now() - t0;
@@ -788,6 +790,8 @@ if (runs('W11')) {
   await maintenance;
   await untilEmpty(`select exists(select 1 from pubsub.notification where channel = 'bench_lasting') as left`);
   await worker.stop();
+  const maintained = worker.output().split('\n').filter((l) => /maintenance/.test(l));
+  for (const l of maintained) console.log(`W11  worker: ${l}`);
   // Checks: the rate of every later interval against the clean ones (before the hold, the first one left out as warm-up);
   // the size after the release against the largest clean size (+10%).
   const clean = intervals.filter((i) => (i.interval as number) * intervalMs <= holdFrom);
@@ -801,7 +805,7 @@ if (runs('W11')) {
   const settings = Object.fromEntries((await q(`select name, setting from pg_settings where name like 'autovacuum%' or name = 'vacuum_cost_limit'`)).map((r) => [r.name, r.setting]));
   if (naptime) await q(`alter system reset autovacuum_naptime`).then(() => q(`select pg_reload_conf()`));
   const storage = (await q(`select reloptions from pg_class where oid = ${rel}`))[0].reloptions;
-  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, reindexAfterRelease: reindex, autovacuumSettings: settings, reloptions: storage, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
+  results.W11 = { drainRate: round(drainRate, 0), targetRate: round(rate, 0), durationMinutes: round(durationMs / 60_000, 2), intervalSeconds: intervalMs / 1000, holdFromMinute: round(holdFrom / 60_000, 2), holdUntilMinute: round(holdUntil / 60_000, 2), cleanRate, minRatio, cleanMB: mb(cleanBytes), peakMB: mb(peakBytes), recoverySeconds: recoveryS, recoveryLimitSeconds: recoverMs / 1000, reindexAfterRelease: reindex, workerMaintains: maintain, maintenanceLog: maintained, autovacuumSettings: settings, reloptions: storage, intervals, samples: samples.map((s) => ({ ...s, ms: Math.round(s.ms) })) };
   row('W11', 'drain rate measured first; load at half', `${round(drainRate, 0)}/s; ${round(rate, 0)}/s`);
   row('W11', 'lowest rate / clean rate', `${minRatio}× of ${cleanRate}/s`, 'target ≥ 0.8×');
   row('W11', 'table size after the release', `clean ${mb(cleanBytes)} MB, peak ${mb(peakBytes)} MB, ${recoveryS === null ? 'not back by the end' : `back within 10% after ${recoveryS} s`}`, `target ≤ ${round(recoverMs / 1000, 0)} s`);

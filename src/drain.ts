@@ -120,8 +120,8 @@ export interface DrainOptions {
   observer: Observer;
   /** Called when a unit's backoff is over. */
   retry(ms: number): void;
-  /** Told the number of rows of each claim, before their listeners run. */
-  claimed?(n: number): void;
+  /** Told how many writes (transactions) each claim took rows of, before their listeners run. */
+  claimed?(writes: number): void;
   /** Publishes the rows of relays (relay.ts), when the worker serves any. */
   relays?: RelayHub;
 }
@@ -231,7 +231,7 @@ export class Drain {
         return -1;
       }
       unit.waited = false;
-      this.o.claimed?.(rows.length);
+      this.o.claimed?.(new Set(rows.map((n) => n.created_at)).size); // a write's rows share its start time
       const recording = this.o.ledger.record(xid, rows, this.o.byId);
       if (!recording.sent) await recording.done;
       const { attempts, heldBack } = await this.run(tx, unit, rows);

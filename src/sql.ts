@@ -16,6 +16,8 @@ export const WAKE_GATE = 1886745202;
 export const WAKE_SLEEP = 1886745203;
 /** Advisory lock class a worker holds (shared, for its session) on each schedule it runs; the second key is hashtext(name). */
 export const SCHEDULE_RUNNING = 1886745204;
+/** Advisory lock (with 0) a worker holds, for its session, while it maintains pubsub.notification (maintain.ts): one at a time. */
+export const MAINTAIN_LOCK = 1886745205;
 
 /**
  * The writer's side of the wake-up handshake (see pubsub.wake() in version 2 below) as PL/pgSQL
@@ -426,12 +428,15 @@ ${notifyFunctionSql(true)}`,
 -- pubsub.claim_ready(), and returns, in this order, rows of kind 'reaped' (id, channel, listener,
 -- attempts, dead), 'claimed' (the claimed rows, as claim_ready returns them) and one 'session' row (pid:
 -- the server process; isolated: whether isolated rows wait; xid: the transaction id, null when nothing
--- was claimed). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC, granted
--- deliberately, gives nobody anything.
+-- was claimed). Its plans are made once per session, so enable_seqscan is off: a plan made while the
+-- table was small would otherwise scan the whole table for isolated rows on every claim, where the
+-- partial index notification_isolated answers at once (writers on a busy table lost a fifth of their
+-- commits to it). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC,
+-- granted deliberately, gives nobody anything.
 create function pubsub.claim_next(listener_names text[], cursors bigint[], channels text[], max_rows integer, context_filter jsonb, idle_ms integer)
 returns table (kind text, id text, channel text, listener text, payload text, context text, attempts integer, created_at text,
   order_key text, isolated boolean, latency_ms double precision, dead boolean, pid integer, xid text)
-language plpgsql set search_path = pg_catalog, pg_temp as $$
+language plpgsql set search_path = pg_catalog, pg_temp set enable_seqscan = off as $$
 declare
   waiting boolean;
 begin
@@ -1026,6 +1031,24 @@ export const schemaVersionSql = `select case
     when not exists (select 1 from pg_attribute where attrelid = to_regclass('pubsub.subscription') and attname = 'order_path' and not attisdropped) then 7
     when to_regprocedure('pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer)') is null then 8
     else 9 end as version`;
+
+/**
+ * What maintain.ts decides on, for pubsub.notification: whether this role may vacuum and reindex it
+ * (owner, or MAINTAIN on PostgreSQL 17), live and dead rows (statistics), table and index bytes, how
+ * long the oldest open transaction of another client of this database has been running (seconds; 0:
+ * none), and the indexes an interrupted REINDEX CONCURRENTLY left invalid.
+ */
+export const maintenanceStateSql = `select
+    pg_has_role(c.relowner, 'USAGE')
+      or case when current_setting('server_version_num')::int >= 170000 then has_table_privilege(c.oid, 'MAINTAIN') else false end as allowed,
+    coalesce(s.n_live_tup, 0)::float8 as live, coalesce(s.n_dead_tup, 0)::float8 as dead,
+    pg_relation_size(c.oid)::float8 as heap, pg_indexes_size(c.oid)::float8 as indexes,
+    coalesce((select extract(epoch from now() - min(a.xact_start)) from pg_stat_activity a
+      where a.datname = current_database() and a.backend_type = 'client backend' and a.pid <> pg_backend_pid() and a.backend_xmin is not null), 0)::float8 as oldest_s,
+    array(select i.relname::text from pg_index x join pg_class i on i.oid = x.indexrelid
+      where x.indrelid = c.oid and not x.indisvalid and i.relname ~ '_cc(new|old)[0-9]*$') as leftovers
+  from pg_class c left join pg_stat_user_tables s on s.relid = c.oid
+  where c.oid = 'pubsub.notification'::regclass`;
 
 /** Whether autovacuum looks after pubsub.notification: on for the server, and not turned off on the table. */
 export const autovacuumSql = `select current_setting('autovacuum')::boolean and not exists (

@@ -30,6 +30,7 @@ import { Scheduler } from './scheduler.js';
 import { LIBRARY_SCHEMA_VERSION, autovacuumSql, backlogSql, modelsSql, schemaVersionSql, subscriptionsOfSql } from './sql.js';
 import type { Logger, PrismaFactory } from './types.js';
 import { Wakeup } from './wakeup.js';
+import { Maintenance, type MaintainOptions } from './maintain.js';
 
 export { retryDelaySeconds } from './attempts.js';
 
@@ -58,6 +59,12 @@ export interface WorkerOptions {
   concurrency?: number;
   /** How often to look for stored work without a wake-up (retries; the only way without LISTEN). @defaultValue 2000 */
   pollIntervalMs?: number;
+  /**
+   * Keep pubsub.notification small under churn: vacuum it when dead rows pile up, and rebuild its indexes
+   * (REINDEX CONCURRENTLY) when a long transaction left them bloated; one worker at a time, every
+   * `intervalMs` (see maintain.ts). Needs the table's owner. @defaultValue false
+   */
+  maintain?: boolean | MaintainOptions;
   /** false: never LISTEN, only poll (for PgBouncer transaction pooling without a session URL). @defaultValue true */
   listen?: boolean;
   /** Serve only notifications whose context contains these fields, e.g. `{ tenant: 'acme' }`. */
@@ -195,8 +202,8 @@ export interface DrainOnceOptions extends Omit<WorkerOptions, 'listen' | 'listen
 
 /** Gate tries that find a writer committing, made again at once (a round trip each) before waiting 1, 2, 4 … ms. */
 const GATE_RETRIES_AT_ONCE = 3;
-/** Rows claimed without going idle after which the worker counts as busy and lets writers skip the NOTIFY. */
-const BUSY_ROWS = 10;
+/** Writes claimed without going idle after which the worker counts as busy and lets writers skip the NOTIFY. */
+const BUSY_WRITES = 10;
 
 /** Claims that may fail in a row (a database error) before drainOnce() gives up with `pubsub.drainFailed`. */
 const ONCE_CLAIM_FAILURES = 5;
@@ -288,7 +295,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   try {
     if (listeners.some((l) => l.relay)) relays = await RelayHub.load(listeners.filter((l) => l.relay), logger); // a missing broker client fails the start
     if (options.prisma !== undefined) prisma = await PrismaBinding.create(options.prisma, { schema: schemaOf(databaseUrl) });
-    if (durable.length || triggers.length || schedules.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger));
+    if (durable.length || triggers.length || schedules.length) ({ models, missing: health.missing } = await prepare(control, listeners, triggers, logger, !!options.maintain));
     dispatcher = new Dispatcher([...channels.flatMap((c) => c.listeners.filter(serves))], models, logger, options.instance);
     dispatcher.resolveReceivers(); // a class the container cannot build fails the start, not every attempt
   } catch (error) {
@@ -326,7 +333,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     ...(prisma && { prisma }),
     observer,
     retry: (ms) => later(kick, ms),
-    claimed: (n) => claimedRows(n),
+    claimed: (writes) => claimedWrites(writes),
     ...(relays && { relays }),
   });
   let caughtUp = false;
@@ -340,18 +347,19 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   let dirty = false;
   let running: Promise<void> | undefined;
   let wakeup: Wakeup | undefined;
-  /** Rows claimed since the worker was last idle, and the wake-up that this made it ask for. */
-  let claimedSinceIdle = 0;
+  /** Writes (transactions) claimed since the worker was last idle, and the wake-up that this made it ask for. */
+  let writesSinceIdle = 0;
   let waking: Promise<void> | undefined;
   /**
-   * Told the size of each claim. While we hold the sleep lock, every writer NOTIFYs, so each commit
-   * reaches us as it happens, with no handshake round trip before the claim: we keep holding it while
-   * work comes now and then, and let writers skip the NOTIFY once rows keep coming (BUSY_ROWS since we
-   * were last idle), before the claim's listeners run.
+   * Told how many writes each claim took rows of. While we hold the sleep lock, every writer NOTIFYs,
+   * so each commit reaches us as it happens, with no handshake round trip before the claim: we keep
+   * holding it while writes come one at a time, and let writers skip the NOTIFY once they overlap (one
+   * claim found two) or keep coming (BUSY_WRITES since we were last idle), before the claim's
+   * listeners run.
    */
-  const claimedRows = (n: number) => {
-    claimedSinceIdle += n;
-    if (claimedSinceIdle >= BUSY_ROWS && wakeup && wakeup.state !== 'awake' && wakeup.state !== 'deaf') waking = wakeup.wake();
+  const claimedWrites = (writes: number) => {
+    writesSinceIdle += writes;
+    if ((writes > 1 || writesSinceIdle >= BUSY_WRITES) && wakeup && wakeup.state !== 'awake' && wakeup.state !== 'deaf') waking = wakeup.wake();
   };
   /** Gate tries in a row that found a writer still committing: the first few again at once, then after a wait that doubles (we hold the sleep lock meanwhile, so later writers wake us anyway). */
   let gateRetries = 0;
@@ -361,7 +369,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     dirty = true;
     running ??= run().finally(() => {
       running = undefined;
-      claimedSinceIdle = 0; // idle now
+      writesSinceIdle = 0; // idle now
     });
   }
 
@@ -514,6 +522,8 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     kick();
   }
   const poll = setInterval(kick, pollIntervalMs);
+  const maintenance = options.maintain ? new Maintenance(bounded, control, (options.maintain === true ? {} : options.maintain).intervalMs ?? 30_000, logger) : undefined;
+  maintenance?.start();
   let scheduler: Scheduler | undefined;
   let schedulePool: pg.Pool | undefined;
   if (schedules.length) {
@@ -535,6 +545,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
       health.closing = true;
       drain.closing = true;
       clearInterval(poll);
+      await maintenance?.close();
       await scheduler?.close();
       await schedulePool?.end().catch(() => {});
       for (const timer of timers) clearTimeout(timer);
@@ -555,7 +566,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
  * recovering), then checks the library's tables and the subscriptions of `listeners` (durable), and
  * reads the models' shapes, which every model of `triggers` must have.
  */
-async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: ListenerDefinition[], logger: Logger): Promise<{ models: Map<string, ModelShape>; missing: Array<{ channel: string; listener: string }> }> {
+async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: ListenerDefinition[], logger: Logger, maintain: boolean): Promise<{ models: Map<string, ModelShape>; missing: Array<{ channel: string; listener: string }> }> {
   for (let failures = 0; ; failures++) {
     try {
       const version = (await db.query<{ version: number }>(schemaVersionSql)).rows[0]!.version;
@@ -571,8 +582,8 @@ async function prepare(db: pg.Pool, listeners: ListenerDefinition[], triggers: L
       for (const m of missing) {
         logger.warn(`${m.listener} is not subscribed to "${m.channel}" in this database, so nothing is stored for it. Run \`pubsub make-migration\` and apply the migration.`);
       }
-      if (listeners.length && !(await db.query<{ on: boolean }>(autovacuumSql)).rows[0]!.on) {
-        logger.warn('autovacuum is off for pubsub.notification (server setting or table option): every processed notification leaves a dead row that only VACUUM removes, and claims slow down as they pile up. Turn autovacuum on, or run `VACUUM pubsub.notification` every minute or so.');
+      if (listeners.length && !maintain && !(await db.query<{ on: boolean }>(autovacuumSql)).rows[0]!.on) {
+        logger.warn('autovacuum is off for pubsub.notification (server setting or table option): every processed notification leaves a dead row that only VACUUM removes, and claims slow down as they pile up. Turn autovacuum on, run `VACUUM pubsub.notification` every minute or so, or let the workers do it (--maintain, as the table owner).');
       }
       const models = new Map<string, ModelShape>((await db.query(modelsSql)).rows.map((r) => [r.name, r]));
       checkModels(triggers, models);

@@ -85,6 +85,7 @@ interface ListenFlags {
   httpPort?: number;
   httpHost: string;
   metrics?: boolean;
+  maintain?: boolean;
   logLevel: LevelSetting;
   logFormat: 'json' | 'pretty';
   once?: boolean;
@@ -150,6 +151,7 @@ export function buildProgram(): Command {
       .addOption(new Option('--http-port <port>', 'serve /healthz, /readyz (and /metrics with --metrics) on this port (0: any free port)').argParser(wholeIn(0, 65_535)))
       .option('--http-host <host>', 'address for --http-port', '0.0.0.0')
       .option('--metrics', 'Prometheus metrics on /metrics of --http-port (needs the prom-client package)')
+      .option('--maintain', 'vacuum pubsub.notification when dead rows pile up and rebuild its indexes after a long transaction bloated them (needs the table owner; one worker at a time)')
       .addOption(new Option('--log-level <level>', 'lowest level logged').choices(LEVELS).default('info'))
       .addOption(new Option('--log-format <format>', 'json: one pino-compatible JSON object per line on stdout; pretty: "pubsub: …" lines').choices(['json', 'pretty']).default('pretty'))
       .action(async (flags: CommonFlags & ListenFlags) => {
@@ -193,6 +195,7 @@ export function buildProgram(): Command {
           pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
           ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
           ...(flags.metrics && { metrics: true }),
+          ...(flags.maintain && { maintain: true }),
         });
         const worker = await Promise.race([started, stop.then(() => undefined)]);
         // `listen` runs the declared bridges beside the listeners (`relay` only relays; `bridge` only bridges).

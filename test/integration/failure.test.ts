@@ -160,9 +160,9 @@ class Stuck {
   @Listen('stuck', { maxAttempts: 1000, backoff: { baseMs: 20, maxMs: 40 } })
   async stuck(e: Ev, ctx: NotificationContext) {
     bump(`stuck:${e.n}`);
-    // Every attempt loses its transaction: the backend is ended under it.
-    await db.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'pubsub:worker' and state like 'idle in transaction%'`);
-    await ctx.tx!.query('select 1');
+    // Every attempt loses its transaction: its backend ends itself (only its own: ending every idle claim
+    // session also ended concurrent claims of 'flowing' now and then, whose rows then waited with these).
+    await ctx.tx!.query('select pg_terminate_backend(pg_backend_pid())');
   }
 
   @Listen('flowing')
