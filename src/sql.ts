@@ -428,15 +428,16 @@ ${notifyFunctionSql(true)}`,
 -- pubsub.claim_ready(), and returns, in this order, rows of kind 'reaped' (id, channel, listener,
 -- attempts, dead), 'claimed' (the claimed rows, as claim_ready returns them) and one 'session' row (pid:
 -- the server process; isolated: whether isolated rows wait; xid: the transaction id, null when nothing
--- was claimed). Its plans are made once per session, so enable_seqscan is off: a plan made while the
--- table was small would otherwise scan the whole table for isolated rows on every claim, where the
--- partial index notification_isolated answers at once (writers on a busy table lost a fifth of their
--- commits to it). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC,
+-- was claimed). The look for isolated rows is planned on every call (EXECUTE), as the script's was: a
+-- plan kept from a small table would scan the whole table on every claim where the partial index
+-- notification_isolated answers at once (and a function-wide enable_seqscan = off also reached
+-- reap_lost_claims(), which then walked whole indexes: several workers on one backlog drained at a
+-- quarter of the rate). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC,
 -- granted deliberately, gives nobody anything.
 create function pubsub.claim_next(listener_names text[], cursors bigint[], channels text[], max_rows integer, context_filter jsonb, idle_ms integer)
 returns table (kind text, id text, channel text, listener text, payload text, context text, attempts integer, created_at text,
   order_key text, isolated boolean, latency_ms double precision, dead boolean, pid integer, xid text)
-language plpgsql set search_path = pg_catalog, pg_temp set enable_seqscan = off as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   waiting boolean;
 begin
@@ -449,7 +450,7 @@ begin
       null::boolean, null::float8, r.dead, null::integer, null::text
       from pubsub.reap_lost_claims() r;
   end if;
-  waiting := exists (select 1 from pubsub.notification h where h.isolated and h.dead_at is null);
+  execute 'select exists (select 1 from pubsub.notification h where h.isolated and h.dead_at is null)' into waiting;
   return query select 'claimed', c.id, c.channel, c.listener, c.payload, c.context, c.attempts, c.created_at, c.order_key,
       c.isolated, c.latency_ms, null::boolean, null::integer, null::text
     from pubsub.claim_ready(listener_names, cursors, channels, max_rows, context_filter) c;

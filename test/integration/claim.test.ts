@@ -181,7 +181,7 @@ test('a database at version 6 (no pubsub.claim_ready()) is refused with the fix;
     assert.equal((await old.query(schemaVersionSql))[0].version, LIBRARY_SCHEMA_VERSION);
     const [next] = await old.query(`select prosecdef, proconfig, exists (select 1 from aclexplode(proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE') as public
       from pg_proc where oid = 'pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer)'::regprocedure`);
-    assert.deepEqual(next, { prosecdef: false, proconfig: ['search_path=pg_catalog, pg_temp', 'enable_seqscan=off'], public: true });
+    assert.deepEqual(next, { prosecdef: false, proconfig: ['search_path=pg_catalog, pg_temp'], public: true });
     const worker = await listen({ databaseUrl: old.url, channels: ['x'], logger: quiet });
     try {
       await notify('x', { n: 7 }, { client: old.pool });

@@ -8,15 +8,16 @@
 -- pubsub.claim_ready(), and returns, in this order, rows of kind 'reaped' (id, channel, listener,
 -- attempts, dead), 'claimed' (the claimed rows, as claim_ready returns them) and one 'session' row (pid:
 -- the server process; isolated: whether isolated rows wait; xid: the transaction id, null when nothing
--- was claimed). Its plans are made once per session, so enable_seqscan is off: a plan made while the
--- table was small would otherwise scan the whole table for isolated rows on every claim, where the
--- partial index notification_isolated answers at once (writers on a busy table lost a fifth of their
--- commits to it). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC,
+-- was claimed). The look for isolated rows is planned on every call (EXECUTE), as the script's was: a
+-- plan kept from a small table would scan the whole table on every claim where the partial index
+-- notification_isolated answers at once (and a function-wide enable_seqscan = off also reached
+-- reap_lost_claims(), which then walked whole indexes: several workers on one backlog drained at a
+-- quarter of the rate). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC,
 -- granted deliberately, gives nobody anything.
 create function pubsub.claim_next(listener_names text[], cursors bigint[], channels text[], max_rows integer, context_filter jsonb, idle_ms integer)
 returns table (kind text, id text, channel text, listener text, payload text, context text, attempts integer, created_at text,
   order_key text, isolated boolean, latency_ms double precision, dead boolean, pid integer, xid text)
-language plpgsql set search_path = pg_catalog, pg_temp set enable_seqscan = off as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   waiting boolean;
 begin
@@ -29,7 +30,7 @@ begin
       null::boolean, null::float8, r.dead, null::integer, null::text
       from pubsub.reap_lost_claims() r;
   end if;
-  waiting := exists (select 1 from pubsub.notification h where h.isolated and h.dead_at is null);
+  execute 'select exists (select 1 from pubsub.notification h where h.isolated and h.dead_at is null)' into waiting;
   return query select 'claimed', c.id, c.channel, c.listener, c.payload, c.context, c.attempts, c.created_at, c.order_key,
       c.isolated, c.latency_ms, null::boolean, null::integer, null::text
     from pubsub.claim_ready(listener_names, cursors, channels, max_rows, context_filter) c;
@@ -39,4 +40,4 @@ end
 $$;
 grant execute on function pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer) to public;
 
--- pubsub:state {"library":9,"triggers":{"tg_authors__after_insert_fea9d8fb":{"table":"authors","trigger":"_900_pubsub_after_insert_fea9d8fb","function":"tg_authors__after_insert_fea9d8fb","hash":"4ef8b62bb4b3506d","listeners":["AuthorListeners.createFirstPost"],"channel":"model.Author","durable":true,"spec":{"model":"Author","when":"AFTER","events":["INSERT"]}}},"subscriptions":["model.Author AuthorListeners.createFirstPost","pipeline_jobs PipelineConsumers.run","post_reads_per_date PostReadListeners.onRead"],"models":{"Author":"07ca5707"},"channels":{"model.Author":true,"pipeline_jobs":true,"post_reads_per_date":true},"plugins":{"posts":["PostReadListeners.onRead"],"model.Author":["AuthorListeners.createFirstPost"]}}
+-- pubsub:state {"library":9,"triggers":{"tg_authors__after_insert_fea9d8fb":{"table":"authors","trigger":"_900_pubsub_after_insert_fea9d8fb","function":"tg_authors__after_insert_fea9d8fb","hash":"fa5dfc56f45bad35","listeners":["AuthorListener.createFirstPost"],"channel":"model.Author","durable":true,"spec":{"model":"Author","when":"AFTER","events":["INSERT"]}}},"subscriptions":["model.Author AuthorListener.createFirstPost","post_reads ReadListener.onRead"],"models":{"Author":"07ca5707"},"channels":{"model.Author":true,"post_reads":true},"plugins":{"post_reads":["ReadListener.onRead"],"model.Author":["AuthorListener.createFirstPost"]}}
