@@ -242,6 +242,8 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
   const concurrency = limit('concurrency', 1);
   const pollIntervalMs = limit('pollIntervalMs', 2000);
   const roundTripMs = option('roundTripMs', 100, 3_600_000, 10_000, options.roundTripMs);
+  const maintainMs = typeof options.maintain === 'object' ? options.maintain.intervalMs : undefined;
+  const maintainEveryMs = options.maintain && (maintainMs === undefined ? 30_000 : wholeNumber(maintainMs, 'listen(): maintain.intervalMs', 10, 86_400_000));
   if (options.http) wholeNumber(options.http.port, 'listen(): http.port', 0, 65_535);
   const serves = (l: ListenerDefinition) => (options.relays === 'only' ? !!l.relay : options.relays === false ? !l.relay : true);
   const channels = selectChannels(registry, options.channels).filter((c) => c.listeners.some(serves));
@@ -522,7 +524,7 @@ async function start(options: WorkerOptions, once: boolean): Promise<Worker | On
     kick();
   }
   const poll = setInterval(kick, pollIntervalMs);
-  const maintenance = options.maintain ? new Maintenance(bounded, control, (options.maintain === true ? {} : options.maintain).intervalMs ?? 30_000, logger) : undefined;
+  const maintenance = maintainEveryMs ? new Maintenance(bounded, control, maintainEveryMs, logger) : undefined;
   maintenance?.start();
   let scheduler: Scheduler | undefined;
   let schedulePool: pg.Pool | undefined;

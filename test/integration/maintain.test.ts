@@ -115,3 +115,10 @@ test('a worker whose role does not own pubsub.notification says once that mainte
     await db.query(`drop owned by ${role}; drop role ${role}`);
   }
 });
+
+test('a maintenance interval that is not a whole number of ms from 10 to 86,400,000 is refused before anything starts', async () => {
+  for (const intervalMs of [-1, 0, 1.5, Number.NaN]) {
+    await assert.rejects(listen({ databaseUrl: db.url, channels: ['upkeep'], maintain: { intervalMs } }), (e: any) =>
+      e.code === 'pubsub.config' && /listen\(\): maintain\.intervalMs must be a whole number from 10 to 86400000/.test(e.message));
+  }
+});
