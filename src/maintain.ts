@@ -10,7 +10,7 @@
  *   write still updates;
  * - vacuums the table once dead rows pile up (over 10,000 and over a fifth of the live rows);
  * - rebuilds its indexes with REINDEX CONCURRENTLY (writers and claims go on) once they are over 32 MB
- *   and over 512 bytes per live row (a row's entries take about 60), at most once every ten intervals.
+ *   and over 512 bytes per live row (a row's entries take about 60), at most once every four intervals.
  * Neither runs while a transaction older than the interval is open in the database: vacuum could not
  * remove what it still sees, and the rebuild would wait for it (the rebuild gives up after one interval
  * of waiting anyway, lock_timeout; its leftovers go at the next pass). It needs the table's owner (or
@@ -91,7 +91,7 @@ export class Maintenance {
         s = await this.state(c);
         this.logger.info(`maintenance: vacuumed pubsub.notification in ${Date.now() - started} ms (table ${mb(s.heap)}, indexes ${mb(s.indexes)})`);
       }
-      if (quiet && s.indexes > Math.max(32 * MB, 512 * s.live) && Date.now() - this.rebuiltAt >= 10 * this.intervalMs) {
+      if (quiet && s.indexes > Math.max(32 * MB, 512 * s.live) && Date.now() - this.rebuiltAt >= 4 * this.intervalMs) {
         const started = Date.now();
         this.rebuiltAt = started;
         await c.query('reindex table concurrently pubsub.notification');
