@@ -35,6 +35,8 @@ export interface Claimed {
   xid: string | null;
   /** Ordered claims: whether rows wait for their key. */
   unkeyed: boolean;
+  /** Whether writes wait in pubsub.fanout to be made into their listeners' rows (common claims only). */
+  fanoutWaiting: boolean;
 }
 
 /** Reads a claim script's results: the common claim's rows of pubsub.claim_next(), or the written-out script's statements. */
@@ -51,10 +53,11 @@ export function readClaim(results: pg.QueryResult[]): Claimed {
       rows: of('claimed').map(fields) as unknown as Stored[],
       xid: session.xid,
       unkeyed: false,
+      fanoutWaiting: of('fanout').length > 0,
     };
   } else {
     const [, session, reaped, isolated, claimed, xid, unkeyed] = results;
-    claim = { pid: session!.rows[0].pid, reaped: reaped!.rows, isolatedWaiting: isolated!.rows[0].isolated, rows: claimed!.rows, xid: xid!.rows[0].xid, unkeyed: unkeyed?.rows[0].unkeyed ?? false };
+    claim = { pid: session!.rows[0].pid, reaped: reaped!.rows, isolatedWaiting: isolated!.rows[0].isolated, rows: claimed!.rows, xid: xid!.rows[0].xid, unkeyed: unkeyed?.rows[0].unkeyed ?? false, fanoutWaiting: false };
   }
   // DELETE … RETURNING gives no order: process in id (write) order.
   claim.rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -65,6 +68,8 @@ export function readClaim(results: pg.QueryResult[]): Claimed {
 const MAX_SCALE = 5;
 /** Rows of one key in an ordered relay's claim at most (each costs its key a confirm round trip). */
 const RELAY_RUN = 10;
+/** Writes one pubsub.fan_out() call moves at most. */
+const FANOUT_ROWS = 1000;
 /**
  * Slack on top of the longest listener timeout before the server ends a claim session idle in its
  * transaction: covers the worker's own gaps between statements (a timed-out listener's statement is
@@ -130,6 +135,8 @@ export class Drain {
   private readonly units: Unit[] = [];
   /** Whether the last claim saw isolated rows waiting: only then does the isolated unit claim. */
   private isolatedWaiting = true;
+  /** Whether a claim saw writes waiting in pubsub.fanout: the round moves them, then claims again. */
+  private fanoutWaiting = false;
   closing = false;
 
   constructor(private readonly o: DrainOptions) {
@@ -174,6 +181,10 @@ export class Drain {
           if (n === -1 || n >= unit.limit) next.push(unit);
         }
         active = next;
+        // Writes for several listeners wait as one row each: make their listeners' rows (committed
+        // before any listener runs, so a row that kills its worker is counted as any other), then
+        // every unit claims again.
+        if (this.fanoutWaiting && !this.closing && (await this.fanOut()) > 0) active = this.units.filter((u) => u.retryAt <= Date.now());
       }
     } finally {
       // The round is over: the next one scans each listener's range from its start again, which
@@ -186,6 +197,22 @@ export class Drain {
       }
     }
     return claimed;
+  }
+
+  /** Moves waiting writes into their listeners' rows (pubsub.fan_out(), its own transaction); how many it moved. */
+  private async fanOut(): Promise<number> {
+    this.fanoutWaiting = false;
+    try {
+      const moved = (await this.o.pool.query<{ moved: number }>('select pubsub.fan_out($1) as moved', [FANOUT_ROWS])).rows[0]!.moved;
+      if (moved >= FANOUT_ROWS) this.fanoutWaiting = true;
+      debug('fanned out %d writes', moved);
+      return moved;
+    } catch (error) {
+      this.fanoutWaiting = true;
+      this.o.logger.error(`writes for several listeners could not be made into their listeners' rows (they stay stored; trying again in 1000 ms): ${describe(error).split('\n')[0]}`);
+      this.o.retry(1000);
+      return 0;
+    }
   }
 
   /** The unit that waits out a failed claim's backoff the longest, if any: when it may claim again, its failures in a row, and its last error. */
@@ -280,6 +307,7 @@ export class Drain {
     const claim = readClaim(await tx.runScript(sql));
     tx.serverPid = claim.pid;
     this.isolatedWaiting = claim.isolatedWaiting;
+    if (claim.fanoutWaiting) this.fanoutWaiting = true;
     const { rows, xid, reaped } = claim;
     if (unit.kind === 'plain') for (const n of rows) if (n.listener) unit.after.set(n.listener, n.id); // ascending: the last one wins
     if (unit.kind === 'isolated' && rows[0]) unit.after.set('', rows[0].id); // one cursor over every listener's isolated rows

@@ -8,7 +8,8 @@
  * interval, one worker of the database at a time (an advisory lock):
  * - drops the indexes an interrupted rebuild left behind (invalid `…_ccnew` or `…_ccold`), which every
  *   write still updates;
- * - vacuums the table once dead rows pile up (over 10,000 and over a fifth of the live rows);
+ * - vacuums the table once dead rows pile up (over 10,000 and over a fifth of the live rows), and
+ *   pubsub.fanout with it (writes for several listeners, moved out as their rows are made);
  * - rebuilds its indexes with REINDEX CONCURRENTLY (writers and claims go on) once they are over 32 MB
  *   and over 512 bytes per live row (a row's entries take about 60), at most once every four intervals.
  * Neither runs while a transaction older than the interval is open in the database: vacuum could not
@@ -87,7 +88,7 @@ export class Maintenance {
       const quiet = s.oldest_s * 1000 < this.intervalMs;
       if (quiet && s.dead > 10_000 && s.dead > s.live / 5) {
         const started = Date.now();
-        await c.query('vacuum (skip_locked) pubsub.notification');
+        await c.query('vacuum (skip_locked) pubsub.notification, pubsub.fanout');
         s = await this.state(c);
         this.logger.info(`maintenance: vacuumed pubsub.notification in ${Date.now() - started} ms (table ${mb(s.heap)}, indexes ${mb(s.indexes)})`);
       }

@@ -18,6 +18,8 @@ export const WAKE_SLEEP = 1886745203;
 export const SCHEDULE_RUNNING = 1886745204;
 /** Advisory lock (with 0) a worker holds, for its session, while it maintains pubsub.notification (maintain.ts): one at a time. */
 export const MAINTAIN_LOCK = 1886745205;
+/** Advisory lock (with 0) pubsub.fan_out() holds to the end of its transaction: one at a time, so ids follow the writes. */
+export const FANOUT_LOCK = 1886745206;
 
 /**
  * The writer's side of the wake-up handshake (see pubsub.wake() in version 2 below) as PL/pgSQL
@@ -37,7 +39,7 @@ export function wakeUpSql(channel: string): string {
 }
 
 /** Version of the library's own tables; each step up has an upgrade script in LIBRARY_SCHEMA. */
-export const LIBRARY_SCHEMA_VERSION = 9;
+export const LIBRARY_SCHEMA_VERSION = 10;
 
 export function ident(name: string): string {
   if (!name || name.includes('\0') || Buffer.byteLength(name) > 63) {
@@ -76,12 +78,12 @@ export const constantPathKeySql = (payload: string, path: string[]) => (path.len
  * stored row gets its listener's order key from pubsub.subscription.order_path (null: no key, the
  * worker keys it if the listener is ordered).
  */
-function notifyFunctionSql(keyed: boolean): string {
+function notifyFunctionSql(keyed: boolean, fanout = false): string {
   return `create or replace function pubsub.notify(channel_name text, payload_json jsonb, context_json jsonb default null,
     declared_durable boolean default null, strict boolean default false) returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  first_id bigint;
+  first_id bigint;${fanout ? '\n  listeners text[];\n  keys text[];' : ''}
   ctx jsonb := coalesce(context_json, nullif(current_setting('pubsub.context', true), '')::jsonb);
   stored_durable boolean;
   message text;
@@ -105,7 +107,7 @@ begin
     perform pg_notify(channel_name, message);
     return null;
   end if;
-  with stored as (
+${fanout ? FANOUT_NOTIFY : ''}  with stored as (
     insert into pubsub.notification (channel, listener, payload, context${keyed ? ', order_key' : ''})
       select channel_name, s.listener, payload_json, ctx${keyed ? `, case when s.order_path is not null then ${orderKeySql('payload_json', 's.order_path')} end` : ''} from pubsub.subscription s where s.channel = channel_name
       returning id
@@ -119,6 +121,18 @@ begin
 end
 $$;`;
 }
+
+/** Version 10: a durable notification for two or more listeners is stored once, in pubsub.fanout. */
+const FANOUT_NOTIFY = `  select array_agg(s.listener order by s.listener),
+      case when bool_or(s.order_path is not null) then array_agg(case when s.order_path is not null then ${orderKeySql('payload_json', 's.order_path')} end order by s.listener) end
+    into listeners, keys from pubsub.subscription s where s.channel = channel_name;
+  if cardinality(listeners) > 1 then
+    insert into pubsub.fanout (channel, listeners, order_keys, payload, context) values (channel_name, listeners, keys, payload_json, ctx)
+      returning id into first_id;
+    perform pubsub.wake(channel_name);
+    return first_id;
+  end if;
+`;
 
 /**
  * Channel modes. Idempotent, so that it can also run after a schema that
@@ -152,6 +166,41 @@ const SECURITY_DDL_V3 = `revoke all on schema pubsub from public;
 revoke all on function pubsub.notify(text, jsonb, jsonb, boolean, boolean) from public;
 revoke all on function pubsub.wake(text) from public;
 alter default privileges in schema pubsub revoke execute on functions from public;`;
+
+/**
+ * pubsub.claim_next() (see version 9). `fanout` (version 10): it also returns a row of kind 'fanout' when
+ * writes wait in pubsub.fanout to be turned into their listeners' rows (pubsub.fan_out()).
+ */
+function claimNextFunctionSql(fanout: boolean): string {
+  return `${fanout ? 'create or replace' : 'create'} function pubsub.claim_next(listener_names text[], cursors bigint[], channels text[], max_rows integer, context_filter jsonb, idle_ms integer)
+returns table (kind text, id text, channel text, listener text, payload text, context text, attempts integer, created_at text,
+  order_key text, isolated boolean, latency_ms double precision, dead boolean, pid integer, xid text)
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  waiting boolean;
+begin
+  if idle_ms > 0 and (current_setting('idle_in_transaction_session_timeout') = '0'
+      or current_setting('idle_in_transaction_session_timeout')::interval > make_interval(secs => idle_ms / 1000.0)) then
+    perform set_config('idle_in_transaction_session_timeout', idle_ms::text, true);
+  end if;
+  if exists (select 1 from pubsub.claim) then
+    return query select 'reaped', r.id, r.channel, r.listener, null::text, null::text, r.attempts, null::text, null::text,
+      null::boolean, null::float8, r.dead, null::integer, null::text
+      from pubsub.reap_lost_claims() r;
+  end if;
+  execute 'select exists (select 1 from pubsub.notification h where h.isolated and h.dead_at is null)' into waiting;
+  return query select 'claimed', c.id, c.channel, c.listener, c.payload, c.context, c.attempts, c.created_at, c.order_key,
+      c.isolated, c.latency_ms, null::boolean, null::integer, null::text
+    from pubsub.claim_ready(listener_names, cursors, channels, max_rows, context_filter) c;
+  return query select 'session', null::text, null::text, null::text, null::text, null::text, null::integer, null::text, null::text,
+    waiting, null::float8, null::boolean, pg_backend_pid(), txid_current_if_assigned()::text;
+${fanout ? FANOUT_FLAG : ''}end
+$$;`;
+}
+
+const FANOUT_FLAG = `  return query select 'fanout', null::text, null::text, null::text, null::text, null::text, null::integer, null::text, null::text,
+    null::boolean, null::float8, null::boolean, null::integer, null::text where pubsub.fanout_waiting();
+`;
 
 /** Upgrade scripts for the library's tables, index = version reached. */
 export const LIBRARY_SCHEMA: Record<number, string> = {
@@ -434,31 +483,80 @@ ${notifyFunctionSql(true)}`,
 -- reap_lost_claims(), which then walked whole indexes: several workers on one backlog drained at a
 -- quarter of the rate). Runs with the caller's rights, like the functions it calls: EXECUTE for PUBLIC,
 -- granted deliberately, gives nobody anything.
-create function pubsub.claim_next(listener_names text[], cursors bigint[], channels text[], max_rows integer, context_filter jsonb, idle_ms integer)
-returns table (kind text, id text, channel text, listener text, payload text, context text, attempts integer, created_at text,
-  order_key text, isolated boolean, latency_ms double precision, dead boolean, pid integer, xid text)
-language plpgsql set search_path = pg_catalog, pg_temp as $$
+${claimNextFunctionSql(false)}
+grant execute on function pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer) to public;`,
+  10: `-- Version 10: a write for several listeners is stored once. Before, each durable listener of a channel
+-- added a row of pubsub.notification to every write (its own copy of the payload, its index entries, its
+-- WAL): the writer's cost grew by about a sixth per listener (bench W6). pubsub.notify() and the trigger
+-- functions now store a notification for two or more listeners as one row here, naming them; a worker
+-- turns it into the listeners' rows (pubsub.fan_out(), in a short transaction of its own, committed
+-- before any listener runs), and from then on each listener's row has its own attempts, retries, dead
+-- letter and order, as before. Ids come from pubsub.notification's sequence (an id names one stored
+-- write, whichever table holds it); created_at is kept, so latency is measured from the write.
+create table pubsub.fanout (
+  id bigint primary key,
+  channel text not null,
+  listeners text[] not null,
+  order_keys text[], -- each listener's order key, as its writer computed it (null: none has one)
+  payload jsonb not null,
+  context jsonb default nullif(current_setting('pubsub.context', true), '')::jsonb,
+  created_at timestamptz not null default now()
+);
+do $$ begin
+  execute format('alter table pubsub.fanout alter column id set default nextval(%L::regclass)', pg_get_serial_sequence('pubsub.notification', 'id'));
+end $$;
+
+-- Moves up to max_rows waiting writes, oldest first, into their listeners' rows of pubsub.notification
+-- (each with the order key its writer stored for it), wakes the
+-- channels' sleeping workers, and returns how many writes it moved. One caller at a time (an advisory
+-- lock to the end of the transaction: call it in a transaction of its own), so that the rows get ids in
+-- the order of the writes, as ordered listeners need. SECURITY DEFINER, so that worker roles need no
+-- grant on pubsub.fanout; EXECUTE for PUBLIC, granted deliberately: it only does what any worker does,
+-- and returns nothing stored.
+create function pubsub.fan_out(max_rows integer) returns integer
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  waiting boolean;
+  moved integer;
+  woken text[];
+  c text;
 begin
-  if idle_ms > 0 and (current_setting('idle_in_transaction_session_timeout') = '0'
-      or current_setting('idle_in_transaction_session_timeout')::interval > make_interval(secs => idle_ms / 1000.0)) then
-    perform set_config('idle_in_transaction_session_timeout', idle_ms::text, true);
-  end if;
-  if exists (select 1 from pubsub.claim) then
-    return query select 'reaped', r.id, r.channel, r.listener, null::text, null::text, r.attempts, null::text, null::text,
-      null::boolean, null::float8, r.dead, null::integer, null::text
-      from pubsub.reap_lost_claims() r;
-  end if;
-  execute 'select exists (select 1 from pubsub.notification h where h.isolated and h.dead_at is null)' into waiting;
-  return query select 'claimed', c.id, c.channel, c.listener, c.payload, c.context, c.attempts, c.created_at, c.order_key,
-      c.isolated, c.latency_ms, null::boolean, null::integer, null::text
-    from pubsub.claim_ready(listener_names, cursors, channels, max_rows, context_filter) c;
-  return query select 'session', null::text, null::text, null::text, null::text, null::text, null::integer, null::text, null::text,
-    waiting, null::float8, null::boolean, pg_backend_pid(), txid_current_if_assigned()::text;
+  perform pg_advisory_xact_lock(${FANOUT_LOCK}, 0);
+  with f as (
+    delete from pubsub.fanout where id in (select id from pubsub.fanout order by id limit max_rows)
+    returning *
+  ), stored as (
+    insert into pubsub.notification (channel, listener, payload, context, order_key, created_at)
+    select f.channel, l.listener, f.payload, f.context, f.order_keys[l.n], f.created_at
+    from f cross join lateral unnest(f.listeners) with ordinality l(listener, n)
+    order by f.id, l.n
+  ) select count(*)::int, array_agg(distinct f.channel) into moved, woken from f;
+  foreach c in array coalesce(woken, '{}') loop
+    ${wakeUpSql('c')}
+  end loop;
+  return moved;
 end
 $$;
-grant execute on function pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer) to public;`,
+grant execute on function pubsub.fan_out(integer) to public;
+
+-- Whether writes wait to be moved (claim_next() tells its worker). SECURITY DEFINER, EXECUTE for PUBLIC
+-- deliberately: it tells only that.
+create function pubsub.fanout_waiting() returns boolean
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select exists (select 1 from pubsub.fanout)
+$$;
+grant execute on function pubsub.fanout_waiting() to public;
+
+-- The waiting writes per channel and listener (pubsub status, metrics, drainOnce()): how many, and the
+-- oldest. SECURITY DEFINER, EXECUTE for PUBLIC deliberately: counts only, as pubsub status shows them.
+create function pubsub.fanout_backlog() returns table (channel text, listener text, waiting integer, oldest timestamptz)
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select f.channel, l, count(*)::int, min(f.created_at) from pubsub.fanout f, unnest(f.listeners) l group by 1, 2
+$$;
+grant execute on function pubsub.fanout_backlog() to public;
+
+${notifyFunctionSql(true, true)}
+
+${claimNextFunctionSql(true)}`,
 };
 
 /** Lets `roles` call pubsub.notify() (durable `notify()`); `revoke` takes it back from `removed`. */
@@ -625,9 +723,13 @@ export function triggerFunctionSource(def: TriggerDefinition): string {
     const listeners = def.listeners.map(literal);
     const paths = def.orderPaths ?? {};
     let insert: string;
-    if (def.listeners.some((l) => paths[l])) {
+    const key = (l: string) => (paths[l] ? constantPathKeySql('payload', paths[l]!) : 'null');
+    if (listeners.length > 1) {
+      // Several listeners: the write is stored once, with each one's key; a worker makes their rows (pubsub.fan_out()).
+      const keys = def.listeners.some((l) => paths[l]) ? `array[${def.listeners.map(key).join(', ')}]::text[]` : 'null';
+      insert = `insert into pubsub.fanout (channel, listeners, order_keys, payload) values (${channel}, array[${listeners.join(', ')}]::text[], ${keys}, payload)`;
+    } else if (def.listeners.some((l) => paths[l])) {
       // Ordered listeners keyed by a path get their key with the row (the others null, as before version 8).
-      const key = (l: string) => (paths[l] ? constantPathKeySql('payload', paths[l]!) : 'null');
       const rows = listeners.length === 1
         ? `values (${channel}, ${listeners[0]}, payload, ${key(def.listeners[0]!)})`
         : `select ${channel}, l.listener, payload, l.order_key from (values ${def.listeners.map((l, i) => `(${listeners[i]}, ${key(l)})`).join(', ')}) l(listener, order_key)`;
@@ -1015,7 +1117,8 @@ export function settleSql(target: LookTarget, register: boolean): string {
   return `begin;\n${register ? sleep : ''}select bool_and(pg_try_advisory_xact_lock(${WAKE_GATE}, hashtext(c))) as clear from unnest(${array(target.channels)}) c;
 commit;
 select exists (select 1 from pubsub.notification where listener = any(${array(target.listeners)}) and ${ready})
-  or exists (select 1 from pubsub.notification where listener is null and channel = any(${array(target.unassigned)}) and ${ready}) as found`;
+  or exists (select 1 from pubsub.notification where listener is null and channel = any(${array(target.unassigned)}) and ${ready})
+  or pubsub.fanout_waiting() as found`;
 }
 
 export const listenSql = (channels: string[]) => channels.map((c) => `listen ${ident(c)}`).join('; ');
@@ -1031,7 +1134,8 @@ export const schemaVersionSql = `select case
     when to_regprocedure('pubsub.claim_ready(text[], bigint[], text[], integer, jsonb)') is null then 6
     when not exists (select 1 from pg_attribute where attrelid = to_regclass('pubsub.subscription') and attname = 'order_path' and not attisdropped) then 7
     when to_regprocedure('pubsub.claim_next(text[], bigint[], text[], integer, jsonb, integer)') is null then 8
-    else 9 end as version`;
+    when to_regclass('pubsub.fanout') is null then 9
+    else 10 end as version`;
 
 /**
  * What maintain.ts decides on, for pubsub.notification: whether this role may vacuum and reindex it
@@ -1056,7 +1160,9 @@ export const autovacuumSql = `select current_setting('autovacuum')::boolean and 
     select 1 from pg_class c, unnest(c.reloptions) o where c.oid = 'pubsub.notification'::regclass and o ~* '^autovacuum_enabled=(false|off|no|n|f|0)$') as on`;
 
 /** drainOnce(): the stored rows of $1 (listener ids; $2 channels, for rows stored before anyone subscribed; $3 a context filter or null), due now and not yet. */
-export const backlogSql = `select count(*) filter (where run_at <= now())::int as due, count(*) filter (where run_at > now())::int as waiting
+export const backlogSql = `select count(*) filter (where run_at <= now())::int
+    + (select coalesce(sum(b.waiting), 0)::int from pubsub.fanout_backlog() b where b.listener = any($1::text[])) as due,
+    count(*) filter (where run_at > now())::int as waiting
   from pubsub.notification
   where dead_at is null and (listener = any($1::text[]) or (listener is null and channel = any($2::text[])))
     and ($3::jsonb is null or context @> $3::jsonb)`;
@@ -1074,7 +1180,9 @@ export const scrapeSql = `select
       count(*) filter (where dead_at is null)::int as pending,
       count(*) filter (where dead_at is not null)::int as dead,
       coalesce(extract(epoch from now() - min(created_at) filter (where dead_at is null)), 0)::float8 as oldest
-    from pubsub.notification where channel = any($1::text[]) group by 1, 2) b) as backlog,
+    from (select channel, listener, dead_at, created_at from pubsub.notification where channel = any($1::text[])
+      union all select f.channel, f.listener, null, f.oldest from pubsub.fanout_backlog() f, generate_series(1, f.waiting)
+        where f.channel = any($1::text[])) n group by 1, 2) b) as backlog,
   pg_notification_queue_usage()::float8 as queue_usage,
   (select coalesce(extract(epoch from now() - min(xact_start)), 0)::float8 from pg_stat_activity
     where application_name = 'pubsub:worker' and xact_start is not null) as oldest_xact`;
@@ -1132,6 +1240,8 @@ export const statusCountsSql = `with snap as (select pg_current_snapshot() as s)
 rows as (
   select n.id, n.channel, n.listener, n.attempts, n.dead_at, n.created_at, ${claimedNow} as running
   from pubsub.notification n, snap
+  union all -- writes waiting to be made into their listeners' rows: pending, without an id of their own here
+  select null, f.channel, f.listener, 0, null, f.oldest, false from pubsub.fanout_backlog() f, generate_series(1, f.waiting)
 )
 select channel, listener,
   count(*) filter (where dead_at is null and not running and attempts = 0)::int as pending,
@@ -1140,7 +1250,7 @@ select channel, listener,
   count(*) filter (where dead_at is not null)::int as dead,
   extract(epoch from now() - min(created_at) filter (where dead_at is null))::float8 as oldest_seconds,
   count(*) filter (where id <= $1::bigint)::int as up_to_previous,
-  count(*)::int as total,
+  count(id)::int as total,
   max(id)::text as max_id
 from rows group by channel, listener order by channel, listener nulls first`;
 

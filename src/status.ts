@@ -167,7 +167,7 @@ interface CountRow {
   oldest_seconds: number | null;
   up_to_previous: number;
   total: number;
-  max_id: string;
+  max_id: string | null;
 }
 
 interface Sample {
@@ -246,7 +246,7 @@ export function statusMonitor(options: StatusOptions = {}): StatusMonitor {
       intervals.push({ at, seconds: (at - previous.at) / 1000, processed });
       if (intervals.length > HISTORY) intervals.shift();
     }
-    const maxIds = counts.map((r) => BigInt(r.max_id));
+    const maxIds = counts.filter((r) => r.max_id !== null).map((r) => BigInt(r.max_id!)); // null: only writes waiting to be moved
     previous = { at, maxId: maxIds.length ? String(maxIds.reduce((a, b) => (a > b ? a : b))) : (previous?.maxId ?? null), totals };
 
     const recent = intervals.filter((i) => i.at > at - WINDOW_MS);

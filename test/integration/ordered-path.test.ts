@@ -101,6 +101,7 @@ test('property: the key pubsub.notify() stores, the key a trigger stores and the
     fc.asyncProperty(value, async (v) => {
       const payload = v === undefined ? { a: {} } : { a: { b: v } };
       const [{ id: stored }] = await db.query(`select pubsub.notify('op_keys', $1::jsonb)::text as id`, [JSON.stringify(payload)]);
+      await db.query('select pubsub.fan_out(1000)'); // several listeners: stored once, made into their rows by a worker
       const rows = await db.query(`select id::text, listener, order_key from pubsub.notification where channel = 'op_keys' and id >= $1 order by listener`, [stored]);
       const keys = Object.fromEntries(rows.map((r) => [r.listener, r.order_key]));
       assert.equal(keys['Keys.oneKey'], '', 'one key: stored as the empty key');
@@ -113,6 +114,7 @@ test('property: the key pubsub.notify() stores, the key a trigger stores and the
       assert.equal(await workerKey(rows.find((r) => r.listener === 'Keys.byPath').id, 'Keys.byPath', ['a', 'b']), written, 'the worker computes the same key');
       // The same value in a row: the trigger function stores the same key.
       await db.query('insert into op_row (id, data) values ($1, $2::jsonb)', [++id, JSON.stringify(payload)]);
+      await db.query('select pubsub.fan_out(1000)');
       const trig = Object.fromEntries((await db.query(`select listener, order_key from pubsub.notification where channel = 'op_rows' and (payload -> 'new' ->> 'id')::int = $1`, [id])).map((r) => [r.listener, r.order_key]));
       assert.equal(trig['Rows.byPath'], written, 'the trigger stores the same key');
       assert.equal(trig['Rows.oneKey'], '');
@@ -128,9 +130,11 @@ test('a hostile path (quotes, braces, a dollar-quote tag) is stored as its segme
   assert.deepEqual(order_path, HOSTILE.split('.'));
   const payload = { [HOSTILE.split('.')[0]!]: { [HOSTILE.split('.')[1]!]: 'v1' } };
   await db.query(`select pubsub.notify('op_hostile', $1::jsonb)`, [JSON.stringify(payload)]);
+  await db.query('select pubsub.fan_out(1000)');
   const [{ order_key }] = await db.query(`select order_key from pubsub.notification where listener = 'Keys.hostile'`);
   assert.equal(order_key, 'v1');
   await db.query('insert into op_row (id, data) values (-1, $1::jsonb)', [JSON.stringify(payload)]);
+  await db.query('select pubsub.fan_out(1000)');
   const [trig] = await db.query(`select order_key from pubsub.notification where listener = 'Rows.hostile'`);
   assert.equal(trig.order_key, 'v1');
   await db.query(`delete from pubsub.notification where channel in ('op_hostile', 'op_rows')`);
