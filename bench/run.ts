@@ -487,7 +487,7 @@ if (runs('W6') || only?.includes('W6x')) {
   /** Every variant (name → statement) `rounds` times, interleaved, each from empty tables; the median commits/s of each. */
   async function sideBySide(variants: Record<string, string>, clients: number, rounds = smoke ? 1 : 3): Promise<Record<string, number>> {
     const tables = (await q(`select string_agg(format('%I.%I', schemaname, tablename), ', ') as t from pg_tables
-      where tablename like 'readings%' or (schemaname = 'pubsub' and tablename like 'notification%')`))[0].t;
+      where tablename like 'readings%' or (schemaname = 'pubsub' and (tablename like 'notification%' or tablename = 'fanout'))`))[0].t;
     const byName: Record<string, number[]> = {};
     for (let r = 0; r < rounds; r++) {
       for (const [name, sql] of Object.entries(variants)) {
@@ -643,13 +643,14 @@ if (runs('W9')) {
     ['listeners3', 'bench_fanout', ['BenchListeners.first', 'BenchListeners.second', 'BenchListeners.third'], 1, '1 process, 3 listeners on one channel'],
   ] as const;
   for (const [key, channel, listeners, processes, name] of variants) {
-    // As notify() stores them: one row per listener, the listeners of one notification side by side.
-    await q(`insert into pubsub.notification (channel, listener, payload) select $1, l, jsonb_build_object('n', g) from generate_series(1, $2::int) g, unnest($3::text[]) l`, [channel, size.fanOut, listeners]);
-    await q('vacuum analyze pubsub.notification');
+    // As notify() stores them: one row for one listener; one row of pubsub.fanout naming several (library version 10).
+    if (listeners.length === 1) await q(`insert into pubsub.notification (channel, listener, payload) select $1, $3, jsonb_build_object('n', g) from generate_series(1, $2::int) g`, [channel, size.fanOut, listeners[0]]);
+    else await q(`insert into pubsub.fanout (channel, listeners, payload) select $1, $3::text[], jsonb_build_object('n', g) from generate_series(1, $2::int) g`, [channel, size.fanOut, listeners]);
+    await q('vacuum analyze pubsub.notification, pubsub.fanout');
     const workers = Array.from({ length: processes }, () => startWorker(['--channel', channel]));
     const ready = await Promise.all(workers.map((w) => w.ready));
     const stopSampler = await startSampler(db, workers.map((w) => w.child.pid!));
-    const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = '${channel}') as left`);
+    const end = await untilEmpty(`select exists(select 1 from pubsub.notification where channel = '${channel}') or exists(select 1 from pubsub.fanout where channel = '${channel}') as left`);
     const usage = await stopSampler();
     await Promise.all(workers.map((w) => w.stop()));
     const seconds = (end - Math.min(...ready)) / 1000;

@@ -184,19 +184,27 @@ export class Drain {
         // Writes for several listeners wait as one row each: make their listeners' rows (committed
         // before any listener runs, so a row that kills its worker is counted as any other), then
         // every unit claims again.
-        if (this.fanoutWaiting && !this.closing && (await this.fanOut()) > 0) active = this.units.filter((u) => u.retryAt <= Date.now());
+        // every unit claims again from the start (a moved write's first row keeps the write's id).
+        if (this.fanoutWaiting && !this.closing && (await this.fanOut()) > 0) {
+          active = this.units.filter((u) => u.retryAt <= Date.now());
+          this.restart();
+        }
       }
     } finally {
       // The round is over: the next one scans each listener's range from its start again, which
       // picks up rows written with lower ids after we passed them (late commits, retries).
-      for (const unit of this.units) {
-        unit.after.clear();
-        unit.keyedAfter = '0';
-        unit.afterKey = undefined;
-        unit.unkeyed = true;
-      }
+      this.restart();
     }
     return claimed;
+  }
+
+  private restart(): void {
+    for (const unit of this.units) {
+      unit.after.clear();
+      unit.keyedAfter = '0';
+      unit.afterKey = undefined;
+      unit.unkeyed = true;
+    }
   }
 
   /** Moves waiting writes into their listeners' rows (pubsub.fan_out(), its own transaction); how many it moved. */

@@ -507,7 +507,8 @@ do $$ begin
 end $$;
 
 -- Moves up to max_rows waiting writes, oldest first, into their listeners' rows of pubsub.notification
--- (each with the order key its writer stored for it), wakes the
+-- (each with the order key its writer stored for it; the first listener's row keeps the write's id, which
+-- pubsub.notify() returned, the others get new ones in the order of the writes), wakes the
 -- channels' sleeping workers, and returns how many writes it moved. One caller at a time (an advisory
 -- lock to the end of the transaction: call it in a transaction of its own), so that the rows get ids in
 -- the order of the writes, as ordered listeners need. SECURITY DEFINER, so that worker roles need no
@@ -524,10 +525,13 @@ begin
   with f as (
     delete from pubsub.fanout where id in (select id from pubsub.fanout order by id limit max_rows)
     returning *
-  ), stored as (
+  ), first as (
+    insert into pubsub.notification (id, channel, listener, payload, context, order_key, created_at) overriding system value
+    select f.id, f.channel, f.listeners[1], f.payload, f.context, f.order_keys[1], f.created_at from f
+  ), rest as (
     insert into pubsub.notification (channel, listener, payload, context, order_key, created_at)
-    select f.channel, l.listener, f.payload, f.context, f.order_keys[l.n], f.created_at
-    from f cross join lateral unnest(f.listeners) with ordinality l(listener, n)
+    select f.channel, l.listener, f.payload, f.context, f.order_keys[l.n + 1], f.created_at
+    from f cross join lateral unnest(f.listeners[2:]) with ordinality l(listener, n)
     order by f.id, l.n
   ) select count(*)::int, array_agg(distinct f.channel) into moved, woken from f;
   foreach c in array coalesce(woken, '{}') loop
@@ -722,21 +726,17 @@ export function triggerFunctionSource(def: TriggerDefinition): string {
     declare = `  payload jsonb := ${payloadJson(def, fields, false)};`;
     const listeners = def.listeners.map(literal);
     const paths = def.orderPaths ?? {};
-    let insert: string;
     const key = (l: string) => (paths[l] ? constantPathKeySql('payload', paths[l]!) : 'null');
+    const keyed = def.listeners.some((l) => paths[l]);
+    let insert: string;
     if (listeners.length > 1) {
       // Several listeners: the write is stored once, with each one's key; a worker makes their rows (pubsub.fan_out()).
-      const keys = def.listeners.some((l) => paths[l]) ? `array[${def.listeners.map(key).join(', ')}]::text[]` : 'null';
-      insert = `insert into pubsub.fanout (channel, listeners, order_keys, payload) values (${channel}, array[${listeners.join(', ')}]::text[], ${keys}, payload)`;
-    } else if (def.listeners.some((l) => paths[l])) {
-      // Ordered listeners keyed by a path get their key with the row (the others null, as before version 8).
-      const rows = listeners.length === 1
-        ? `values (${channel}, ${listeners[0]}, payload, ${key(def.listeners[0]!)})`
-        : `select ${channel}, l.listener, payload, l.order_key from (values ${def.listeners.map((l, i) => `(${listeners[i]}, ${key(l)})`).join(', ')}) l(listener, order_key)`;
-      insert = `insert into pubsub.notification (channel, listener, payload, order_key) ${rows}`;
+      insert = `insert into pubsub.fanout (channel, listeners, order_keys, payload) values (${channel}, array[${listeners.join(', ')}]::text[], ${keyed ? `array[${def.listeners.map(key).join(', ')}]::text[]` : 'null'}, payload)`;
+    } else if (keyed) {
+      // An ordered listener keyed by a path gets its key with the row (version 8).
+      insert = `insert into pubsub.notification (channel, listener, payload, order_key) values (${channel}, ${listeners[0]}, payload, ${key(def.listeners[0]!)})`;
     } else {
-      const rows = listeners.length === 1 ? `values (${channel}, ${listeners[0]}, payload)` : `select ${channel}, l, payload from unnest(array[${listeners.join(', ')}]) l`;
-      insert = `insert into pubsub.notification (channel, listener, payload) ${rows}`;
+      insert = `insert into pubsub.notification (channel, listener, payload) values (${channel}, ${listeners[0]}, payload)`;
     }
     body = `  ${insert};
   ${wakeUpSql(channel)}`;

@@ -23,7 +23,7 @@ const failFirst = new Map<number, number>();
 class Three {
   @Listen('fo_three')
   async a(e: Ev, ctx: NotificationContext) {
-    await ctx.tx!.query('insert into fo_seen (who, n) values ($1, $2)', ['a', e.n]);
+    await ctx.tx!.query('insert into fo_seen (who, n, nid) values ($1, $2, $3)', ['a', e.n, ctx.id]);
   }
   @Listen('fo_three')
   async b(e: Ev, ctx: NotificationContext) {
@@ -84,7 +84,7 @@ const recording = { info() {}, warn() {}, error: (m: string) => void errors.push
 before(async () => {
   assert.ok(Three && Killer && Split && Ordered);
   db = await createTestDatabase({ library: true, subscribe: true });
-  await db.query('create table fo_seen (seq bigint generated always as identity, who text not null, n int not null, k text)');
+  await db.query('create table fo_seen (seq bigint generated always as identity, who text not null, n int not null, k text, nid text)');
 });
 after(async () => {
   for (const w of workers) await w.close();
@@ -110,7 +110,7 @@ const empty = (channel: string) =>
   }, `every ${channel} write processed`, 30_000);
 
 test('a write for three listeners is stored once; each listener gets it once, and one that fails retries alone', async () => {
-  await notifyAll('fo_three', [{ n: 1 }, { n: 2 }, { n: 3 }]);
+  const ids = (await notifyAll('fo_three', [{ n: 1 }, { n: 2 }, { n: 3 }])).map((r) => String(r.notify));
   const [stored] = await db.query(`select (select count(*) from pubsub.fanout where channel = 'fo_three')::int as fanout,
     (select count(*) from pubsub.notification where channel = 'fo_three')::int as rows,
     (select listeners from pubsub.fanout where channel = 'fo_three' limit 1) as listeners`);
@@ -122,6 +122,8 @@ test('a write for three listeners is stored once; each listener gets it once, an
   workers.push(await listen({ databaseUrl: db.url, channels: ['fo_three'], pollIntervalMs: 100, logger: quiet })); // retries are found by the poll
   await empty('fo_three');
   assert.deepEqual(await seenBy('a'), [1, 2, 3]);
+  const nids = (await db.query(`select nid from fo_seen where who = 'a' order by n`)).map((r) => r.nid);
+  assert.deepEqual(nids, ids, 'notify() returned the id the first listener sees as ctx.id');
   assert.deepEqual(await seenBy('b'), [1, 2, 3]);
   assert.deepEqual((await seenBy('flaky')).sort(), [1, 2, 3], 'flaky: each once, 2 after two failures');
   assert.equal(failFirst.get(2), 0);
