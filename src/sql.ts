@@ -107,7 +107,7 @@ begin
     perform pg_notify(channel_name, message);
     return null;
   end if;
-${fanout ? FANOUT_NOTIFY : ''}  with stored as (
+${fanout ? FANOUT_NOTIFY : `  with stored as (
     insert into pubsub.notification (channel, listener, payload, context${keyed ? ', order_key' : ''})
       select channel_name, s.listener, payload_json, ctx${keyed ? `, case when s.order_path is not null then ${orderKeySql('payload_json', 's.order_path')} end` : ''} from pubsub.subscription s where s.channel = channel_name
       returning id
@@ -119,20 +119,30 @@ ${fanout ? FANOUT_NOTIFY : ''}  with stored as (
   perform pubsub.wake(channel_name);
   return first_id;
 end
-$$;`;
+$$;`}`;
 }
 
-/** Version 10: a durable notification for two or more listeners is stored once, in pubsub.fanout. */
+/**
+ * Version 10: a durable notification for two or more listeners is stored once, in pubsub.fanout, with
+ * each listener's order key; for one, one row as before; for none yet, one unassigned row.
+ */
 const FANOUT_NOTIFY = `  select array_agg(s.listener order by s.listener),
       case when bool_or(s.order_path is not null) then array_agg(case when s.order_path is not null then ${orderKeySql('payload_json', 's.order_path')} end order by s.listener) end
     into listeners, keys from pubsub.subscription s where s.channel = channel_name;
   if cardinality(listeners) > 1 then
     insert into pubsub.fanout (channel, listeners, order_keys, payload, context) values (channel_name, listeners, keys, payload_json, ctx)
       returning id into first_id;
-    perform pubsub.wake(channel_name);
-    return first_id;
+  elsif cardinality(listeners) = 1 then
+    insert into pubsub.notification (channel, listener, payload, context, order_key) values (channel_name, listeners[1], payload_json, ctx, keys[1])
+      returning id into first_id;
+  else
+    insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
+      returning id into first_id;
   end if;
-`;
+  perform pubsub.wake(channel_name);
+  return first_id;
+end
+$$;`;
 
 /**
  * Channel modes. Idempotent, so that it can also run after a schema that

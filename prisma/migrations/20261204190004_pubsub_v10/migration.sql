@@ -114,15 +114,10 @@ begin
   if cardinality(listeners) > 1 then
     insert into pubsub.fanout (channel, listeners, order_keys, payload, context) values (channel_name, listeners, keys, payload_json, ctx)
       returning id into first_id;
-    perform pubsub.wake(channel_name);
-    return first_id;
-  end if;
-  with stored as (
-    insert into pubsub.notification (channel, listener, payload, context, order_key)
-      select channel_name, s.listener, payload_json, ctx, case when s.order_path is not null then case when cardinality(s.order_path) = 0 then '' else coalesce(payload_json #>> s.order_path, '') end end from pubsub.subscription s where s.channel = channel_name
-      returning id
-  ) select min(id) into first_id from stored;
-  if first_id is null then
+  elsif cardinality(listeners) = 1 then
+    insert into pubsub.notification (channel, listener, payload, context, order_key) values (channel_name, listeners[1], payload_json, ctx, keys[1])
+      returning id into first_id;
+  else
     insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
       returning id into first_id;
   end if;
