@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { Listen, drainOnce, getRegistry, listen, status, type NotificationContext, type Worker } from '../../src/index.js';
 import { Registry } from '../../src/registry.js';
-import { FANOUT_LOCK, createTriggerSql, triggerFunctionSql, type TriggerDefinition } from '../../src/sql.js';
+import { FANOUT_LOCK, scrapeSql, createTriggerSql, triggerFunctionSql, type TriggerDefinition } from '../../src/sql.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
 class Ev {
@@ -118,6 +118,8 @@ test('a write for three listeners is stored once; each listener gets it once, an
   // Waiting writes count as pending for each of their listeners.
   const report = await status({ databaseUrl: db.url });
   for (const l of ['Three.a', 'Three.b', 'Three.flaky']) assert.equal(report.listeners.find((s) => s.listener === l)?.pending, 3, l);
+  const [{ backlog }] = await db.query(scrapeSql, [['fo_three']]); // the metrics' backlog gauges
+  assert.deepEqual(backlog.map((b: { listener: string; pending: number; dead: number }) => [b.listener, b.pending, b.dead]).sort(), [['Three.a', 3, 0], ['Three.b', 3, 0], ['Three.flaky', 3, 0]]);
   failFirst.set(2, 2);
   workers.push(await listen({ databaseUrl: db.url, channels: ['fo_three'], pollIntervalMs: 100, logger: quiet })); // retries are found by the poll
   await empty('fo_three');
