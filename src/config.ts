@@ -28,6 +28,8 @@ export interface FileConfig {
   gracePeriodMs?: number;
   /** `pubsub listen --processes`: worker processes run by one command. */
   processes?: number;
+  /** `pubsub listen --maintain`: the workers vacuum pubsub.notification and rebuild its indexes (as its owner). */
+  maintain?: boolean;
   /** Relays to brokers (relay.ts, RelayConfig): checked when registered. */
   relay?: unknown[];
   /** Bridges from brokers (bridge.ts, BridgeConfig): checked when registered. */
@@ -55,7 +57,7 @@ export function wholeNumber(value: unknown, where: string, min: number, max: num
   return value;
 }
 
-const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number' | 'relays'> = {
+const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number' | 'boolean' | 'relays'> = {
   require: 'strings',
   schema: 'string',
   migrationsDir: 'string',
@@ -68,6 +70,7 @@ const FILE_KEYS: Record<keyof FileConfig, 'strings' | 'string' | 'number' | 'rel
   prisma: 'string',
   gracePeriodMs: 'number',
   processes: 'number',
+  maintain: 'boolean',
   relay: 'relays',
   bridge: 'relays',
 };
@@ -83,6 +86,8 @@ function checkFileConfig(raw: unknown, where: string): FileConfig {
     if (kind === 'relays') {
       const example = key === 'relay' ? 'relays such as [{"channel": "orders", "to": "amqp", "exchange": "orders"}]' : 'bridges such as [{"from": "amqp", "queue": "orders-in", "channel": "orders"}]';
       if (!Array.isArray(value)) throw new PubSubError('pubsub.config', `${at} must be a list of ${example}.`);
+    } else if (kind === 'boolean') {
+      if (typeof value !== 'boolean') throw new PubSubError('pubsub.config', `${at} must be true or false, got ${JSON.stringify(value)}.`);
     } else if (kind === 'number') {
       const { min, max } = WORKER_LIMITS[key as keyof typeof WORKER_LIMITS];
       wholeNumber(value, at, min, max);

@@ -42,7 +42,8 @@ export interface Claimed {
 /** Reads a claim script's results: the common claim's rows of pubsub.claim_next(), or the written-out script's statements. */
 export function readClaim(results: pg.QueryResult[]): Claimed {
   let claim: Claimed;
-  if (results.length === 2) {
+  // The common claim: begin, then claim_next()'s rows, told apart by their first column.
+  if (results.length === 2 && results[1]!.fields[0]?.name === 'kind') {
     const of = (kind: string) => results[1]!.rows.filter((r) => r.kind === kind);
     const session = of('session')[0];
     const fields = ({ kind, dead, pid, xid, ...row }: Record<string, unknown>) => row;

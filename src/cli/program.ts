@@ -195,7 +195,7 @@ export function buildProgram(): Command {
           pollIntervalMs: flags.pollInterval ?? file.pollIntervalMs ?? 2000,
           ...(flags.httpPort !== undefined && { http: { port: flags.httpPort, host: flags.httpHost } }),
           ...(flags.metrics && { metrics: true }),
-          ...(flags.maintain && { maintain: true }),
+          ...((flags.maintain ?? file.maintain) && { maintain: true }),
         });
         const worker = await Promise.race([started, stop.then(() => undefined)]);
         // `listen` runs the declared bridges beside the listeners (`relay` only relays; `bridge` only bridges).

@@ -43,8 +43,8 @@ test('bad numbers on the command line are refused with a message naming the opti
 test('pubsub.config.json goes through the same checks as the flags: bounds, types, unknown keys', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pubsub-config-'));
   const write = (config: unknown) => fs.writeFileSync(path.join(dir, 'pubsub.config.json'), JSON.stringify(config));
-  write({ require: ['a.js'], batchSize: 500, concurrency: 4, pollIntervalMs: 100 });
-  assert.deepEqual(loadFileConfig(dir), { dir, require: [path.join(dir, 'a.js')], batchSize: 500, concurrency: 4, pollIntervalMs: 100 });
+  write({ require: ['a.js'], batchSize: 500, concurrency: 4, pollIntervalMs: 100, maintain: true });
+  assert.deepEqual(loadFileConfig(dir), { dir, require: [path.join(dir, 'a.js')], batchSize: 500, concurrency: 4, pollIntervalMs: 100, maintain: true });
   const refused: Array<[unknown, RegExp]> = [
     [{ batchSize: 0 }, /"batchSize" must be a whole number from 1 to 10000, got 0/],
     [{ batchSize: 1e6 }, /"batchSize" must be a whole number from 1 to 10000, got 1000000/],
@@ -52,6 +52,7 @@ test('pubsub.config.json goes through the same checks as the flags: bounds, type
     [{ pollIntervalMs: '100' }, /"pollIntervalMs" must be a whole number from 10 to 86400000, got "100"/],
     [{ batchsize: 10 }, /"batchsize" is not a setting; the settings are require, schema, migrationsDir, migrations, channels, grantNotify, batchSize/],
     [{ require: 'a.js' }, /"require" must be an array of non-empty strings/],
+    [{ maintain: 'yes' }, /"maintain" must be true or false, got "yes"/],
     [[], /must be a JSON object/],
     [{ migrationsDir: 'a', migrations: 'b' }, /sets both "migrationsDir" and "migrations" \(its old name\); keep only "migrationsDir"/],
   ];
