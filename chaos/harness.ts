@@ -250,7 +250,7 @@ const accountingSql = `with expected as (
     (select count(*) from dead d join chaos_ledger l using (n)
       where d.listener = 'ChaosJobs.fragile' and 'kill' = any(string_to_array(l.flags, ',')))::int as expected_dead,
     (select count(*) from dead)::int as dead,
-    (select count(*) from pubsub.notification where dead_at is null)::int as pending`;
+    (select count(*) from pubsub.notification where dead_at is null)::int + (select count(*) from pubsub.fanout)::int as pending`;
 
 export async function account(url: string, sideFile: string): Promise<Outcome> {
   const client = new pg.Client({ connectionString: url, application_name: 'chaos:harness' });

@@ -252,7 +252,7 @@ export async function runRelayScenarios(server: EmbeddedPostgres, options: { qui
       await writing;
       await Promise.all([forwarders.amqp.up(), forwarders.nats.up()]);
       const t1 = now();
-      drained = await until(async () => (await db.query('select count(*)::int as n from pubsub.notification')).rows[0].n === 0, drainMs, 100);
+      drained = await until(async () => (await db.query('select (select count(*) from pubsub.notification) + (select count(*) from pubsub.fanout) as n')).rows[0].n === '0', drainMs, 100);
       drainTime = drained ? Math.round(now() - t1) : null;
       if (!drained) failures.push(`not drained within ${drainMs / 1000} s`);
       await relays.stop();

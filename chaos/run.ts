@@ -319,7 +319,8 @@ async function runScenario(server: EmbeddedPostgres, migrations: string, s: Scen
     await Promise.race([faults, sleep(60_000)]); // every fault loop returns within seconds of loadOver
     const drainStart = now();
     drainDeadline = drainStart + size.drainMs;
-    const drained = await until(async () => (await admin.query(`select count(*)::int as n from pubsub.notification where dead_at is null`)).rows[0].n === 0, size.drainMs, 200);
+    // Writes for both job listeners wait in pubsub.fanout until a worker makes their rows.
+    const drained = await until(async () => (await admin.query(`select (select count(*) from pubsub.notification where dead_at is null) + (select count(*) from pubsub.fanout) as n`)).rows[0].n === '0', size.drainMs, 200);
     if (!drained) {
       // What the rows still pending look like, to tell a wedged worker from a slow retry.
       const { rows } = await admin.query(`select listener, isolated, attempts, count(*)::int as n, min(run_at - now()) as next_run, max(run_at - now()) as last_run,
