@@ -62,11 +62,13 @@ end
 $$;
 grant execute on function pubsub.fan_out(integer) to public;
 
--- Whether writes wait to be moved (claim_next() tells its worker). SECURITY DEFINER, EXECUTE for PUBLIC
--- deliberately: it tells only that.
+-- Whether writes wait to be moved (claim_next() tells its worker on every claim: PL/pgSQL, so that its
+-- plan is made once per session). SECURITY DEFINER, EXECUTE for PUBLIC deliberately: it tells only that.
 create function pubsub.fanout_waiting() returns boolean
-language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-  select exists (select 1 from pubsub.fanout)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  return exists (select 1 from pubsub.fanout);
+end
 $$;
 grant execute on function pubsub.fanout_waiting() to public;
 
