@@ -138,6 +138,9 @@ export class Drain {
   private isolatedWaiting = true;
   /** Whether a claim saw writes waiting in pubsub.fanout: the round moves them, then claims again. */
   private fanoutWaiting = false;
+  /** The move under way (fanOut()), and whether one moved writes since the units last started over. */
+  private moving: Promise<number> | undefined;
+  private moved = false;
   closing = false;
 
   constructor(private readonly o: DrainOptions) {
@@ -182,16 +185,20 @@ export class Drain {
           if (n === -1 || n >= unit.limit) next.push(unit);
         }
         active = next;
-        // Writes for several listeners wait as one row each: make their listeners' rows (committed
-        // before any listener runs, so a row that kills its worker is counted as any other), then
-        // every unit claims again.
-        // every unit claims again from the start (a moved write's first row keeps the write's id).
-        if (this.fanoutWaiting && !this.closing && (await this.fanOut()) > 0) {
+        // Writes for several listeners wait as one row each: make their listeners' rows on a
+        // connection of their own while the claims go on (committed before any listener runs, so a
+        // row that kills its worker is counted as any other). Before the round would end, every unit
+        // claims again from the start (a moved write's first row keeps the write's id).
+        if (this.fanoutWaiting && !this.moving && !this.closing) this.moving = this.fanOut().finally(() => (this.moving = undefined));
+        if (!active.length && this.moving) await this.moving;
+        if (!active.length && this.moved && !this.closing) {
+          this.moved = false;
           active = this.units.filter((u) => u.retryAt <= Date.now());
           this.restart();
         }
       }
     } finally {
+      await this.moving;
       // The round is over: the next one scans each listener's range from its start again, which
       // picks up rows written with lower ids after we passed them (late commits, retries).
       this.restart();
@@ -214,6 +221,7 @@ export class Drain {
     try {
       const moved = (await this.o.pool.query<{ moved: number }>('select pubsub.fan_out($1) as moved', [FANOUT_ROWS])).rows[0]!.moved;
       if (moved >= FANOUT_ROWS) this.fanoutWaiting = true;
+      if (moved > 0) this.moved = true;
       debug('fanned out %d writes', moved);
       return moved;
     } catch (error) {
