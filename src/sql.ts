@@ -116,10 +116,10 @@ ${fanout ? FANOUT_NOTIFY : `  with stored as (
     insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
       returning id into first_id;
   end if;
-  perform pubsub.wake(channel_name);
+`}  perform pubsub.wake(channel_name);
   return first_id;
 end
-$$;`}`;
+$$;`;
 }
 
 /**
@@ -139,10 +139,7 @@ const FANOUT_NOTIFY = `  select array_agg(s.listener order by s.listener),
     insert into pubsub.notification (channel, payload, context) values (channel_name, payload_json, ctx)
       returning id into first_id;
   end if;
-  perform pubsub.wake(channel_name);
-  return first_id;
-end
-$$;`;
+`;
 
 /**
  * Channel modes. Idempotent, so that it can also run after a schema that
