@@ -92,6 +92,50 @@ test('indexes an interrupted rebuild left invalid are dropped, by one worker at 
   }
 });
 
+test('a rebuild whose backend is killed while it waits for a writer leaves invalid indexes; the next pass drops them and rebuilds; the writer\'s row is kept', async () => {
+  await db.query(`insert into pubsub.notification (channel, listener, payload) select 'gone', 'Gone.gone', '{}' from generate_series(1, 700000)`);
+  await db.query(`delete from pubsub.notification`);
+  await db.query('analyze pubsub.notification'); // the statistics the pass reads: no live rows, 700,000 dead
+  const control = new pg.Pool({ connectionString: db.url, max: 1 });
+  const first = recorder();
+  const maintenance = new Maintenance({ connectionString: db.url }, control, 60_000, first.logger);
+  const writer = await db.pool.connect();
+  const leftovers = async () => (await db.query(`select count(*)::int as n from pg_index x join pg_class i on i.oid = x.indexrelid
+    where x.indrelid = 'pubsub.notification'::regclass and not x.indisvalid and i.relname ~ '_ccnew'`))[0].n;
+  try {
+    // A write in progress: REINDEX CONCURRENTLY builds its new indexes, then waits for it to end.
+    await writer.query('begin');
+    await writer.query(`insert into pubsub.notification (channel, listener, payload) values ('upkeep', 'Ticks.tick', '{"n": -1}')`);
+    const pass = maintenance.once();
+    const pid: number = await waitFor(async () => {
+      const rows = await db.query(`select pid from pg_stat_activity where application_name = 'pubsub:maintain' and query ilike 'reindex%' and wait_event_type = 'Lock'`);
+      return rows[0]?.pid;
+    }, 'the rebuild waiting for the writer', 30_000);
+    await db.query('select pg_terminate_backend($1)', [pid]);
+    await assert.rejects(pass, /terminat/);
+    assert.ok((await leftovers()) > 0, 'the killed rebuild left invalid indexes behind');
+    await writer.query('commit');
+  } finally {
+    writer.release();
+    await maintenance.close();
+  }
+  // The next pass, by any worker (the killed one counts its attempt against its own limit).
+  const next = recorder();
+  const again = new Maintenance({ connectionString: db.url }, control, 60_000, next.logger);
+  try {
+    await again.once();
+  } finally {
+    await again.close();
+    await control.end();
+  }
+  assert.match(next.lines.info.join('\n'), /dropped notification_\w+_ccnew\w*, an index left invalid by an interrupted rebuild/);
+  assert.match(next.lines.info.join('\n'), /rebuilt the indexes of pubsub.notification/);
+  assert.equal(await leftovers(), 0);
+  assert.ok((await size()).indexes < 4 * 1024 * 1024, 'indexes rebuilt');
+  assert.deepEqual(await db.query(`select payload from pubsub.notification`), [{ payload: { n: -1 } }], 'the writer\'s row kept');
+  await db.query('delete from pubsub.notification');
+});
+
 test('a worker whose role does not own pubsub.notification says once that maintenance is off, and works', async () => {
   const role = `pubsub_upkeep_${randomBytes(4).toString('hex')}`;
   await db.query(`create role ${role} login password 'pw'`);
