@@ -7,9 +7,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
-import { Listen, drainOnce, getRegistry, listen, status, type NotificationContext, type Worker } from '../../src/index.js';
+import { Listen, drainOnce, getRegistry, listen, notifyMany, status, type NotificationContext, type Worker } from '../../src/index.js';
 import { Registry } from '../../src/registry.js';
-import { FANOUT_LOCK, scrapeSql, createTriggerSql, triggerFunctionSql, type TriggerDefinition } from '../../src/sql.js';
+import { FANOUT_LOCK, WAKE_GATE, scrapeSql, createTriggerSql, triggerFunctionSql, type TriggerDefinition } from '../../src/sql.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/db.js';
 
 class Ev {
@@ -207,6 +207,39 @@ test('a worker whose move is cut (its backend killed while it waits) loses nothi
   await empty('fo_three');
   for (const who of ['a', 'b', 'flaky']) assert.deepEqual(await seenBy(who), [10, 11], who);
   await stopWorkers();
+});
+
+test('notifyMany() whose connection is cut mid-statement stores nothing; sent again, every payload is processed once by each listener', async () => {
+  await db.query('truncate fo_seen');
+  const events = Array.from({ length: 500 }, (_, i) => ({ n: 5000 + i }));
+  const gate = await db.pool.connect();
+  const c = new pg.Client(db.url);
+  await c.connect();
+  c.on('error', () => {});
+  try {
+    // A worker's gate held: the statement stores the first payload, then waits in its wake-up check.
+    await gate.query('begin');
+    await gate.query(`select pg_advisory_xact_lock(${WAKE_GATE}, hashtext('fo_split'))`);
+    const sent = notifyMany('fo_split', events, { client: c });
+    const pid: number = await waitFor(async () => (await db.query(`select pid from pg_stat_activity where query like '%pubsub.notify(%' and wait_event_type = 'Lock' and pid = $1`, [(c as unknown as { processID: number }).processID]))[0]?.pid, 'notifyMany waiting', 5_000);
+    await db.query('select pg_terminate_backend($1)', [pid]);
+    await assert.rejects(sent);
+    await gate.query('commit');
+  } finally {
+    gate.release();
+    await c.end().catch(() => {});
+  }
+  const [{ n }] = await db.query(`select (select count(*) from pubsub.fanout where (payload->>'n')::int >= 5000)::int + (select count(*) from pubsub.notification where (payload->>'n')::int >= 5000)::int as n`);
+  assert.equal(n, 0, 'nothing of the cut statement is stored');
+  const again = new pg.Client(db.url);
+  await again.connect();
+  try {
+    assert.equal((await notifyMany('fo_split', events, { client: again })).length, 500);
+  } finally {
+    await again.end();
+  }
+  await drainOnce({ databaseUrl: db.url, channels: ['fo_split'], logger: quiet });
+  for (const who of ['left', 'right']) assert.deepEqual(await seenBy(who), events.map((e) => e.n), `${who}: each once, in order`);
 });
 
 test('drainOnce() counts and processes writes waiting to be moved', async () => {
